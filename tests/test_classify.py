@@ -1,0 +1,50 @@
+"""Function layer: the classification policy and its application."""
+
+import pytest
+
+from transforms.classify import classify, load_policy
+
+POLICY = load_policy()
+
+
+def cls(*, text=True, info_types=(), flags=()):
+    return classify(POLICY, has_text=text, info_types=info_types, policy_flags=flags)
+
+
+def test_base_classes():
+    assert cls(text=False) == "PUBLIC"
+    assert cls() == "INTERNAL"
+
+
+def test_info_types_raise_the_class():
+    assert cls(info_types=["EMAIL_ADDRESS"]) == "CONFIDENTIAL"
+    assert cls(info_types=["EMAIL_ADDRESS", "CREDIT_CARD_NUMBER"]) == "RESTRICTED"
+    assert cls(text=False, info_types=["IP_ADDRESS"]) == "CONFIDENTIAL"
+
+
+def test_flags_raise_the_class_and_never_lower_it():
+    assert cls(flags=["pii_redacted"]) == "CONFIDENTIAL"
+    assert cls(flags=["secret_detected"]) == "RESTRICTED"
+    assert cls(text=False, flags=["some_new_flag"]) == "INTERNAL"
+    assert cls(info_types=["AUTH_TOKEN"], flags=["content_filtered"]) == "RESTRICTED"
+
+
+def test_unlisted_info_types_fail_safe():
+    assert cls(info_types=["SOMETHING_NEW"]) == "RESTRICTED"
+
+
+def test_policy_covers_every_engine_info_type():
+    from transforms.pii.engine import INFO_TYPES
+
+    assert set(INFO_TYPES) <= set(POLICY.info_types)
+
+
+def test_policy_is_versioned_and_validated(tmp_path):
+    assert POLICY.version
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: x\nclasses: [A, B]\nno_text_class: A\ndefault_class: A\n"
+        "unlisted_info_type: C\nunlisted_policy_flag: A\n"
+    )
+    with pytest.raises(ValueError, match="not in"):
+        load_policy(str(bad))

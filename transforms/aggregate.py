@@ -1,0 +1,364 @@
+"""Windowed usage metrics per (model, region): ``AggregateMetrics``.
+
+Input: deduplicated ``RedactedEvent`` elements, timestamped with their event time, bounded
+(backfill) or unbounded (streaming). Output: one ``MetricRow`` per pane of each fixed event-time
+window and (model, region). Panes accumulate, so each row carries the whole window seen so far
+and sinks upsert by ``(window_start, model, region)``: the latest pane wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+from transforms import sketches
+from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+
+__all__ = ["AggregateMetrics"]
+
+# After the watermark has passed a window, late data within the allowed lateness is gathered
+# for this long (processing time) before a LATE pane fires. Each LATE pane re-emits the whole
+# window (about 3 kB with its sketches), so batching late data bounds the upserts to one per
+# key and window per 10 s even when a backlog replays many late events, while corrections
+# still land within seconds.
+_LATE_FIRING_DELAY_S = 10
+
+_QUANTILES = (0.5, 0.95, 0.99)
+
+
+# What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
+# completion_tokens, policy_flags, data_class, redaction_counts). Projecting before the combine
+# keeps prompt and response text out of shuffles and, on runners that buffer a window's elements
+# instead of lifting the combiner (the DirectRunner with non-default windowing), out of state
+# held for up to the allowed lateness. A plain tuple, because Beam's default coder encodes
+# those natively (a NamedTuple would be pickled).
+_Usage = tuple[str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int]]
+
+
+def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]:
+    return (event.model, event.region), (
+        event.user_key,
+        event.latency_ms,
+        event.token_count,
+        event.prompt_tokens,
+        event.completion_tokens,
+        event.policy_flags,
+        event.data_class,
+        event.redaction_counts,
+    )
+
+
+class _MetricsAccumulator:
+    """Running totals of one window and key. Mutable: the combiner updates it in place."""
+
+    __slots__ = (
+        "completion_token_sum",
+        "data_class_counts",
+        "latency_counts",
+        "policy_flag_counts",
+        "prompt_token_sum",
+        "redaction_counts",
+        "request_count",
+        "token_sum",
+        "users",
+    )
+
+    def __init__(self) -> None:
+        self.request_count = 0
+        self.token_sum = 0
+        self.prompt_token_sum = 0
+        self.completion_token_sum = 0
+        self.latency_counts: sketches.LatencyCounts = sketches.new_latency_counts()
+        self.users = sketches.new_users()
+        self.policy_flag_counts: dict[str, int] = {}
+        self.data_class_counts: dict[str, int] = {}
+        self.redaction_counts: dict[str, int] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The HLL sketch is a native object that pickle refuses; go through bytes.
+        return _decode_accumulator, (_encode_accumulator(self),)
+
+
+def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
+    return pickle.dumps(
+        (
+            acc.request_count,
+            acc.token_sum,
+            acc.prompt_token_sum,
+            acc.completion_token_sum,
+            acc.latency_counts,
+            sketches.serialize_users(acc.users),
+            acc.policy_flag_counts,
+            acc.data_class_counts,
+            acc.redaction_counts,
+        ),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
+    acc = _MetricsAccumulator()
+    (
+        acc.request_count,
+        acc.token_sum,
+        acc.prompt_token_sum,
+        acc.completion_token_sum,
+        acc.latency_counts,
+        users,
+        acc.policy_flag_counts,
+        acc.data_class_counts,
+        acc.redaction_counts,
+    ) = pickle.loads(data)
+    acc.users = sketches.deserialize_users(users)
+    return acc
+
+
+class _MetricsAccumulatorCoder(beam.coders.Coder):
+    """Encodes accumulators for shuffles and state (the HLL as its compact bytes, ~2 kB max)."""
+
+    def encode(self, value: _MetricsAccumulator) -> bytes:
+        return _encode_accumulator(value)
+
+    def decode(self, encoded: bytes) -> _MetricsAccumulator:
+        return _decode_accumulator(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class _WindowTotals(NamedTuple):
+    """What the combiner extracts for one pane: the ``MetricRow`` fields that depend on data."""
+
+    request_count: int
+    token_sum: int
+    prompt_token_sum: int
+    completion_token_sum: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_sketch_bins: tuple[LatencyBin, ...]
+    distinct_users_approx: int
+    users_hll: bytes
+    policy_flag_counts: dict[str, int]
+    data_class_counts: dict[str, int]
+    redaction_counts: dict[str, int]
+
+
+def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
+    for name, count in other.items():
+        into[name] = into.get(name, 0) + count
+
+
+class _MetricsCombineFn(beam.CombineFn):
+    """Combines ``_Usage`` tuples into ``_WindowTotals``.
+
+    ``add_input`` is the per-event cost, so it touches only ints, dicts and the native HLL
+    update (no sketch objects built, nothing serialized). ``extract_output`` copies what it
+    emits, because in accumulating mode the runner keeps updating the accumulator afterwards.
+    """
+
+    def create_accumulator(self) -> _MetricsAccumulator:
+        return _MetricsAccumulator()
+
+    def add_input(self, acc: _MetricsAccumulator, usage: _Usage) -> _MetricsAccumulator:
+        (
+            user_key,
+            latency_ms,
+            token_count,
+            prompt_tokens,
+            completion_tokens,
+            policy_flags,
+            data_class,
+            redaction_counts,
+        ) = usage
+        acc.request_count += 1
+        acc.token_sum += token_count
+        if prompt_tokens is not None:
+            acc.prompt_token_sum += prompt_tokens
+        if completion_tokens is not None:
+            acc.completion_token_sum += completion_tokens
+        sketches.add_latency(acc.latency_counts, latency_ms)
+        acc.users.update(user_key)
+        if policy_flags:
+            flag_counts = acc.policy_flag_counts
+            # Requests per flag: a flag repeated in one request counts once.
+            for flag in policy_flags if len(policy_flags) == 1 else set(policy_flags):
+                flag_counts[flag] = flag_counts.get(flag, 0) + 1
+        class_counts = acc.data_class_counts
+        class_counts[data_class] = class_counts.get(data_class, 0) + 1
+        if redaction_counts:
+            _add_counts(acc.redaction_counts, redaction_counts)
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
+        # Only the first accumulator may be modified; the others can be shared.
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        user_sketches = [merged.users]
+        for acc in accumulators:
+            merged.request_count += acc.request_count
+            merged.token_sum += acc.token_sum
+            merged.prompt_token_sum += acc.prompt_token_sum
+            merged.completion_token_sum += acc.completion_token_sum
+            sketches.merge_latency_counts(merged.latency_counts, acc.latency_counts)
+            user_sketches.append(acc.users)
+            _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
+            _add_counts(merged.data_class_counts, acc.data_class_counts)
+            _add_counts(merged.redaction_counts, acc.redaction_counts)
+        if len(user_sketches) > 1:
+            merged.users = sketches.merge_users(user_sketches)
+        return merged
+
+    def extract_output(self, acc: _MetricsAccumulator) -> _WindowTotals:
+        p50, p95, p99 = sketches.latency_quantiles(acc.latency_counts, _QUANTILES)
+        return _WindowTotals(
+            request_count=acc.request_count,
+            token_sum=acc.token_sum,
+            prompt_token_sum=acc.prompt_token_sum,
+            completion_token_sum=acc.completion_token_sum,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+            latency_sketch_bins=sketches.to_latency_bins(acc.latency_counts),
+            distinct_users_approx=sketches.users_estimate(acc.users),
+            users_hll=sketches.serialize_users(acc.users),
+            policy_flag_counts=dict(acc.policy_flag_counts),
+            data_class_counts=dict(acc.data_class_counts),
+            redaction_counts=dict(acc.redaction_counts),
+        )
+
+    def get_accumulator_coder(self) -> beam.coders.Coder:
+        return _MetricsAccumulatorCoder()
+
+
+_PANE_TIMINGS = {
+    PaneInfoTiming.EARLY: "EARLY",
+    PaneInfoTiming.ON_TIME: "ON_TIME",
+    PaneInfoTiming.LATE: "LATE",
+    PaneInfoTiming.UNKNOWN: "UNKNOWN",
+}
+
+
+class _FormatMetricRowFn(beam.DoFn):
+    """Turns one pane's ``((model, region), _WindowTotals)`` into a ``MetricRow``."""
+
+    def process(
+        self,
+        element: tuple[tuple[str, str], _WindowTotals],
+        win: window.IntervalWindow = beam.DoFn.WindowParam,
+        pane: PaneInfo = beam.DoFn.PaneInfoParam,
+    ):
+        (model, region), totals = element
+        yield MetricRow(
+            window_start=win.start.to_utc_datetime(has_tz=True),
+            window_end=win.end.to_utc_datetime(has_tz=True),
+            model=model,
+            region=region,
+            request_count=totals.request_count,
+            token_sum=totals.token_sum,
+            prompt_token_sum=totals.prompt_token_sum,
+            completion_token_sum=totals.completion_token_sum,
+            latency_p50_ms=totals.latency_p50_ms,
+            latency_p95_ms=totals.latency_p95_ms,
+            latency_p99_ms=totals.latency_p99_ms,
+            latency_sketch_bins=totals.latency_sketch_bins,
+            latency_sketch_relative_accuracy=sketches.RELATIVE_ACCURACY,
+            distinct_users_approx=totals.distinct_users_approx,
+            users_hll=totals.users_hll,
+            policy_flag_counts=totals.policy_flag_counts,
+            data_class_counts=totals.data_class_counts,
+            redaction_counts=totals.redaction_counts,
+            pane_timing=_PANE_TIMINGS[pane.timing],
+            pane_index=pane.index,
+            is_final=pane.is_last,
+            emitted_at=dt.datetime.now(dt.UTC),
+        )
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (seconds), got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+class AggregateMetrics(beam.PTransform):
+    """Computes usage metrics per fixed event-time window and (model, region).
+
+    Input: a ``PCollection[RedactedEvent]``, already deduplicated and timestamped with each
+    event's ``event_time``; bounded or unbounded. Output: ``PCollection[MetricRow]``, one row per
+    pane of each window and key that has events.
+
+    Panes (streaming): an EARLY pane every ``early_firing_s`` of processing time while the
+    window is open, an ON_TIME pane when the watermark passes the window end, then a LATE pane
+    ``_LATE_FIRING_DELAY_S`` after late data arrives, as long as the watermark is within
+    ``allowed_lateness_s`` of the window end. Events later than that are dropped by the runner
+    and are in no row (the raw archive still has them; a backfill recomputes the window).
+    Panes accumulate: every row holds everything the window has received so far, so the latest
+    pane of a key supersedes the earlier ones. On a bounded input the watermark jumps to the
+    end, so each window and key gets one complete pane (pane_timing depends on the runner).
+
+    Counts are exact over the input; latency percentiles come from a DDSketch (relative error
+    at most 1%) and distinct users from an HLL sketch (about 1.6% standard error), both carried
+    in the row so rollups can merge them.
+
+    Args:
+        window_size_s: length of the fixed event-time windows, in seconds.
+        allowed_lateness_s: how long after a window's end (in event time, measured by the
+            watermark) late events still update it, in seconds.
+        early_firing_s: processing-time delay between speculative EARLY panes, in seconds.
+
+    Raises:
+        TypeError, ValueError: an argument is not a positive int.
+    """
+
+    def __init__(
+        self,
+        window_size_s: int = 60,
+        allowed_lateness_s: int = 3600,
+        early_firing_s: int = 30,
+    ) -> None:
+        super().__init__()
+        self._window_size_s = _positive_int("window_size_s", window_size_s)
+        self._allowed_lateness_s = _positive_int("allowed_lateness_s", allowed_lateness_s)
+        self._early_firing_s = _positive_int("early_firing_s", early_firing_s)
+
+    def expand(self, events: beam.PCollection[RedactedEvent]) -> beam.PCollection[MetricRow]:
+        return (
+            events
+            # AfterWatermark with early and late firings: dashboards get a provisional row
+            # every early_firing_s instead of waiting for the watermark, the ON_TIME pane
+            # marks the window complete as far as the watermark knows, and late data within
+            # allowed_lateness_s still corrects it (batched for _LATE_FIRING_DELAY_S).
+            # ACCUMULATING, not DISCARDING: every pane carries the whole window (sketches
+            # included), so a sink that upserts by (window_start, model, region) ends up with
+            # the complete window no matter which panes it saw; a LATE pane simply replaces the
+            # row. Discarding panes would force sinks to add deltas, which is not idempotent
+            # under retries and cannot be done for percentiles without merging sketches.
+            | "WindowIntoFixed"
+            >> beam.WindowInto(
+                window.FixedWindows(self._window_size_s),
+                trigger=trigger.AfterWatermark(
+                    early=trigger.AfterProcessingTime(self._early_firing_s),
+                    late=trigger.AfterProcessingTime(_LATE_FIRING_DELAY_S),
+                ),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=self._allowed_lateness_s,
+            )
+            | "KeyByModelRegion"
+            >> beam.Map(_key_by_model_region).with_output_types(tuple[tuple[str, str], tuple])
+            | "CombineMetrics" >> beam.CombinePerKey(_MetricsCombineFn())
+            | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn())
+        )

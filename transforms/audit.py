@@ -1,0 +1,93 @@
+"""Audit records: one per event and outcome (written, duplicate, dead_lettered).
+
+Audit records carry ids, the data class and redaction counts; never text, never a clear user id.
+``audit_id`` is derived from the idempotency key, so sinks can upsert and a replay writes the
+same ids: (event_id, outcome) for written and duplicate events, and the dead-letter id for
+dead-lettered inputs (which may have no usable event id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import apache_beam as beam
+
+from transforms.elements import AuditRecord, DeadLetter, RedactedEvent
+
+__all__ = [
+    "DEAD_LETTERED",
+    "DUPLICATE",
+    "OUTCOMES",
+    "WRITTEN",
+    "RecordOutcomes",
+    "audit_dead_letter",
+    "audit_event",
+]
+
+WRITTEN = "written"
+DUPLICATE = "duplicate"
+DEAD_LETTERED = "dead_lettered"
+OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)
+
+
+def _audit_id(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+
+
+def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) -> AuditRecord:
+    """The audit record of a written or duplicate event."""
+    return AuditRecord(
+        audit_id=_audit_id(event.event_id, outcome),
+        event_id=event.event_id,
+        request_id=event.request_id,
+        user_key=event.user_key,
+        outcome=outcome,
+        reason=None,
+        data_class=event.data_class,
+        redaction_counts=dict(event.redaction_counts),
+        model=event.model,
+        region=event.region,
+        event_time=event.event_time,
+        dead_letter_id=None,
+        recorded_at=recorded_at,
+    )
+
+
+def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
+    """The audit record of a dead-lettered input."""
+    return AuditRecord(
+        audit_id=_audit_id(record.dead_letter_id, DEAD_LETTERED),
+        event_id=record.event_id,
+        request_id=record.request_id,
+        user_key=None,
+        outcome=DEAD_LETTERED,
+        reason=record.reason,
+        data_class=None,
+        redaction_counts={},
+        model=None,
+        region=None,
+        event_time=None,
+        dead_letter_id=record.dead_letter_id,
+        recorded_at=recorded_at,
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class RecordOutcomes(beam.PTransform):
+    """Builds the audit log from the three outcome streams.
+
+    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections. Output:
+    PCollection[AuditRecord], one per input element, in the inputs' windows and timestamps.
+    """
+
+    def expand(self, outcomes):
+        written, duplicates, dead_letters = outcomes
+        return (
+            written | "AuditWritten" >> beam.Map(lambda e: audit_event(e, WRITTEN, _now())),
+            duplicates | "AuditDuplicates" >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())),
+            dead_letters | "AuditDeadLetters" >> beam.Map(lambda d: audit_dead_letter(d, _now())),
+        ) | "FlattenAudit" >> beam.Flatten()

@@ -1,0 +1,178 @@
+"""Deduplicate events by ``event_id``; duplicates go to an output of their own.
+
+Guarantee:
+  * Unbounded input (streaming): exact within the time-to-live. The first copy of an id to
+    arrive is written; any copy arriving while the id is remembered is a duplicate. An id is
+    remembered from its first copy until the watermark passes that copy's event time plus
+    ``ttl_s``; then a timer clears it. A copy arriving after that is written again (and counted
+    as written): the reconciliation backfill, which dedupes over the whole range, corrects the
+    metrics. Events already more than ``ttl_s`` behind the watermark are remembered only until
+    the watermark next advances.
+  * Bounded input (batch, backfill): exact over the whole input, whatever the time between
+    copies. The copy with the earliest event time (ties broken by content) is written.
+
+Design: state is held per shard, ``hash(event_id) mod num_shards``, each shard holding the ids it
+has seen with their expiry. One state cell per id would be the textbook layout, but measured
+here it is the main cost on the DirectRunner (its watermark manager walks every key's timers on
+each pass) and ~10x slower than a grouping in batch; a bounded number of shard keys keeps both
+modes fast. On Dataflow ``num_shards`` bounds parallelism of this step: at 5k events/s, 32 shards
+carry ~160 events/s each. In batch, a ``GroupByKey`` on the same shards replaces the timers.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.deadletter import METRICS_NAMESPACE
+from transforms.elements import RedactedEvent
+
+__all__ = ["DUPLICATE_TAG", "DeduplicateEvents", "shard_of"]
+
+DUPLICATE_TAG = "duplicates"
+
+
+def shard_of(event_id: str, num_shards: int) -> int:
+    """Stable shard of an id (CRC32, the same on every worker and Python process)."""
+    return zlib.crc32(event_id.encode("utf-8")) % num_shards
+
+
+def _winner_key(event: RedactedEvent) -> tuple:
+    """Batch tie-break: earliest event time, then content, so the choice is deterministic."""
+    return (event.event_time, event.request_id, event.token_count, event.latency_ms, event.model)
+
+
+class _DedupeShardFn(beam.DoFn):
+    """Streaming dedupe for one shard key. State: ``seen`` maps event_id -> expiry (µs of
+    event time); ``next_expiry`` is the time the ``expiry`` timer is set for."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    NEXT_EXPIRY = ReadModifyWriteStateSpec("next_expiry", VarIntCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, ttl_s: int):
+        if not ttl_s or ttl_s <= 0:
+            raise ValueError("ttl_s must be a positive number of seconds")
+        self._ttl_micros = int(ttl_s * 1_000_000)
+
+    def setup(self):
+        self._unique = Metrics.counter(METRICS_NAMESPACE, "events_written")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "events_duplicate")
+
+    def process(
+        self,
+        element: tuple[int, RedactedEvent],
+        timestamp=beam.DoFn.TimestampParam,
+        seen=beam.DoFn.StateParam(SEEN),
+        next_expiry=beam.DoFn.StateParam(NEXT_EXPIRY),
+        timer=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        event = element[1]
+        ids = seen.read() or {}
+        if event.event_id in ids:
+            self._duplicates.inc()
+            yield beam.pvalue.TaggedOutput(DUPLICATE_TAG, event)
+            return
+        expiry = timestamp.micros + self._ttl_micros
+        ids[event.event_id] = expiry
+        seen.write(ids)
+        scheduled = next_expiry.read()
+        if scheduled is None or expiry < scheduled:
+            timer.set(Timestamp(micros=expiry))
+            next_expiry.write(expiry)
+        self._unique.inc()
+        yield event
+
+    @on_timer(EXPIRY)
+    def expire(
+        self,
+        fired_at=beam.DoFn.TimestampParam,
+        seen=beam.DoFn.StateParam(SEEN),
+        next_expiry=beam.DoFn.StateParam(NEXT_EXPIRY),
+        timer=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        now = fired_at.micros
+        remaining = {i: expiry for i, expiry in (seen.read() or {}).items() if expiry > now}
+        if not remaining:
+            seen.clear()
+            next_expiry.clear()
+            return
+        seen.write(remaining)
+        soonest = min(remaining.values())
+        timer.set(Timestamp(micros=soonest))
+        next_expiry.write(soonest)
+
+
+class _DedupeGroupFn(beam.DoFn):
+    """Batch dedupe of one shard's group: exact over the whole input."""
+
+    def setup(self):
+        self._unique = Metrics.counter(METRICS_NAMESPACE, "events_written")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "events_duplicate")
+
+    def process(self, element: tuple[int, list[RedactedEvent]]):
+        winners: dict[str, RedactedEvent] = {}
+        for event in element[1]:
+            kept = winners.get(event.event_id)
+            if kept is None:
+                winners[event.event_id] = event
+                continue
+            loser = event
+            if _winner_key(event) < _winner_key(kept):
+                winners[event.event_id], loser = event, kept
+            self._duplicates.inc()
+            yield beam.pvalue.TaggedOutput(
+                DUPLICATE_TAG,
+                beam.window.TimestampedValue(loser, Timestamp.from_utc_datetime(loser.event_time)),
+            )
+        for event in winners.values():
+            self._unique.inc()
+            yield beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
+
+
+class DeduplicateEvents(beam.PTransform):
+    """Splits ``RedactedEvent`` elements into first copies and duplicates by ``event_id``.
+
+    Input must be in the global window, timestamped with event time. Outputs: ``unique`` and
+    ``DUPLICATE_TAG``, both ``RedactedEvent`` keeping their event-time timestamps; each input is
+    in exactly one. See the module docstring for the guarantee in each mode.
+
+    Args:
+      ttl_s: how long (event time, streaming) an id is remembered. Required, > 0.
+      num_shards: number of state keys. More shards: more parallelism, smaller state per key.
+    """
+
+    def __init__(self, ttl_s: int = 600, num_shards: int = 32):
+        super().__init__()
+        if not ttl_s or ttl_s <= 0:
+            raise ValueError("ttl_s must be a positive number of seconds")
+        if num_shards < 1:
+            raise ValueError("num_shards must be >= 1")
+        self._ttl_s = ttl_s
+        self._num_shards = num_shards
+
+    def expand(self, events):
+        shards = self._num_shards
+        keyed = events | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.event_id, shards), e))
+        if events.is_bounded:
+            split = (
+                keyed
+                | "GroupByShard" >> beam.GroupByKey()
+                | "DedupeGroups"
+                >> beam.ParDo(_DedupeGroupFn()).with_outputs(DUPLICATE_TAG, main="unique")
+            )
+        else:
+            split = keyed | "DedupeStream" >> beam.ParDo(_DedupeShardFn(self._ttl_s)).with_outputs(
+                DUPLICATE_TAG, main="unique"
+            )
+        return split

@@ -1,0 +1,151 @@
+"""Typed elements passed between the steps, mirroring the Avro contract in ``schemas/avro``.
+
+Every record type here has the same field names as its ``.avsc`` file; ``to_record`` turns one
+into the plain dict that fastavro, DuckDB or BigQuery writers take. Times are timezone-aware
+``datetime`` in UTC. A test checks that field names and the schemas agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, NamedTuple
+
+__all__ = [
+    "AuditRecord",
+    "DeadLetter",
+    "Event",
+    "LatencyBin",
+    "MetricRow",
+    "RedactedEvent",
+    "to_record",
+]
+
+
+class Event(NamedTuple):
+    """A validated gateway event, before redaction. Holds clear text: never leaves the core."""
+
+    event_id: str
+    request_id: str
+    user_id: str
+    event_time: dt.datetime
+    schema_version: str
+    model: str
+    model_version: str | None
+    latency_ms: float
+    token_count: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    policy_flags: tuple[str, ...]
+    region: str
+    prompt: str | None
+    response: str | None
+    unknown_field_count: int
+
+
+class RedactedEvent(NamedTuple):
+    """What the raw archive stores (``redacted_event.avsc``)."""
+
+    event_id: str
+    request_id: str
+    user_key: str
+    event_time: dt.datetime
+    event_date: dt.date
+    schema_version: str
+    model: str
+    model_version: str | None
+    latency_ms: float
+    token_count: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    policy_flags: tuple[str, ...]
+    region: str
+    prompt: str | None
+    response: str | None
+    data_class: str
+    redaction_counts: dict[str, int]
+    unknown_field_count: int
+    redaction_engine: str
+    policy_version: str
+    processed_at: dt.datetime
+
+
+class LatencyBin(NamedTuple):
+    index: int
+    count: int
+
+
+class MetricRow(NamedTuple):
+    """One pane of one window for one (model, region) (``metric_row.avsc``)."""
+
+    window_start: dt.datetime
+    window_end: dt.datetime
+    model: str
+    region: str
+    request_count: int
+    token_sum: int
+    prompt_token_sum: int
+    completion_token_sum: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_sketch_bins: tuple[LatencyBin, ...]
+    latency_sketch_relative_accuracy: float
+    distinct_users_approx: int
+    users_hll: bytes
+    policy_flag_counts: dict[str, int]
+    data_class_counts: dict[str, int]
+    redaction_counts: dict[str, int]
+    pane_timing: str
+    pane_index: int
+    is_final: bool
+    emitted_at: dt.datetime
+
+
+class AuditRecord(NamedTuple):
+    """One event's outcome (``audit_record.avsc``)."""
+
+    audit_id: str
+    event_id: str | None
+    request_id: str | None
+    user_key: str | None
+    outcome: str
+    reason: str | None
+    data_class: str | None
+    redaction_counts: dict[str, int]
+    model: str | None
+    region: str | None
+    event_time: dt.datetime | None
+    dead_letter_id: str | None
+    recorded_at: dt.datetime
+
+
+class DeadLetter(NamedTuple):
+    """An input that could not be processed, with its reason (``dead_letter.avsc``)."""
+
+    dead_letter_id: str
+    event_id: str | None
+    request_id: str | None
+    reason: str
+    error_type: str
+    error_message: str
+    step: str
+    failed_at: dt.datetime
+    payload: str | None
+    payload_state: str
+    payload_sha256: str
+    payload_bytes: int
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_record(element: NamedTuple) -> dict[str, Any]:
+    """Returns ``element`` as a plain dict (nested tuples as lists) matching its Avro schema."""
+    return _plain(element)

@@ -1,0 +1,242 @@
+"""Parse and validate gateway events: bytes of one JSON object -> ``Event`` or a dead letter.
+
+Accepted input: the UTF-8 JSON body of one Pub/Sub message or one line of a JSON-lines file, as
+described by ``schemas/avro/gateway_event.avsc`` (version 1; ``schema_version`` absent, ``1`` or
+``"1"``). Validation is msgspec's (typed, strict: ``"7"`` is not an integer), and every rejection
+becomes a dead letter with a machine-readable reason:
+
+``oversize`` (over ``max_event_bytes``), ``invalid_json`` (not JSON, not UTF-8, or not an
+object), ``unsupported_schema_version``, ``missing_field:<name>`` (absent or null),
+``bad_type:<name>``, ``bad_value:<name>`` (right type, outside the contract: empty string, bad
+uuid, region not ``[A-Za-z0-9_-]``), ``negative_value:<name>``, ``bad_timestamp`` (not RFC 3339
+with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the worker clock).
+
+Fields the contract does not know are dropped and counted (schema drift), never fatal. The
+output element's timestamp is the event time, in streaming and batch alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Annotated, NamedTuple
+
+import apache_beam as beam
+import msgspec
+from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Timestamp
+from msgspec import Meta
+
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    InvalidEvent,
+    count_dead_letter,
+    make_dead_letter,
+)
+from transforms.elements import Event
+from transforms.pii.payload import redact_payload
+from transforms.pii.settings import RedactionSettings
+
+__all__ = ["ParseEvents", "ParseLimits", "parse_event"]
+
+SUPPORTED_SCHEMA_VERSION = "1"
+
+_NonEmpty = Annotated[str, Meta(min_length=1, max_length=256)]
+_Count = Annotated[int, Meta(ge=0)]
+
+
+class _EventV1(msgspec.Struct, frozen=True):
+    """Wire format of version 1 (mirrors gateway_event.avsc; a test keeps them in sync)."""
+
+    event_id: uuid.UUID
+    request_id: _NonEmpty
+    user_id: _NonEmpty
+    event_time: Annotated[dt.datetime, Meta(tz=True)]
+    model: _NonEmpty
+    latency_ms: Annotated[float, Meta(ge=0)]
+    token_count: _Count
+    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
+    schema_version: str | int | None = None
+    model_version: Annotated[str, Meta(max_length=256)] | None = None
+    prompt_tokens: _Count | None = None
+    completion_tokens: _Count | None = None
+    policy_flags: tuple[_NonEmpty, ...] = ()
+    prompt: str | None = None
+    response: str | None = None
+
+
+KNOWN_FIELDS = frozenset(_EventV1.__struct_fields__)
+
+
+class ParseLimits(NamedTuple):
+    """Validation limits. ``max_event_bytes``: larger inputs are ``oversize``;
+    ``max_clock_skew_s``: event times further ahead of the worker clock are rejected."""
+
+    max_event_bytes: int = 1 << 20
+    max_clock_skew_s: int = 300
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+_FIELD_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+_MISSING = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
+
+
+def _reason_from(error: msgspec.ValidationError) -> str:
+    """Maps a msgspec validation message (which names paths, never values) to a reason."""
+    text = str(error)
+    missing = _MISSING.search(text)
+    if missing:
+        return f"missing_field:{missing.group(1)}"
+    at = _FIELD_AT.search(text)
+    field = at.group(1) if at else "unknown"
+    if field == "event_time":
+        return "missing_field:event_time" if "got `null`" in text else "bad_timestamp"
+    if "got `null`" in text:
+        return f"missing_field:{field}"
+    if ">= 0" in text:
+        return f"negative_value:{field}"
+    if text.startswith("Expected") and ", got `" in text:
+        return f"bad_type:{field}"
+    return f"bad_value:{field}"
+
+
+def _normalise_version(value: object) -> str | None:
+    if value is None:
+        return SUPPORTED_SCHEMA_VERSION
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | str) and str(value).strip() == SUPPORTED_SCHEMA_VERSION:
+        return SUPPORTED_SCHEMA_VERSION
+    return None
+
+
+def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_LIMITS) -> Event:
+    """Parses and validates one event. Raises ``InvalidEvent`` with the reason.
+
+    Args:
+      raw: the JSON bytes of one event.
+      now: the current time (aware), for the future-event check.
+      limits: size and clock-skew limits.
+    """
+    if len(raw) > limits.max_event_bytes:
+        raise InvalidEvent("oversize", f"event is {len(raw)} bytes, limit {limits.max_event_bytes}")
+    try:
+        document = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("invalid_json", "the top-level JSON value must be an object")
+    version = _normalise_version(document.get("schema_version"))
+    if version is None:
+        raise InvalidEvent(
+            "unsupported_schema_version",
+            f"schema_version must be {SUPPORTED_SCHEMA_VERSION} (as integer or string) or absent",
+        )
+    try:
+        wire = msgspec.convert(document, _EventV1, strict=True)
+    except msgspec.ValidationError as error:
+        raise InvalidEvent(_reason_from(error), str(error)) from None
+    event_time = wire.event_time.astimezone(dt.UTC)
+    if event_time > now + dt.timedelta(seconds=limits.max_clock_skew_s):
+        raise InvalidEvent(
+            "event_time_in_future",
+            f"event_time is more than {limits.max_clock_skew_s} s ahead of the worker clock",
+        )
+    return Event(
+        event_id=str(wire.event_id),
+        request_id=wire.request_id,
+        user_id=wire.user_id,
+        event_time=event_time,
+        schema_version=version,
+        model=wire.model,
+        model_version=wire.model_version,
+        latency_ms=float(wire.latency_ms),
+        token_count=wire.token_count,
+        prompt_tokens=wire.prompt_tokens,
+        completion_tokens=wire.completion_tokens,
+        policy_flags=wire.policy_flags,
+        region=wire.region.lower(),
+        prompt=wire.prompt,
+        response=wire.response,
+        unknown_field_count=len(document.keys() - KNOWN_FIELDS),
+    )
+
+
+def _ids_of(raw: bytes) -> tuple[str | None, str | None]:
+    """Best-effort event_id/request_id of a rejected input, for tracing its dead letter."""
+    try:
+        document = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    ids = []
+    for name in ("event_id", "request_id"):
+        value = document.get(name)
+        ids.append(value[:128] if isinstance(value, str) and value else None)
+    return ids[0], ids[1]
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, limits: ParseLimits, redaction: RedactionSettings):
+        self._limits = limits
+        self._redaction = redaction
+
+    def setup(self):
+        self._engine, self._key = self._redaction.open()
+        self._parsed = Metrics.counter(METRICS_NAMESPACE, "events_parsed")
+        self._drift = Metrics.counter(METRICS_NAMESPACE, "schema_drift_fields_dropped")
+
+    def process(self, raw: bytes):
+        now = dt.datetime.now(dt.UTC)
+        try:
+            event = parse_event(raw, now=now, limits=self._limits)
+        except InvalidEvent as error:
+            count_dead_letter(error.reason)
+            event_id, request_id = _ids_of(raw) if error.reason != "oversize" else (None, None)
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                make_dead_letter(
+                    raw=raw,
+                    reason=error.reason,
+                    error_type=type(error).__name__,
+                    error_message=error.message,
+                    step="parse",
+                    payload=redact_payload(
+                        raw, self._engine, self._key, max_bytes=self._limits.max_event_bytes
+                    ),
+                    failed_at=now,
+                    event_id=event_id,
+                    request_id=request_id,
+                ),
+            )
+            return
+        self._parsed.inc()
+        if event.unknown_field_count:
+            self._drift.inc(event.unknown_field_count)
+        yield beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
+
+
+class ParseEvents(beam.PTransform):
+    """Parses raw event bytes into ``Event`` elements timestamped with their event time.
+
+    Input: PCollection[bytes], bounded or unbounded. Outputs (``with_outputs``): the main output
+    of ``Event`` (holds clear text; only the redaction step may consume it) and
+    ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected input. Every input yields
+    exactly one of the two.
+    """
+
+    def __init__(self, redaction: RedactionSettings, limits: ParseLimits = DEFAULT_LIMITS):
+        super().__init__()
+        if limits.max_event_bytes <= 0 or limits.max_clock_skew_s < 0:
+            raise ValueError("max_event_bytes must be > 0 and max_clock_skew_s >= 0")
+        self._limits = limits
+        self._redaction = redaction
+
+    def expand(self, raw):
+        return raw | "Parse" >> beam.ParDo(_ParseFn(self._limits, self._redaction)).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )

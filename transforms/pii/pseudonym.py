@@ -1,0 +1,64 @@
+"""Keyed pseudonyms for user ids, and where the key comes from.
+
+``user_id`` never reaches an output: it is replaced by ``pseudonymize(user_id, key)``, the hex
+HMAC-SHA256 of the id under a secret key. The same id and key always give the same pseudonym
+(per-user analytics keep working across runs and between streaming and backfill); without the key
+the pseudonym cannot be reversed or recomputed from a guessed id. Rotating the key changes every
+pseudonym, so rotate on purpose and record when.
+
+The key is referenced, not passed: a reference is resolved on the worker (``DoFn.setup``), so the
+secret is never part of the pipeline graph or its options.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+__all__ = ["MIN_KEY_BYTES", "load_key", "pseudonymize"]
+
+MIN_KEY_BYTES = 16
+
+
+def pseudonymize(user_id: str, key: bytes) -> str:
+    """Returns the hex HMAC-SHA256 of ``user_id`` under ``key`` (64 characters)."""
+    return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _decode(material: str) -> bytes:
+    material = material.strip()
+    if material.startswith("base64:"):
+        return base64.b64decode(material.removeprefix("base64:"), validate=True)
+    return material.encode("utf-8")
+
+
+def load_key(reference: str) -> bytes:
+    """Resolves a key reference to key bytes.
+
+    Accepted references: ``env:NAME`` (the environment variable NAME), ``file:PATH`` (the
+    file's content). The material may be ``base64:...``; otherwise its UTF-8 bytes are the key.
+    Raises ValueError with the reference (never the key) when it cannot be resolved or the key
+    is shorter than ``MIN_KEY_BYTES``.
+    """
+    scheme, _, target = reference.partition(":")
+    if scheme == "env":
+        material = os.environ.get(target)
+        if material is None:
+            raise ValueError(f"pseudonym key reference {reference!r}: variable {target} is not set")
+    elif scheme == "file":
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(f"pseudonym key reference {reference!r}: no such file")
+        material = path.read_text("utf-8")
+    else:
+        raise ValueError(f"pseudonym key reference {reference!r}: expected env:NAME or file:PATH")
+    key = _decode(material)
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"pseudonym key reference {reference!r}: key is {len(key)} bytes, "
+            f"at least {MIN_KEY_BYTES} are required"
+        )
+    return key

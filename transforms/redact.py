@@ -1,0 +1,234 @@
+"""Redact PII from validated events and classify them: ``Event`` -> ``RedactedEvent``.
+
+The free-text fields (``TEXT_FIELDS``) go through the redaction engine; ``user_id`` becomes its
+keyed pseudonym ``user_key``; the data class follows from the findings and the policy flags.
+Version 1 of the contract has exactly these two free-text fields, and fields outside the
+contract were already dropped by parsing, so no other text reaches the outputs.
+
+Fail closed: when the engine cannot redact an event, that event goes to the dead-letter output
+with its metadata only (no text, user id pseudonymised) and reason ``redaction_failed``; an
+unredacted text is never emitted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+import msgspec
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.classify import DEFAULT_POLICY_PATH, classify, load_policy
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    count_dead_letter,
+    make_dead_letter,
+)
+from transforms.elements import Event, RedactedEvent
+from transforms.pii.engine import Redaction, RedactionEngine, RedactionError
+from transforms.pii.pseudonym import pseudonymize
+from transforms.pii.settings import RedactionSettings
+
+__all__ = ["TEXT_FIELDS", "RedactPii", "redact_event"]
+
+TEXT_FIELDS: tuple[str, ...] = ("prompt", "response")
+
+
+def _merge_counts(redactions: list[Redaction]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for redaction in redactions:
+        for info_type, n in redaction.counts.items():
+            counts[info_type] = counts.get(info_type, 0) + n
+    return counts
+
+
+def redact_event(
+    event: Event,
+    redactions: list[Redaction],
+    *,
+    key: bytes,
+    data_class: str,
+    engine_name: str,
+    policy_version: str,
+    processed_at: dt.datetime,
+) -> RedactedEvent:
+    """Assembles the redacted event from the engine's results for ``TEXT_FIELDS`` (in order,
+    one per field that is not None)."""
+    results = iter(redactions)
+    texts = {
+        name: (None if getattr(event, name) is None else next(results).text) for name in TEXT_FIELDS
+    }
+    return RedactedEvent(
+        event_id=event.event_id,
+        request_id=event.request_id,
+        user_key=pseudonymize(event.user_id, key),
+        event_time=event.event_time,
+        event_date=event.event_time.date(),
+        schema_version=event.schema_version,
+        model=event.model,
+        model_version=event.model_version,
+        latency_ms=event.latency_ms,
+        token_count=event.token_count,
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        policy_flags=event.policy_flags,
+        region=event.region,
+        prompt=texts["prompt"],
+        response=texts["response"],
+        data_class=data_class,
+        redaction_counts=_merge_counts(redactions),
+        unknown_field_count=event.unknown_field_count,
+        redaction_engine=engine_name,
+        policy_version=policy_version,
+        processed_at=processed_at,
+    )
+
+
+def _texts_of(event: Event) -> list[str]:
+    return [text for name in TEXT_FIELDS if (text := getattr(event, name)) is not None]
+
+
+def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
+    """(bytes to hash, payload JSON without text and with the user id pseudonymised)."""
+    document = event._asdict()
+    full = msgspec.json.encode(document)
+    for name in TEXT_FIELDS:
+        document.pop(name)
+    document["user_id"] = {"pseudonym": pseudonymize(event.user_id, key)}
+    return full, msgspec.json.encode(document).decode("utf-8")
+
+
+class _RedactFn(beam.DoFn):
+    """Buffers up to ``batch_size`` events so engines that call a service (DLP) batch requests;
+    outputs keep each event's own timestamp and windows."""
+
+    def __init__(self, settings: RedactionSettings, policy_path: str, batch_size: int):
+        self._settings = settings
+        self._policy_path = policy_path
+        self._batch_size = batch_size
+
+    def setup(self):
+        self._engine: RedactionEngine
+        self._engine, self._key = self._settings.open()
+        self._policy = load_policy(self._policy_path)
+        self._redacted = Metrics.counter(METRICS_NAMESPACE, "events_redacted")
+        self._findings: dict[str, object] = {}
+
+    def start_bundle(self):
+        self._buffer: list[tuple[Event, object, object]] = []
+
+    def process(
+        self, event: Event, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
+    ):
+        self._buffer.append((event, timestamp, window))
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        buffer, self._buffer = self._buffer, []
+        if not buffer:
+            return
+        texts_per_event = [_texts_of(event) for event, _, _ in buffer]
+        try:
+            flat = self._engine.redact([t for texts in texts_per_event for t in texts])
+            per_event: list[list[Redaction] | None] = []
+            position = 0
+            for texts in texts_per_event:
+                per_event.append(flat[position : position + len(texts)])
+                position += len(texts)
+        except RedactionError:
+            # Isolate the event(s) the engine cannot handle; the others still go through.
+            per_event = [self._redact_one(texts) for texts in texts_per_event]
+        now = dt.datetime.now(dt.UTC)
+        for (event, timestamp, window), redactions in zip(buffer, per_event, strict=True):
+            if redactions is None:
+                yield self._dead_letter(event, timestamp, window, now)
+                continue
+            yield WindowedValue(self._assemble(event, redactions, now), timestamp, (window,))
+
+    def _redact_one(self, texts: list[str]) -> list[Redaction] | None:
+        try:
+            return self._engine.redact(texts)
+        except RedactionError:
+            return None
+
+    def _assemble(self, event: Event, redactions: list[Redaction], now: dt.datetime):
+        counts = _merge_counts(redactions)
+        for info_type, n in counts.items():
+            counter = self._findings.get(info_type)
+            if counter is None:
+                counter = Metrics.counter(METRICS_NAMESPACE, f"redactions.{info_type}")
+                self._findings[info_type] = counter
+            counter.inc(n)
+        self._redacted.inc()
+        data_class = classify(
+            self._policy,
+            has_text=bool(redactions),
+            info_types=counts,
+            policy_flags=event.policy_flags,
+        )
+        return redact_event(
+            event,
+            redactions,
+            key=self._key,
+            data_class=data_class,
+            engine_name=self._engine.name,
+            policy_version=self._policy.version,
+            processed_at=now,
+        )
+
+    def _dead_letter(self, event: Event, timestamp, window, now: dt.datetime):
+        count_dead_letter("redaction_failed")
+        full, payload = _metadata_payload(event, self._key)
+        record = make_dead_letter(
+            raw=full,
+            reason="redaction_failed",
+            error_type=RedactionError.__name__,
+            error_message="the redaction engine could not redact the text fields; text omitted",
+            step="redact",
+            payload=payload,
+            failed_at=now,
+            event_id=event.event_id,
+            request_id=event.request_id,
+        )
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG, WindowedValue(record, timestamp, (window,))
+        )
+
+
+class RedactPii(beam.PTransform):
+    """Redacts and classifies ``Event`` elements (bounded or unbounded).
+
+    Outputs (``with_outputs``): ``events`` with ``RedactedEvent`` (same timestamps and windows
+    as the input) and ``DEAD_LETTER_TAG`` with a ``DeadLetter`` (reason ``redaction_failed``,
+    no text) for each event the engine could not redact. Each input yields exactly one of them.
+
+    Args:
+      settings: engine name and pseudonym key reference, resolved on the workers.
+      policy_path: classification policy (``builtin:classification.yaml`` or a file path).
+      batch_size: events per engine call (texts of several events go in one request).
+    """
+
+    def __init__(
+        self,
+        settings: RedactionSettings,
+        policy_path: str = DEFAULT_POLICY_PATH,
+        batch_size: int = 64,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        load_policy(policy_path)  # fail at construction, not on the workers
+        self._settings = settings
+        self._policy_path = policy_path
+        self._batch_size = batch_size
+
+    def expand(self, events):
+        return events | "Redact" >> beam.ParDo(
+            _RedactFn(self._settings, self._policy_path, self._batch_size)
+        ).with_outputs(DEAD_LETTER_TAG, main="events")
