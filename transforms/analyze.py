@@ -26,7 +26,11 @@ from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import RedactionSettings
 from transforms.redact import RedactPii
 
-__all__ = ["AnalyzeEvents", "CoreConfig"]
+__all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
+
+# json: raw gateway events (bytes). redacted: events read back from the raw archive, already
+# parsed, redacted and classified; a replay starts at deduplication.
+INPUT_FORMATS = ("json", "redacted")
 
 
 class CoreConfig(NamedTuple):
@@ -51,9 +55,12 @@ class CoreConfig(NamedTuple):
 class AnalyzeEvents(beam.PTransform):
     """Turns raw event bytes into the pipeline's outputs.
 
-    Input: PCollection[bytes], one JSON event per element, bounded or unbounded, in the global
-    window. Timestamps of the input do not matter: parsing re-stamps each event with its event
-    time (from Pub/Sub with ``timestamp_attribute`` they are already equal).
+    Input (``input_format="json"``): PCollection[bytes], one JSON event per element, bounded or
+    unbounded, in the global window. Timestamps of the input do not matter: parsing re-stamps
+    each event with its event time (from Pub/Sub with ``timestamp_attribute`` they are already
+    equal). With ``input_format="redacted"`` (archive replay) the input is
+    PCollection[RedactedEvent] timestamped with event time, and the chain starts at
+    deduplication; ``dead_letters`` is then empty.
 
     Returns a dict of PCollections:
       ``events``: ``RedactedEvent``, first copies, timestamped with event time (to archive);
@@ -63,11 +70,21 @@ class AnalyzeEvents(beam.PTransform):
       ``dead_letters``: ``DeadLetter``, redacted, one per rejected input.
     """
 
-    def __init__(self, config: CoreConfig = CoreConfig()):  # noqa: B008 - immutable NamedTuple
+    def __init__(
+        self,
+        config: CoreConfig = CoreConfig(),  # noqa: B008 - immutable NamedTuple
+        input_format: str = "json",
+    ):
         super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
         self._config = config
+        self._input_format = input_format
 
     def expand(self, raw):
+        if self._input_format == "redacted":
+            no_dead_letters = raw.pipeline | "NoDeadLetters" >> beam.Create([])
+            return self._from_redacted(raw, no_dead_letters)
         c = self._config
         redaction = RedactionSettings(engine=c.redaction_engine, pseudonym_key=c.pseudonym_key)
         parsed = raw | "ParseEvents" >> ParseEvents(
@@ -76,18 +93,20 @@ class AnalyzeEvents(beam.PTransform):
         redacted = parsed.events | "RedactPii" >> RedactPii(
             redaction, c.policy_path, c.redaction_batch_size
         )
-        deduped = redacted.events | "DeduplicateEvents" >> DeduplicateEvents(
-            c.dedupe_ttl_s, c.dedupe_shards
-        )
+        dead_letters = (
+            parsed[DEAD_LETTER_TAG],
+            redacted[DEAD_LETTER_TAG],
+        ) | "FlattenDeadLetters" >> beam.Flatten()
+        return self._from_redacted(redacted.events, dead_letters)
+
+    def _from_redacted(self, events, dead_letters):
+        c = self._config
+        deduped = events | "DeduplicateEvents" >> DeduplicateEvents(c.dedupe_ttl_s, c.dedupe_shards)
         metrics = deduped.unique | "AggregateMetrics" >> AggregateMetrics(
             window_size_s=c.window_size_s,
             allowed_lateness_s=c.allowed_lateness_s,
             early_firing_s=c.early_firing_s,
         )
-        dead_letters = (
-            parsed[DEAD_LETTER_TAG],
-            redacted[DEAD_LETTER_TAG],
-        ) | "FlattenDeadLetters" >> beam.Flatten()
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()
         )

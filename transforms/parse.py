@@ -187,10 +187,12 @@ class _ParseFn(beam.DoFn):
 
     def setup(self):
         self._engine, self._key = self._redaction.open()
+        self._read = Metrics.counter(METRICS_NAMESPACE, "events_read")
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "events_parsed")
         self._drift = Metrics.counter(METRICS_NAMESPACE, "schema_drift_fields_dropped")
 
     def process(self, raw: bytes):
+        self._read.inc()
         now = dt.datetime.now(dt.UTC)
         try:
             event = parse_event(raw, now=now, limits=self._limits)

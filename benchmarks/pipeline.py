@@ -1,0 +1,154 @@
+"""Pipeline benchmark: backfill throughput and streaming sustain/freshness on this machine.
+
+    python benchmarks/pipeline.py                      # 200k-event backfill + 3 min streaming
+    python benchmarks/pipeline.py --events 50000 --stream_s 60 --rate 1000
+
+Backfill: generates N events (``pipelines.loadgen``) to a JSON-lines file, then runs
+``python -m pipelines.backfill`` on it as a subprocess and reports events/s (events read over
+the wall time of the pipeline run, parsing the run summary) and the peak RSS of the run
+(including its worker processes). Streaming: runs ``python -m pipelines.streaming`` on the
+synthetic source at ``--rate`` for ``--stream_s`` seconds and reports whether the source rate
+was sustained, the freshness p50/p99 from the warehouse, and RSS sampled over time (flat or not).
+Figures are printed, not asserted: targets are printed next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (kB), from /proc."""
+    total = 0
+    try:
+        children = subprocess.run(
+            ["ps", "-o", "rss=", "--ppid", str(pid)], capture_output=True, text=True
+        ).stdout.split()
+        own = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True)
+        total = sum(int(x) for x in children) + int(own.stdout.strip() or 0)
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def _run(cmd: list[str], env: dict) -> tuple[str, float, list[tuple[float, int]]]:
+    """Runs ``cmd``; returns (stdout, wall seconds, [(t, rss kB)] samples every 5 s)."""
+    samples: list[tuple[float, int]] = []
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(5.0):
+            samples.append((time.monotonic() - started, _tree_rss_kb(proc.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    done.set()
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return out, wall, samples
+
+
+def _figure(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
+
+
+def bench_backfill(events: int, workers: int, env: dict, workdir: Path) -> None:
+    source = workdir / "events.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.loadgen", "--events", str(events), "--output", source],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.backfill",
+        "--input",
+        str(source),
+        "--output_root",
+        str(workdir / "backfill"),
+    ]
+    if workers > 1:
+        cmd += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    out, wall, samples = _run(cmd, env)
+    read = int(_figure(r"events read\s+(\d+)", out) or 0)
+    peak = max((rss for _, rss in samples), default=0)
+    print(f"\n## backfill: {events} generated events, {workers} worker process(es)")
+    print(f"command: {' '.join(cmd[1:])}")
+    print(f"events read {read}, wall {wall:.1f} s (incl. ~5 s start-up)")
+    print(f"throughput  {read / wall:,.0f} events/s   (target >= 15,000 on 2 cores)")
+    print(f"peak RSS    {peak / 1024:,.0f} MB (sampled every 5 s, all processes)")
+    print("balanced   ", "yes" if "dead-lettered: OK" in out else "NO")
+
+
+def bench_streaming(rate: float, seconds: float, env: dict, workdir: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.streaming",
+        "--rate",
+        str(rate),
+        "--duration_s",
+        str(seconds),
+        "--output_root",
+        str(workdir / "streaming"),
+    ]
+    out, wall, samples = _run(cmd, env)
+    read = int(_figure(r"events read\s+(\d+)", out) or 0)
+    expected = rate * seconds
+    p50 = _figure(r"freshness p50/p99\s+(\S+ s|n/a)", out)
+    p99 = _figure(r"freshness p50/p99\s+\S+(?: s)? / (\S+ s|n/a)", out)
+    print(f"\n## streaming: synthetic source at {rate:.0f} events/s for {seconds:.0f} s")
+    print(f"command: {' '.join(cmd[1:])}")
+    print(f"events read {read} of {expected:.0f} offered; wall {wall:.1f} s")
+    sustained = read >= 0.98 * expected and wall <= seconds * 1.25 + 30
+    print(f"sustained   {'yes' if sustained else 'NO'} ({read / seconds:,.0f} events/s offered)")
+    print(f"freshness   p50 {p50}, p99 {p99}   (target p99 < 120 s)")
+    if samples:
+        rss = [kb / 1024 for _, kb in samples]
+        half = len(rss) // 2 or 1
+        print(
+            f"RSS MB      start {rss[0]:.0f}, mid {rss[half - 1]:.0f}, end {rss[-1]:.0f}, "
+            f"max {max(rss):.0f}   (first-half mean {sum(rss[:half]) / half:.0f}, "
+            f"second-half mean {sum(rss[half:]) / max(len(rss) - half, 1):.0f})"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--stream_s", type=float, default=180.0)
+    parser.add_argument("--skip_backfill", action="store_true")
+    parser.add_argument("--skip_streaming", action="store_true")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.setdefault("GENAI_PSEUDONYM_KEY", "benchmark-only-pseudonym-key-0123456789")
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="genai-bench-") as tmp:
+        if not args.skip_backfill:
+            bench_backfill(args.events, args.workers, env, Path(tmp))
+        if not args.skip_streaming:
+            bench_streaming(args.rate, args.stream_s, env, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

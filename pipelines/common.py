@@ -1,0 +1,152 @@
+"""What both pipelines share: core flags, their validation, progress and the run summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import apache_beam as beam
+
+from transforms.analyze import CoreConfig
+from transforms.classify import load_policy
+from transforms.pii.engine import build_engine
+from transforms.pii.pseudonym import load_key
+
+__all__ = [
+    "LogProgress",
+    "add_core_options",
+    "core_config",
+    "validate_core",
+]
+
+_LOGGER = logging.getLogger(__name__)
+_DEFAULTS = CoreConfig()
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+    # Beam parses the flags of every PipelineOptions subclass with one parser; when both
+    # pipelines are imported (tests, the Flex image), the shared flags must be added once.
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def add_core_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags of the core transform and the embedded sinks (no ``required=True``)."""
+    _add(parser, "--output_root", default="./out", help="Root of the embedded outputs.")
+    _add(
+        parser,
+        "--redaction_engine",
+        default=_DEFAULTS.redaction_engine,
+        help="PII redaction engine: offline (default).",
+    )
+    _add(
+        parser,
+        "--pseudonym_key",
+        default=_DEFAULTS.pseudonym_key,
+        help="Reference to the user-id pseudonym key: env:NAME or file:PATH (at least 16 bytes).",
+    )
+    _add(
+        parser,
+        "--classification_policy",
+        default=_DEFAULTS.policy_path,
+        help="Classification policy: builtin:classification.yaml or a YAML file path.",
+    )
+    for flag, help_text in (
+        ("max_event_bytes", "Events larger than this are dead-lettered as oversize."),
+        ("max_clock_skew_s", "Event times further ahead of the worker clock are rejected."),
+        ("redaction_batch_size", "Events per redaction-engine call."),
+        ("dedupe_ttl_s", "Streaming: how long (event time) an event id is remembered."),
+        ("dedupe_shards", "Number of dedupe state keys."),
+        ("window_size_s", "Metrics window size."),
+        ("allowed_lateness_s", "Late data within this is merged into its window's metrics."),
+        ("early_firing_s", "Streaming: speculative metric panes every this many seconds."),
+    ):
+        _add(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
+
+
+def core_config(options) -> CoreConfig:
+    """The ``CoreConfig`` for parsed options (any view holding the core flags)."""
+    return CoreConfig(
+        redaction_engine=options.redaction_engine,
+        pseudonym_key=options.pseudonym_key,
+        policy_path=options.classification_policy,
+        max_event_bytes=options.max_event_bytes,
+        max_clock_skew_s=options.max_clock_skew_s,
+        redaction_batch_size=options.redaction_batch_size,
+        dedupe_ttl_s=options.dedupe_ttl_s,
+        dedupe_shards=options.dedupe_shards,
+        window_size_s=options.window_size_s,
+        allowed_lateness_s=options.allowed_lateness_s,
+        early_firing_s=options.early_firing_s,
+    )
+
+
+def validate_core(options) -> list[str]:
+    """Returns the problems with the core flags (empty when they are fine).
+
+    Checks what would otherwise fail late on the workers: the engine exists, the key resolves
+    here (launching without the key is an error), the policy loads, numbers are positive.
+    """
+    problems = []
+    config = core_config(options)
+    for name in (
+        "max_event_bytes",
+        "redaction_batch_size",
+        "dedupe_ttl_s",
+        "dedupe_shards",
+        "window_size_s",
+        "early_firing_s",
+    ):
+        if getattr(config, name) <= 0:
+            problems.append(f"--{name} must be > 0")
+    for name in ("max_clock_skew_s", "allowed_lateness_s"):
+        if getattr(config, name) < 0:
+            problems.append(f"--{name} must be >= 0")
+    for check in (
+        lambda: build_engine(config.redaction_engine),
+        lambda: load_key(config.pseudonym_key),
+        lambda: load_policy(config.policy_path),
+    ):
+        try:
+            check()
+        except (ValueError, OSError, KeyError) as error:
+            problems.append(str(error))
+    return problems
+
+
+class _ProgressFn(beam.DoFn):
+    """Logs elements/s every ``every_s`` seconds of wall time (never per element)."""
+
+    def __init__(self, label: str, every_s: float):
+        self._label = label
+        self._every_s = every_s
+
+    def setup(self):
+        self._started = self._last = time.monotonic()
+        self._count = 0
+
+    def process(self, element):
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            _LOGGER.info(
+                "progress: %d %s so far, %.0f/s",
+                self._count,
+                self._label,
+                self._count / (now - self._started),
+            )
+        yield element
+
+
+class LogProgress(beam.PTransform):
+    """Passes elements through and logs a progress line every ``every_s`` seconds."""
+
+    def __init__(self, label: str = "events", every_s: float = 10.0):
+        super().__init__()
+        self._label = label
+        self._every_s = every_s
+
+    def expand(self, pcoll):
+        return pcoll | "Progress" >> beam.ParDo(_ProgressFn(self._label, self._every_s))

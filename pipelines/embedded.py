@@ -1,0 +1,52 @@
+"""The embedded sinks (no server), applied by both pipelines under one output root.
+
+Layout under ``output_root``: ``raw/event_date=YYYY-MM-DD/region=R/*.avro`` (redacted events),
+``dead_letter/dt=YYYY-MM-DD/*.avro``, ``warehouse.duckdb`` (``metrics_minute`` and its views)
+and ``audit.sqlite`` (``audit_log``). The files go through Beam's FileSystems (so ``gs://``
+works for them); the two databases are local files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+
+from pipelines.io.audit import WriteAuditLog
+from pipelines.io.files import WriteDeadLetters, WriteRawEvents
+from pipelines.io.warehouse import UpsertMetrics
+
+__all__ = ["AUDIT_DB", "WAREHOUSE_DB", "WriteEmbedded"]
+
+WAREHOUSE_DB = "warehouse.duckdb"
+AUDIT_DB = "audit.sqlite"
+
+
+class WriteEmbedded(beam.PTransform):
+    """Writes the core outputs (the dict ``AnalyzeEvents`` returns).
+
+    Args:
+      output_root: directory of all outputs (created if missing).
+      archive: write ``events`` to the raw archive; False when replaying the archive itself.
+
+    Returns a dict of the file sinks' results, PCollections of (path, record count).
+    """
+
+    def __init__(self, output_root: str, archive: bool = True):
+        super().__init__()
+        self._root = output_root
+        self._archive = archive
+
+    def expand(self, outputs):
+        os.makedirs(self._root, exist_ok=True)
+        written = {
+            "dead_letters": outputs["dead_letters"]
+            | "WriteDeadLetters" >> WriteDeadLetters(self._root)
+        }
+        if self._archive:
+            written["raw"] = outputs["events"] | "WriteRawEvents" >> WriteRawEvents(self._root)
+        _ = outputs["metrics"] | "UpsertMetrics" >> UpsertMetrics(
+            os.path.join(self._root, WAREHOUSE_DB)
+        )
+        _ = outputs["audit"] | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
+        return written

@@ -1,0 +1,1 @@
+"""Embedded sinks (no server): Avro files, a DuckDB warehouse and a SQLite audit log."""

@@ -1,0 +1,339 @@
+"""Embedded audit log: ``WriteAuditLog`` writes ``AuditRecord`` elements to SQLite.
+
+Table ``audit_log``: one column per field of ``audit_record.avsc`` (strings as TEXT, longs as
+INTEGER, doubles as REAL, bytes as BLOB; timestamps as ISO-8601 UTC text with microseconds and a
+``Z``, e.g. ``2026-01-27T10:00:05.000000Z``, which sorts in time order; dates as ``YYYY-MM-DD``;
+maps, arrays and records as JSON text with sorted keys). Non-nullable fields are NOT NULL.
+
+Idempotency: ``audit_id`` (a hash of the record's idempotency key) is the PRIMARY KEY, and
+``(event_id, outcome)`` is UNIQUE; rows are written with ``INSERT OR IGNORE``, so a replayed or
+retried record is a no-op and the first stored copy is kept.
+
+Concurrency: WAL journal (readers never block the writer), a busy timeout, and one short
+``BEGIN IMMEDIATE`` transaction per flush from a fresh connection; a flush that still finds the
+database locked is retried with exponential backoff, and then fails the bundle (the runner
+retries it, which the idempotent insert makes safe). The database is a local file, for the local
+stack and single-machine runs (production writes the audit log to PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
+from typing import Any, NamedTuple, TypeVar
+
+import apache_beam as beam
+import pandas as pd
+
+from schemas.contract import load_schema
+from transforms.elements import AuditRecord, to_record
+
+__all__ = [
+    "AUDIT_TABLE",
+    "WriteAuditLog",
+    "audit_row",
+    "audit_table_ddl",
+    "create_audit_log",
+    "insert_audit_records",
+    "read_audit_log",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+AUDIT_TABLE = "audit_log"
+_PRIMARY_KEY = "audit_id"
+_UNIQUE_KEY = ("event_id", "outcome")
+
+DEFAULT_MAX_BUFFERED_ROWS = 1000
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_FIRST_BACKOFF_S = 0.05
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+_MAX_BACKOFF_S = 2.0
+
+_T = TypeVar("_T")
+
+_PRIMITIVE_TO_SQLITE = {
+    "string": "TEXT",
+    "bytes": "BLOB",
+    "int": "INTEGER",
+    "long": "INTEGER",
+    "float": "REAL",
+    "double": "REAL",
+    "boolean": "INTEGER",
+}
+
+
+class _Column(NamedTuple):
+    name: str
+    sqlite_type: str
+    kind: str  # plain, timestamp, date or json: how a value is converted.
+    nullable: bool
+
+
+def _column(field: dict[str, Any]) -> _Column:
+    avro_type = field["type"]
+    nullable = isinstance(avro_type, list) and "null" in avro_type
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    if isinstance(avro_type, str):
+        return _Column(field["name"], _PRIMITIVE_TO_SQLITE[avro_type], "plain", nullable)
+    logical = avro_type.get("logicalType")
+    if logical in ("timestamp-micros", "timestamp-millis"):
+        return _Column(field["name"], "TEXT", "timestamp", nullable)
+    if logical == "date":
+        return _Column(field["name"], "TEXT", "date", nullable)
+    if avro_type["type"] in ("map", "array", "record"):
+        return _Column(field["name"], "TEXT", "json", nullable)
+    return _Column(field["name"], _PRIMITIVE_TO_SQLITE[avro_type["type"]], "plain", nullable)
+
+
+@cache
+def _columns() -> tuple[_Column, ...]:
+    return tuple(_column(f) for f in load_schema("audit_record")["fields"])
+
+
+def audit_table_ddl() -> str:
+    """Returns the SQLite ``CREATE TABLE IF NOT EXISTS`` of ``audit_log``."""
+    columns = []
+    for c in _columns():
+        constraint = "" if c.nullable else " NOT NULL"
+        if c.name == _PRIMARY_KEY:
+            constraint += " PRIMARY KEY"
+        columns.append(f"  {c.name} {c.sqlite_type}{constraint}")
+    columns.append(f"  UNIQUE ({', '.join(_UNIQUE_KEY)})")
+    body = ",\n".join(columns)
+    return f"CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (\n{body}\n)"
+
+
+@cache
+def _insert_sql() -> str:
+    names = [c.name for c in _columns()]
+    marks = ", ".join("?" for _ in names)
+    return f"INSERT OR IGNORE INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks})"
+
+
+def _sqlite_value(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "timestamp":
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if kind == "date":
+        return value.isoformat()
+    if kind == "json":
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def audit_row(record: AuditRecord) -> tuple[Any, ...]:
+    """Returns ``record`` as the parameter tuple of one ``audit_log`` row."""
+    values = to_record(record)
+    return tuple(_sqlite_value(c.kind, values[c.name]) for c in _columns())
+
+
+def _is_lock_conflict(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
+@contextlib.contextmanager
+def _immediate_transaction(con: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a lock
+    # upgrade; the busy timeout applies while waiting for it.
+    # On an error there is no explicit ROLLBACK (which can itself fail when SQLite has already
+    # rolled back): the caller closes the connection, and closing discards the transaction.
+    con.execute("BEGIN IMMEDIATE")
+    yield
+    con.execute("COMMIT")
+
+
+def _with_connection(
+    db_path: str,
+    work: Callable[[sqlite3.Connection], _T],
+    *,
+    max_attempts: int,
+    first_backoff_s: float,
+    busy_timeout_s: float,
+    on_retry: Callable[[], None] = lambda: None,
+) -> _T:
+    """Runs ``work`` on a fresh connection (autocommit mode), retrying lock conflicts.
+
+    The busy timeout waits inside SQLite first; backoff (doubling from ``first_backoff_s`` up to
+    2 s, with jitter) covers what is left. The connection is closed after each attempt.
+    """
+    for attempt in range(max_attempts):
+        try:
+            with contextlib.closing(
+                sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)
+            ) as con:
+                return work(con)
+        except sqlite3.OperationalError as error:
+            if not _is_lock_conflict(error) or attempt == max_attempts - 1:
+                raise
+        on_retry()
+        backoff_s = min(_MAX_BACKOFF_S, first_backoff_s * 2**attempt)
+        time.sleep(backoff_s * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def create_audit_log(db_path: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+    """Creates ``audit_log`` if missing and switches the database to WAL. Idempotent."""
+    os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+
+    def create(con: sqlite3.Connection) -> None:
+        # The journal mode is stored in the file and cannot change inside a transaction.
+        con.execute("PRAGMA journal_mode=WAL")
+        with _immediate_transaction(con):
+            con.execute(audit_table_ddl())
+
+    _with_connection(
+        db_path,
+        create,
+        max_attempts=DEFAULT_MAX_ATTEMPTS,
+        first_backoff_s=DEFAULT_FIRST_BACKOFF_S,
+        busy_timeout_s=busy_timeout_s,
+    )
+
+
+def insert_audit_records(
+    db_path: str,
+    records: Iterable[AuditRecord],
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    on_retry: Callable[[], None] = lambda: None,
+) -> int:
+    """Inserts ``records`` in one transaction, ignoring ones already stored; returns new rows.
+
+    The table must exist (``create_audit_log``).
+    """
+    rows = [audit_row(r) for r in records]
+    if not rows:
+        return 0
+
+    def insert(con: sqlite3.Connection) -> int:
+        with _immediate_transaction(con):
+            before = con.total_changes
+            con.executemany(_insert_sql(), rows)
+            return con.total_changes - before
+
+    return _with_connection(
+        db_path,
+        insert,
+        max_attempts=max_attempts,
+        first_backoff_s=first_backoff_s,
+        busy_timeout_s=busy_timeout_s,
+        on_retry=on_retry,
+    )
+
+
+def read_audit_log(db_path: str) -> pd.DataFrame:
+    """Returns ``audit_log`` as stored (text timestamps and JSON), ordered by ``audit_id``."""
+    with contextlib.closing(sqlite3.connect(db_path, timeout=DEFAULT_BUSY_TIMEOUT_S)) as con:
+        cursor = con.execute(f"SELECT * FROM {AUDIT_TABLE} ORDER BY {_PRIMARY_KEY}")
+        names = [d[0] for d in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=names)
+
+
+class _WriteAuditLogFn(beam.DoFn):
+    """Buffers audit rows and inserts them per bundle, or when the buffer is full."""
+
+    def __init__(
+        self,
+        db_path: str,
+        max_buffered_rows: int,
+        max_attempts: int,
+        first_backoff_s: float,
+        busy_timeout_s: float,
+    ):
+        self._db_path = db_path
+        self._max_buffered_rows = max_buffered_rows
+        self._max_attempts = max_attempts
+        self._first_backoff_s = first_backoff_s
+        self._busy_timeout_s = busy_timeout_s
+        self._buffer: list[AuditRecord] = []
+        self._inserted = beam.metrics.Metrics.counter(__name__, "audit_rows_inserted")
+        self._ignored = beam.metrics.Metrics.counter(__name__, "audit_rows_already_stored")
+        self._retries = beam.metrics.Metrics.counter(__name__, "audit_lock_retries")
+
+    def setup(self) -> None:
+        create_audit_log(self._db_path, busy_timeout_s=self._busy_timeout_s)
+        _LOGGER.info("audit log ready at %s", self._db_path)
+
+    def start_bundle(self) -> None:
+        self._buffer = []
+
+    def process(self, record: AuditRecord) -> None:
+        self._buffer.append(record)
+        if len(self._buffer) >= self._max_buffered_rows:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        inserted = insert_audit_records(
+            self._db_path,
+            self._buffer,
+            max_attempts=self._max_attempts,
+            first_backoff_s=self._first_backoff_s,
+            busy_timeout_s=self._busy_timeout_s,
+            on_retry=self._retries.inc,
+        )
+        self._inserted.inc(inserted)
+        self._ignored.inc(len(self._buffer) - inserted)
+        self._buffer = []
+
+
+class WriteAuditLog(beam.PTransform):
+    """Writes ``AuditRecord`` elements to the SQLite table ``audit_log``, idempotently.
+
+    Input: PCollection[AuditRecord], bounded or unbounded, any windowing. Output: an empty
+    PCollection (counters count inserted rows, rows already stored, and lock retries).
+
+    Guarantee: every record is stored once per ``audit_id`` and per ``(event_id, outcome)``;
+    replays and retried bundles insert nothing new. Rows are committed when their bundle
+    finishes (or when ``max_buffered_rows`` are buffered). A flush that cannot get the write lock
+    after ``max_attempts`` fails the bundle, so nothing is dropped silently.
+
+    Args:
+        db_path: local path of the SQLite file (created if missing).
+        max_buffered_rows: rows buffered before an early flush inside a bundle.
+        max_attempts: attempts per flush on lock conflicts before the bundle fails.
+        first_backoff_s: first backoff between attempts; it doubles, up to 2 s.
+        busy_timeout_s: how long SQLite itself waits for a lock in each attempt.
+    """
+
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ):
+        super().__init__()
+        if not db_path or "://" in db_path:
+            raise ValueError(f"db_path must be a local file path, got {db_path!r}")
+        if max_buffered_rows < 1 or max_attempts < 1 or first_backoff_s < 0 or busy_timeout_s < 0:
+            raise ValueError(
+                "need max_buffered_rows >= 1, max_attempts >= 1, first_backoff_s >= 0 and "
+                "busy_timeout_s >= 0"
+            )
+        self._fn = _WriteAuditLogFn(
+            db_path, max_buffered_rows, max_attempts, first_backoff_s, busy_timeout_s
+        )
+
+    def expand(self, pcoll):
+        return pcoll | "InsertRows" >> beam.ParDo(self._fn)

@@ -1,0 +1,431 @@
+"""Embedded metrics warehouse: ``UpsertMetrics`` writes ``MetricRow`` panes to DuckDB.
+
+Table ``metrics_minute`` holds exactly one row per ``(window_start, model, region)``. Its columns
+and types are derived from the BigQuery schema of ``metric_row.avsc`` (so maps are
+``STRUCT(key, value)[]``, exactly like the BigQuery table), never written by hand.
+
+Upsert rule: a row replaces the stored row of its key only if it is newer, i.e. has a larger
+``pane_index``, or an equal ``pane_index`` and a later ``emitted_at``. Panes accumulate, so the
+newest pane carries the whole window. Replaying the same input changes nothing, and panes that
+arrive out of order (a retried bundle) cannot roll a row back. Caveat: ``pane_index`` restarts at 0
+in a new job, so after a restart (not an in-place update) a window that already has pane 3 keeps it
+until the new job's panes overtake it.
+
+Views (``metrics_daily``, ``latency_percentiles_daily``, ``policy_flag_rates_daily``,
+``freshness``) are defined once, in BigQuery Standard SQL, in ``pipelines/sql/<view>.sql`` with a
+``{dataset}`` placeholder; ``bigquery_view_sql`` gives the BigQuery DDL and the DuckDB DDL is
+translated from it by sqlglot, so both warehouses run the same definitions.
+
+Concurrency: DuckDB lets one process at a time open the file for writing. Rows are buffered per
+bundle and written in one transaction per flush with a short-lived connection, so several worker
+processes take turns; lock and write conflicts are retried with exponential backoff, and when the
+retries are exhausted the bundle fails and the runner retries it (the upsert makes that safe).
+The database is a local file: this sink is for the local stack and single-machine runs, not
+Dataflow (which writes to BigQuery).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import apache_beam as beam
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from schemas.contract import bigquery_schema, load_schema
+from transforms.elements import MetricRow, to_record
+
+__all__ = [
+    "METRICS_TABLE",
+    "VIEW_NAMES",
+    "UpsertMetrics",
+    "bigquery_view_sql",
+    "create_warehouse",
+    "duckdb_view_sql",
+    "latest_panes",
+    "metric_rows_to_arrow",
+    "metrics_table_ddl",
+    "read_metrics",
+    "upsert_metric_rows",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+METRICS_TABLE = "metrics_minute"
+VIEW_NAMES: tuple[str, ...] = (
+    "metrics_daily",
+    "latency_percentiles_daily",
+    "policy_flag_rates_daily",
+    "freshness",
+)
+_KEY_COLUMNS = ("window_start", "model", "region")
+_DATASET_PLACEHOLDER = "{dataset}"
+# Stands in for {dataset} while translating to DuckDB, then removed: DuckDB views name tables
+# unqualified, so they resolve in the database file they live in, whatever it is attached as.
+_DUCKDB_DATASET_MARKER = "__dataset__"
+
+_BIGQUERY_TO_DUCKDB = {
+    "STRING": "VARCHAR",
+    "INT64": "BIGINT",
+    "FLOAT64": "DOUBLE",
+    "BOOL": "BOOLEAN",
+    "BYTES": "BLOB",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "DATE": "DATE",
+}
+_BIGQUERY_TO_ARROW = {
+    "STRING": pa.string(),
+    "INT64": pa.int64(),
+    "FLOAT64": pa.float64(),
+    "BOOL": pa.bool_(),
+    "BYTES": pa.binary(),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "DATE": pa.date32(),
+}
+
+DEFAULT_MAX_BUFFERED_ROWS = 500
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_FIRST_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 2.0
+
+
+# --- schema and DDL ------------------------------------------------------------------------
+
+
+def _duckdb_type(field: dict[str, Any]) -> str:
+    if field["type"] == "RECORD":
+        members = ", ".join(f'"{f["name"]}" {_duckdb_type(f)}' for f in field["fields"])
+        base = f"STRUCT({members})"
+    else:
+        base = _BIGQUERY_TO_DUCKDB[field["type"]]
+    return f"{base}[]" if field["mode"] == "REPEATED" else base
+
+
+def _arrow_type(field: dict[str, Any]) -> pa.DataType:
+    if field["type"] == "RECORD":
+        base = pa.struct([pa.field(f["name"], _arrow_type(f)) for f in field["fields"]])
+    else:
+        base = _BIGQUERY_TO_ARROW[field["type"]]
+    return pa.list_(base) if field["mode"] == "REPEATED" else base
+
+
+@cache
+def _metric_fields() -> tuple[dict[str, Any], ...]:
+    return tuple(bigquery_schema("metric_row"))
+
+
+@cache
+def _map_columns() -> frozenset[str]:
+    # BigQuery (and so this table) has no map type: Avro maps become key/value lists.
+    return frozenset(
+        f["name"]
+        for f in load_schema("metric_row")["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("type") == "map"
+    )
+
+
+@cache
+def _arrow_schema() -> pa.Schema:
+    return pa.schema([pa.field(f["name"], _arrow_type(f)) for f in _metric_fields()])
+
+
+def metrics_table_ddl() -> str:
+    """Returns the DuckDB ``CREATE TABLE IF NOT EXISTS`` of ``metrics_minute``."""
+    columns = [
+        f'  "{f["name"]}" {_duckdb_type(f)}' + (" NOT NULL" if f["mode"] != "NULLABLE" else "")
+        for f in _metric_fields()
+    ]
+    key = ", ".join(f'"{c}"' for c in _KEY_COLUMNS)
+    body = ",\n".join([*columns, f"  PRIMARY KEY ({key})"])
+    return f"CREATE TABLE IF NOT EXISTS {METRICS_TABLE} (\n{body}\n)"
+
+
+@cache
+def _upsert_sql() -> str:
+    names = [f["name"] for f in _metric_fields()]
+    columns = ", ".join(f'"{n}"' for n in names)
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in _KEY_COLUMNS)
+    key = ", ".join(f'"{c}"' for c in _KEY_COLUMNS)
+    return (
+        f"INSERT INTO {METRICS_TABLE} ({columns}) SELECT {columns} FROM incoming "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
+        f"WHERE excluded.pane_index > {METRICS_TABLE}.pane_index "
+        f"OR (excluded.pane_index = {METRICS_TABLE}.pane_index "
+        f"AND excluded.emitted_at > {METRICS_TABLE}.emitted_at)"
+    )
+
+
+def _view_body(name: str) -> str:
+    if name not in VIEW_NAMES:
+        raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEW_NAMES)}")
+    return resources.files("pipelines").joinpath("sql", f"{name}.sql").read_text("utf-8")
+
+
+def bigquery_view_sql(name: str, dataset: str) -> str:
+    """Returns ``CREATE OR REPLACE VIEW`` of view ``name`` in BigQuery Standard SQL.
+
+    Args:
+        name: one of ``VIEW_NAMES`` (a file stem of ``pipelines/sql``).
+        dataset: what qualifies the tables, e.g. ``my-project.genai`` (no backticks).
+    """
+    body = _view_body(name).replace(_DATASET_PLACEHOLDER, dataset)
+    return f"CREATE OR REPLACE VIEW `{dataset}.{name}` AS\n{body}"
+
+
+@cache
+def duckdb_view_sql(name: str) -> str:
+    """Returns the DuckDB ``CREATE OR REPLACE VIEW`` of ``name``, translated by sqlglot."""
+    (statement,) = sqlglot.parse(bigquery_view_sql(name, _DUCKDB_DATASET_MARKER), read="bigquery")
+    assert statement is not None
+    for table in statement.find_all(exp.Table):
+        if table.db == _DUCKDB_DATASET_MARKER:
+            table.set("db", None)
+    return statement.sql(dialect="duckdb", comments=False)
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def _is_newer(row: MetricRow, than: MetricRow) -> bool:
+    return (row.pane_index, row.emitted_at) > (than.pane_index, than.emitted_at)
+
+
+def _key(row: MetricRow) -> tuple[dt.datetime, str, str]:
+    return row.window_start, row.model, row.region
+
+
+def latest_panes(rows: Iterable[MetricRow]) -> list[MetricRow]:
+    """Returns the newest row per key (the table's upsert rule), in first-seen key order.
+
+    An upsert statement may touch a key only once, so a batch is reduced with this first.
+    """
+    newest: dict[tuple[dt.datetime, str, str], MetricRow] = {}
+    for row in rows:
+        current = newest.get(_key(row))
+        if current is None or _is_newer(row, current):
+            newest[_key(row)] = row
+    return list(newest.values())
+
+
+def _warehouse_record(row: MetricRow) -> dict[str, Any]:
+    record = to_record(row)
+    for column in _map_columns():
+        record[column] = [{"key": k, "value": v} for k, v in sorted(record[column].items())]
+    return record
+
+
+def metric_rows_to_arrow(rows: Iterable[MetricRow]) -> pa.Table:
+    """Returns ``rows`` as an Arrow table with the warehouse schema (maps as key/value lists)."""
+    return pa.Table.from_pylist([_warehouse_record(r) for r in rows], schema=_arrow_schema())
+
+
+# --- DuckDB access with retries ------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def _is_conflict(error: duckdb.Error) -> bool:
+    # Another process holds the file lock, or another connection in this process wrote the same
+    # rows or catalog entries first. Anything else is a real error and is raised at once.
+    if isinstance(error, duckdb.TransactionException):
+        return True
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+def _with_connection(
+    db_path: str,
+    work: Callable[[duckdb.DuckDBPyConnection], _T],
+    *,
+    max_attempts: int,
+    first_backoff_s: float,
+    on_retry: Callable[[], None] = lambda: None,
+) -> _T:
+    """Runs ``work`` in one transaction on a fresh connection, retrying lock conflicts.
+
+    Backoff doubles from ``first_backoff_s`` up to 2 s, with jitter so that competing processes
+    do not retry in step. The connection is closed after each attempt, which releases the file
+    lock for the other processes.
+    """
+    for attempt in range(max_attempts):
+        try:
+            # Closing the connection rolls back a transaction that did not commit.
+            with duckdb.connect(db_path) as con:
+                con.begin()
+                result = work(con)
+                con.commit()
+                return result
+        except duckdb.Error as error:
+            if not _is_conflict(error) or attempt == max_attempts - 1:
+                raise
+        on_retry()
+        backoff_s = min(_MAX_BACKOFF_S, first_backoff_s * 2**attempt)
+        time.sleep(backoff_s * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def create_warehouse(
+    db_path: str,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
+) -> None:
+    """Creates ``metrics_minute`` if missing and (re)creates the views. Idempotent."""
+    os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+
+    def create(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(metrics_table_ddl())
+        for name in VIEW_NAMES:
+            con.execute(duckdb_view_sql(name))
+
+    _with_connection(db_path, create, max_attempts=max_attempts, first_backoff_s=first_backoff_s)
+
+
+def upsert_metric_rows(
+    db_path: str,
+    rows: Iterable[MetricRow],
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
+    on_retry: Callable[[], None] = lambda: None,
+) -> int:
+    """Upserts ``rows`` into ``metrics_minute`` in one transaction; returns the rows offered.
+
+    The table must exist (``create_warehouse``). Rows are first reduced to the newest per key.
+    """
+    incoming = metric_rows_to_arrow(latest_panes(rows))
+    if incoming.num_rows == 0:
+        return 0
+
+    def upsert(con: duckdb.DuckDBPyConnection) -> None:
+        con.register("incoming", incoming)
+        con.execute(_upsert_sql())
+        con.unregister("incoming")
+
+    _with_connection(
+        db_path,
+        upsert,
+        max_attempts=max_attempts,
+        first_backoff_s=first_backoff_s,
+        on_retry=on_retry,
+    )
+    return incoming.num_rows
+
+
+def read_metrics(db_path: str, relation: str = METRICS_TABLE) -> pd.DataFrame:
+    """Returns the table or one of the views as a DataFrame (timestamps in UTC), for summaries.
+
+    Raises:
+        ValueError: ``relation`` is neither the table nor a view.
+    """
+    if relation != METRICS_TABLE and relation not in VIEW_NAMES:
+        raise ValueError(f"unknown relation {relation!r}")
+
+    def read(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.sql(f"SELECT * FROM {relation}").df()
+
+    return _with_connection(
+        db_path, read, max_attempts=DEFAULT_MAX_ATTEMPTS, first_backoff_s=DEFAULT_FIRST_BACKOFF_S
+    )
+
+
+# --- Beam adapter --------------------------------------------------------------------------
+
+
+class _UpsertMetricsFn(beam.DoFn):
+    """Buffers the newest row per key and upserts the buffer per bundle or when it is full."""
+
+    def __init__(
+        self, db_path: str, max_buffered_rows: int, max_attempts: int, first_backoff_s: float
+    ):
+        self._db_path = db_path
+        self._max_buffered_rows = max_buffered_rows
+        self._max_attempts = max_attempts
+        self._first_backoff_s = first_backoff_s
+        self._buffer: dict[tuple[dt.datetime, str, str], MetricRow] = {}
+        self._rows = beam.metrics.Metrics.counter(__name__, "metric_rows_upserted")
+        self._flushes = beam.metrics.Metrics.counter(__name__, "warehouse_flushes")
+        self._retries = beam.metrics.Metrics.counter(__name__, "warehouse_lock_retries")
+
+    def setup(self) -> None:
+        create_warehouse(
+            self._db_path, max_attempts=self._max_attempts, first_backoff_s=self._first_backoff_s
+        )
+        _LOGGER.info("metrics warehouse ready at %s", self._db_path)
+
+    def start_bundle(self) -> None:
+        self._buffer = {}
+
+    def process(self, row: MetricRow) -> None:
+        current = self._buffer.get(_key(row))
+        if current is None or _is_newer(row, current):
+            self._buffer[_key(row)] = row
+        if len(self._buffer) >= self._max_buffered_rows:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        written = upsert_metric_rows(
+            self._db_path,
+            self._buffer.values(),
+            max_attempts=self._max_attempts,
+            first_backoff_s=self._first_backoff_s,
+            on_retry=self._retries.inc,
+        )
+        self._buffer = {}
+        self._rows.inc(written)
+        self._flushes.inc()
+
+
+class UpsertMetrics(beam.PTransform):
+    """Upserts ``MetricRow`` panes into the DuckDB table ``metrics_minute`` (plus its views).
+
+    Input: PCollection[MetricRow], bounded or unbounded, any windowing. Output: an empty
+    PCollection (the side effect is the table; counters count rows, flushes and lock retries).
+
+    Guarantee: after every bundle has committed, the table holds one row per
+    ``(window_start, model, region)``: the newest pane seen (larger ``pane_index``, then later
+    ``emitted_at``). Rows of a bundle are written in one transaction when the bundle finishes (or
+    when ``max_buffered_rows`` keys are buffered), so they are visible within one bundle of
+    processing. A failed write fails the bundle; its retry re-upserts the same rows, which
+    changes nothing that is already there.
+
+    Args:
+        db_path: local path of the DuckDB file (created if missing).
+        max_buffered_rows: keys buffered before an early flush inside a bundle.
+        max_attempts: attempts per flush on lock or write conflicts before the bundle fails.
+        first_backoff_s: first backoff between attempts; it doubles, up to 2 s.
+    """
+
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
+    ):
+        super().__init__()
+        if not db_path or "://" in db_path:
+            raise ValueError(f"db_path must be a local file path, got {db_path!r}")
+        if max_buffered_rows < 1 or max_attempts < 1 or first_backoff_s < 0:
+            raise ValueError("need max_buffered_rows >= 1, max_attempts >= 1, first_backoff_s >= 0")
+        self._fn = _UpsertMetricsFn(db_path, max_buffered_rows, max_attempts, first_backoff_s)
+
+    def expand(self, pcoll):
+        return pcoll | "UpsertRows" >> beam.ParDo(self._fn)

@@ -1,0 +1,266 @@
+"""Synthetic gateway traffic: a library, a CLI and a rate-limited streaming source.
+
+Events look like the gateway's: realistic prompts and responses (``pipelines.synthetic``), a
+share of them carrying PII, plus the dirt production sends: exact duplicates (redeliveries),
+late events (event time minutes in the past), and malformed events of every dead-letter kind
+(their payloads carry PII too, to prove dead letters are redacted).
+
+CLI::
+
+    python -m pipelines.loadgen --events 10000 --output events.jsonl [--seed 7] [--pii_share 0.2]
+
+writes JSON lines (one event per line) for ``pipelines.backfill``. In a pipeline,
+``GenerateEvents`` emits the same traffic at a fixed rate for a fixed duration, then ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+__all__ = ["EventGenerator", "GenerateEvents", "Generated", "LoadProfile", "main"]
+
+VALID = "valid"
+DUPLICATE = "duplicate"
+LATE = "late"
+MALFORMED = "malformed"
+
+MODELS = ("gpt-4o-mini", "gpt-4o", "gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4")
+REGIONS = ("us", "eu", "asia")
+FLAGS = ("pii_redacted", "content_filtered", "jailbreak_suspected", "prompt_injection_suspected")
+# One of each dead-letter reason the parser knows, as (reason, mutation of a valid document).
+MALFORMATIONS = (
+    "invalid_json",
+    "missing_field:user_id",
+    "bad_type:latency_ms",
+    "negative_value:token_count",
+    "bad_timestamp",
+    "unsupported_schema_version",
+    "event_time_in_future",
+)
+
+
+class LoadProfile(NamedTuple):
+    """Shares are fractions of the events emitted (0..1); ``late_by_s`` bounds how far in the
+    past a late event's time is; ``text_chars`` is the target size of each text."""
+
+    duplicate_share: float = 0.05
+    late_share: float = 0.02
+    late_by_s: tuple[int, int] = (120, 900)
+    malformed_share: float = 0.01
+    pii_share: float = 0.2
+    text_chars: int = 1000
+    text_pool: int = 400
+
+
+class Generated(NamedTuple):
+    """One generated message: its bytes, its kind, and the document (None if malformed)."""
+
+    payload: bytes
+    kind: str
+    document: dict | None
+    malformation: str | None = None
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EventGenerator:
+    """Deterministic for a seed. Texts come from a pool built once (Faker is slow), so the
+    generator itself costs a few µs per event."""
+
+    def __init__(self, seed: int = 7, profile: LoadProfile = LoadProfile()):  # noqa: B008
+        from faker import Faker
+
+        from pipelines.synthetic import make_text
+
+        self._rng = random.Random(seed)
+        self._profile = profile
+        fake = Faker(["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR"])
+        fake.seed_instance(seed)
+        pool_rng = random.Random(seed + 1)
+        self._clean = [
+            make_text(pool_rng, fake, pii_share=0.0, target_chars=profile.text_chars).text
+            for _ in range(profile.text_pool)
+        ]
+        self._pii = [
+            make_text(pool_rng, fake, pii_share=1.0, target_chars=profile.text_chars).text
+            for _ in range(max(1, profile.text_pool // 4))
+        ]
+        self._users = [f"user-{fake.user_name()}-{i}" for i in range(500)]
+        self._recent: list[bytes] = []
+
+    def _text(self) -> str:
+        pool = self._pii if self._rng.random() < self._profile.pii_share else self._clean
+        return self._rng.choice(pool)
+
+    def document(self, event_time: dt.datetime) -> dict:
+        """A valid version-1 event document."""
+        rng = self._rng
+        prompt_tokens = rng.randint(20, 4000)
+        completion_tokens = rng.randint(1, 2000)
+        document = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "request_id": f"R-{rng.getrandbits(48):012x}",
+            "user_id": rng.choice(self._users),
+            "event_time": _iso(event_time),
+            "model": rng.choice(MODELS),
+            "model_version": rng.choice(("2024-07-18", "001", "002", None)),
+            "schema_version": rng.choice((1, "1", None)),
+            "latency_ms": round(rng.lognormvariate(6.3, 0.6), 1),
+            "token_count": prompt_tokens + completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "policy_flags": [f for f in FLAGS if rng.random() < 0.04],
+            "region": rng.choice(REGIONS),
+            "prompt": self._text(),
+            "response": self._text(),
+        }
+        return {k: v for k, v in document.items() if v is not None}
+
+    def _malformed(self, now: dt.datetime) -> Generated:
+        reason = self._rng.choice(MALFORMATIONS)
+        document = self.document(now)
+        document["prompt"] = self._rng.choice(self._pii)  # dead letters must be redacted too
+        if reason == "invalid_json":
+            text = json.dumps(document)
+            payload = text[: self._rng.randint(len(text) // 2, len(text) - 2)].encode()
+            return Generated(payload, MALFORMED, None, reason)
+        if reason == "missing_field:user_id":
+            document.pop("user_id")
+        elif reason == "bad_type:latency_ms":
+            document["latency_ms"] = str(document["latency_ms"])
+        elif reason == "negative_value:token_count":
+            document["token_count"] = -document["token_count"]
+        elif reason == "bad_timestamp":
+            document["event_time"] = now.strftime("%d/%m/%Y %H:%M")
+        elif reason == "unsupported_schema_version":
+            document["schema_version"] = 2
+        elif reason == "event_time_in_future":
+            document["event_time"] = _iso(now + dt.timedelta(hours=2))
+        return Generated(json.dumps(document).encode(), MALFORMED, None, reason)
+
+    def batch(self, n: int, now: dt.datetime) -> list[Generated]:
+        """``n`` messages "sent" at ``now``: valid, late, duplicates and malformed mixed."""
+        p, rng, out = self._profile, self._rng, []
+        for _ in range(n):
+            roll = rng.random()
+            if roll < p.duplicate_share and self._recent:
+                payload = rng.choice(self._recent)
+                out.append(Generated(payload, DUPLICATE, json.loads(payload)))
+                continue
+            roll -= p.duplicate_share
+            if roll < p.malformed_share:
+                out.append(self._malformed(now))
+                continue
+            roll -= p.malformed_share
+            late = roll < p.late_share
+            when = now - dt.timedelta(seconds=rng.uniform(*p.late_by_s)) if late else now
+            document = self.document(when)
+            payload = json.dumps(document).encode()
+            out.append(Generated(payload, LATE if late else VALID, document))
+            self._recent.append(payload)
+            if len(self._recent) > 1000:
+                del self._recent[:500]
+        return out
+
+
+class _EmitFn(beam.DoFn):
+    """On each tick of the impulse, emits the tick's share of events, stamped ``now``."""
+
+    def __init__(self, events_per_tick: float, seed: int, profile: LoadProfile):
+        self._events_per_tick = events_per_tick
+        self._seed = seed
+        self._profile = profile
+
+    def setup(self):
+        self._generator = EventGenerator(self._seed, self._profile)
+        self._carry = 0.0
+
+    def process(self, tick) -> Iterator[bytes]:
+        self._carry += self._events_per_tick
+        n, self._carry = int(self._carry), self._carry - int(self._carry)
+        now = dt.datetime.now(dt.UTC)
+        for generated in self._generator.batch(n, now):
+            yield generated.payload
+
+
+class GenerateEvents(beam.PTransform):
+    """Unbounded source of synthetic gateway events (JSON bytes) at ``rate`` events/s for
+    ``duration_s`` seconds of wall-clock time, then it ends by itself.
+
+    Driven by ``PeriodicImpulse`` ticks every ``tick_s``. Note: on the DirectRunner a
+    splittable source holds the watermark until it ends, so event-time windows close at the
+    end of the run; early (processing-time) panes still flow during it. Dataflow advances the
+    watermark continuously.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        duration_s: float,
+        seed: int = 7,
+        profile: LoadProfile = LoadProfile(),  # noqa: B008
+        tick_s: float = 0.1,
+    ):
+        super().__init__()
+        if rate <= 0 or duration_s <= 0 or tick_s <= 0:
+            raise ValueError("rate, duration_s and tick_s must be > 0")
+        self._rate, self._duration_s, self._seed = rate, duration_s, seed
+        self._profile, self._tick_s = profile, tick_s
+
+    def expand(self, begin):
+        start = dt.datetime.now(dt.UTC).timestamp()
+        return (
+            begin
+            | "Ticks"
+            >> PeriodicImpulse(
+                start_timestamp=start,
+                stop_timestamp=start + self._duration_s,
+                fire_interval=self._tick_s,
+            )
+            | "Emit" >> beam.ParDo(_EmitFn(self._rate * self._tick_s, self._seed, self._profile))
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.loadgen", description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000, help="messages to write")
+    parser.add_argument("--output", required=True, help="JSON-lines file to write ('-': stdout)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--duplicate_share", type=float, default=LoadProfile.duplicate_share)
+    parser.add_argument("--late_share", type=float, default=LoadProfile.late_share)
+    parser.add_argument("--malformed_share", type=float, default=LoadProfile.malformed_share)
+    parser.add_argument("--pii_share", type=float, default=LoadProfile.pii_share)
+    parser.add_argument("--spread_s", type=int, default=3600, help="event times span this many s")
+    args = parser.parse_args(argv)
+    profile = LoadProfile(
+        duplicate_share=args.duplicate_share,
+        late_share=args.late_share,
+        malformed_share=args.malformed_share,
+        pii_share=args.pii_share,
+    )
+    generator = EventGenerator(args.seed, profile)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=args.spread_s)
+    out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    with out:
+        step = 100
+        for i in range(0, args.events, step):
+            now = start + dt.timedelta(seconds=args.spread_s * i / max(args.events, 1))
+            for generated in generator.batch(min(step, args.events - i), now):
+                out.write(generated.payload + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+-- How long after its window closed each metrics row was emitted (its latest pane).
+-- BigQuery Standard SQL; the dataset placeholder names the dataset of metrics_minute.
+-- freshness_s = emitted_at - window_end in seconds (negative for EARLY panes).
+SELECT
+  window_start,
+  window_end,
+  model,
+  region,
+  pane_timing,
+  pane_index,
+  is_final,
+  emitted_at,
+  TIMESTAMP_DIFF(emitted_at, window_end, MICROSECOND) / 1000000 AS freshness_s
+FROM `{dataset}.metrics_minute`

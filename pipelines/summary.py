@@ -1,0 +1,135 @@
+"""End-of-run summary: the counters of the run and what the warehouse holds from it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import NamedTuple
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipelines.embedded import AUDIT_DB, WAREHOUSE_DB
+from transforms.deadletter import METRICS_NAMESPACE
+
+__all__ = ["Summary", "counters_of", "print_summary", "summarize"]
+
+
+class Summary(NamedTuple):
+    output_root: str
+    events_read: int
+    written: int
+    duplicates: int
+    dead_letters: dict[str, int]
+    redactions: dict[str, int]
+    metric_rows: int
+    events_in_metrics: int
+    freshness_p50_s: float | None
+    freshness_p99_s: float | None
+    elapsed_s: float
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.dead_letters.values())
+
+    @property
+    def late_dropped(self) -> int:
+        """Written events the metrics do not count: later than the allowed lateness."""
+        return self.written - self.events_in_metrics
+
+    @property
+    def balanced(self) -> bool:
+        return self.events_read == self.written + self.duplicates + self.dead_lettered
+
+
+def counters_of(result) -> dict[str, int]:
+    """The pipeline's committed counters (attempted where the runner has no committed)."""
+    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    out: dict[str, int] = {}
+    for counter in found["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def _warehouse_figures(output_root: str, since: dt.datetime) -> tuple:
+    import duckdb
+
+    path = os.path.join(output_root, WAREHOUSE_DB)
+    if not os.path.exists(path):
+        return 0, 0, None, None
+    with duckdb.connect(path, read_only=True) as db:
+        return db.execute(
+            """
+            SELECT count(*), coalesce(sum(request_count), 0),
+                   quantile_cont(epoch(emitted_at) - epoch(window_end), 0.5),
+                   quantile_cont(epoch(emitted_at) - epoch(window_end), 0.99)
+            FROM metrics_minute WHERE emitted_at >= ?
+            """,
+            [since],
+        ).fetchone()
+
+
+def summarize(result, output_root: str, started_at: dt.datetime) -> Summary:
+    """Builds the summary of a finished run started at ``started_at``."""
+    counters = counters_of(result)
+    rows, in_metrics, p50, p99 = _warehouse_figures(output_root, started_at)
+    return Summary(
+        output_root=output_root,
+        events_read=counters.get("events_read", 0),
+        written=counters.get("events_written", 0),
+        duplicates=counters.get("events_duplicate", 0),
+        dead_letters={
+            name.removeprefix("dead_letter."): n
+            for name, n in sorted(counters.items())
+            if name.startswith("dead_letter.")
+        },
+        redactions={
+            name.removeprefix("redactions."): n
+            for name, n in sorted(counters.items())
+            if name.startswith("redactions.")
+        },
+        metric_rows=int(rows),
+        events_in_metrics=int(in_metrics),
+        freshness_p50_s=None if p50 is None else float(p50),
+        freshness_p99_s=None if p99 is None else float(p99),
+        elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def print_summary(summary: Summary) -> None:
+    """Prints the summary for a person (stdout)."""
+    s = summary
+    rate = s.events_read / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    lines = [
+        "",
+        "=== run summary ===",
+        f"events read        {s.events_read:>10}   ({rate:.0f}/s over {s.elapsed_s:.1f} s)",
+        f"  written          {s.written:>10}",
+        f"  duplicates       {s.duplicates:>10}",
+        f"  dead-lettered    {s.dead_lettered:>10}",
+    ]
+    lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
+    check = "OK" if s.balanced else "MISMATCH"
+    lines += [
+        f"read = written + duplicates + dead-lettered: {check}",
+        f"late-dropped from metrics {s.late_dropped:>6}   (written, beyond the allowed lateness)",
+        "redactions by info type:",
+    ]
+    lines += [f"    {info_type:<32} {n:>6}" for info_type, n in s.redactions.items()] or [
+        "    (none)"
+    ]
+    lines += [
+        f"metric rows        {s.metric_rows:>10}   (emitted by this run)",
+        f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
+        "   (pane emission - window end)",
+        "outputs:",
+        f"    raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
+        f"    dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",
+        f"    metrics          {os.path.join(s.output_root, WAREHOUSE_DB)}  (table metrics_minute)",
+        f"    audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,52 @@
+"""Builders of pipeline elements for tests, with valid defaults and keyword overrides."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from transforms.elements import RedactedEvent
+
+__all__ = ["EPOCH", "redacted_event"]
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def redacted_event(**overrides: Any) -> RedactedEvent:
+    """Returns a valid ``RedactedEvent``; any field can be overridden by keyword.
+
+    ``event_time`` may also be given as ``event_time_s`` (seconds since the epoch, which is how
+    TestStream scripts time); ``event_date`` follows ``event_time`` unless overridden.
+    """
+    if "event_time_s" in overrides:
+        overrides["event_time"] = EPOCH + dt.timedelta(seconds=overrides.pop("event_time_s"))
+    event_time = overrides.get("event_time", dt.datetime(2026, 1, 27, 10, 0, 5, tzinfo=dt.UTC))
+    fields: dict[str, Any] = {
+        "event_id": "evt-0001",
+        "request_id": "req-0001",
+        "user_key": "user-key-0001",
+        "event_time": event_time,
+        "event_date": event_time.date(),
+        "schema_version": "1",
+        "model": "gemini-2.5-pro",
+        "model_version": "001",
+        "latency_ms": 250.0,
+        "token_count": 300,
+        "prompt_tokens": 200,
+        "completion_tokens": 100,
+        "policy_flags": (),
+        "region": "europe-west1",
+        "prompt": "Summarize the quarterly report for [PERSON].",
+        "response": "The report says revenue grew.",
+        "data_class": "INTERNAL",
+        "redaction_counts": {},
+        "unknown_field_count": 0,
+        "redaction_engine": "regex-v1",
+        "policy_version": "2026-01",
+        "processed_at": event_time + dt.timedelta(seconds=1),
+    }
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown RedactedEvent fields: {sorted(unknown)}")
+    fields.update(overrides)
+    return RedactedEvent(**fields)

@@ -1,0 +1,289 @@
+"""The core composite on fixed input (beam.Create) and on scripted streams (TestStream)."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from tests.core_inputs import PII_PROMPT, PII_VALUES, T0_S, event_id, raw
+from tests.fakes import FAIL_MARKER, register_failing_engine
+from transforms.analyze import AnalyzeEvents, CoreConfig
+from transforms.pii.pseudonym import load_key, pseudonymize
+
+CONFIG = CoreConfig(window_size_s=60, allowed_lateness_s=300, early_firing_s=30, dedupe_shards=4)
+
+
+def streaming_options():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def metric_view(row):
+    return (
+        row.window_start.timestamp() - T0_S,
+        row.model,
+        row.region,
+        row.request_count,
+        row.token_sum,
+        row.pane_timing,
+    )
+
+
+def assert_no_pii(pcoll, label):
+    def check(elements):
+        text = repr(elements)
+        leaked = [value for value in PII_VALUES if value in text]
+        assert not leaked, f"{label}: PII leaked ({len(leaked)} values)"
+
+    assert_that(pcoll, check, label=f"no PII in {label}")
+
+
+def test_batch_every_output_exactly():
+    inputs = [
+        raw(1, prompt=PII_PROMPT),
+        raw(2),
+        raw(2),  # exact redelivery
+        raw(3, offset_s=65, model="gemini-2.5-pro"),
+        b'{"user_id": "user-alice-0001", "prompt": "alice.smith@example.com',  # truncated
+        raw(4, latency_ms=-1, prompt=PII_PROMPT),
+        raw(5, schema_version=9),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
+        assert_that(
+            out["events"] | "eid" >> beam.Map(lambda e: (e.event_id, e.data_class)),
+            equal_to(
+                [(event_id(1), "RESTRICTED"), (event_id(2), "INTERNAL"), (event_id(3), "INTERNAL")]
+            ),
+            label="events",
+        )
+        assert_that(
+            out["duplicates"] | "did" >> beam.Map(lambda e: e.event_id),
+            equal_to([event_id(2)]),
+            label="duplicates",
+        )
+        assert_that(
+            out["dead_letters"] | "reasons" >> beam.Map(lambda d: (d.reason, d.event_id)),
+            equal_to(
+                [
+                    ("invalid_json", None),
+                    ("negative_value:latency_ms", event_id(4)),
+                    ("unsupported_schema_version", event_id(5)),
+                ]
+            ),
+            label="dead letters",
+        )
+        assert_that(
+            out["audit"] | "outcomes" >> beam.Map(lambda a: (a.outcome, a.event_id, a.reason)),
+            equal_to(
+                [
+                    ("written", event_id(1), None),
+                    ("written", event_id(2), None),
+                    ("written", event_id(3), None),
+                    ("duplicate", event_id(2), None),
+                    ("dead_lettered", None, "invalid_json"),
+                    ("dead_lettered", event_id(4), "negative_value:latency_ms"),
+                    ("dead_lettered", event_id(5), "unsupported_schema_version"),
+                ]
+            ),
+            label="audit",
+        )
+        assert_that(
+            out["metrics"] | "m" >> beam.Map(metric_view),
+            equal_to(
+                [
+                    (0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME"),
+                    (60.0, "gemini-2.5-pro", "us", 1, 30, "ON_TIME"),
+                ]
+            ),
+            label="metrics",
+        )
+        for name in ("events", "duplicates", "metrics", "audit", "dead_letters"):
+            assert_no_pii(out[name], name)
+
+
+def test_redacted_event_content():
+    key = load_key(CONFIG.pseudonym_key)
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create([raw(1, prompt=PII_PROMPT, policy_flags=["pii_redacted"])])
+            | (AnalyzeEvents(CONFIG))
+        )
+        assert_that(
+            out["events"]
+            | beam.Map(lambda e: (e.user_key, e.prompt, e.redaction_counts, e.policy_flags)),
+            equal_to(
+                [
+                    (
+                        pseudonymize("user-alice-0001", key),
+                        "Hi, I'm [EMAIL_ADDRESS], call me on [PHONE_NUMBER]. My card is "
+                        "[CREDIT_CARD_NUMBER], SSN [US_SOCIAL_SECURITY_NUMBER], IBAN [IBAN_CODE]. "
+                        "The server at [IP_ADDRESS] uses key [AWS_CREDENTIALS].",
+                        {
+                            "EMAIL_ADDRESS": 1,
+                            "PHONE_NUMBER": 1,
+                            "CREDIT_CARD_NUMBER": 1,
+                            "US_SOCIAL_SECURITY_NUMBER": 1,
+                            "IBAN_CODE": 1,
+                            "IP_ADDRESS": 1,
+                            "AWS_CREDENTIALS": 1,
+                        },
+                        ("pii_redacted",),
+                    )
+                ]
+            ),
+        )
+
+
+def test_redaction_failure_fails_closed(monkeypatch):
+    register_failing_engine(monkeypatch)
+    config = CONFIG._replace(redaction_engine="failing")
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create([raw(1, prompt=PII_PROMPT + FAIL_MARKER), raw(2, prompt=PII_PROMPT)])
+            | AnalyzeEvents(config)
+        )
+        assert_that(
+            out["events"] | "ok" >> beam.Map(lambda e: e.event_id),
+            equal_to([event_id(2)]),
+            label="the other event still goes through",
+        )
+        assert_that(
+            out["dead_letters"]
+            | "dl"
+            >> beam.Map(
+                lambda d: (d.reason, d.step, d.event_id, "prompt" in d.payload, d.payload_state)
+            ),
+            equal_to([("redaction_failed", "redact", event_id(1), False, "redacted")]),
+            label="dead letter without text",
+        )
+        assert_no_pii(out["dead_letters"], "dead letters")
+
+
+def _stream(*steps):
+    stream = TestStream()
+    for kind, value in steps:
+        if kind == "watermark":
+            stream = stream.advance_watermark_to(T0_S + value)
+        elif kind == "clock":
+            stream = stream.advance_processing_time(value)
+        else:
+            stream = stream.add_elements([TimestampedValue(value, T0_S)])
+    return stream.advance_watermark_to_infinity()
+
+
+def run_stream(stream, config=CONFIG):
+    p = TestPipeline(options=streaming_options())
+    out = p | stream | AnalyzeEvents(config)
+    return p, out
+
+
+def test_stream_on_time_then_late_within_lateness_updates_the_window():
+    stream = _stream(
+        ("watermark", 0),
+        ("event", raw(1, offset_s=5)),
+        ("event", raw(2, offset_s=10)),
+        ("watermark", 61),  # window [0, 60) closes: ON_TIME pane of 2
+        ("event", raw(3, offset_s=20)),  # late, within the 300 s lateness
+        ("watermark", 120),
+    )
+    p, out = run_stream(stream)
+    assert_that(
+        out["metrics"] | beam.Map(metric_view),
+        equal_to(
+            [
+                (0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME"),
+                (0.0, "gpt-4o-mini", "us", 3, 60, "LATE"),  # accumulating: the whole window
+            ]
+        ),
+    )
+    p.run().wait_until_finish()
+
+
+def test_stream_late_beyond_lateness_is_archived_but_not_in_metrics():
+    stream = _stream(
+        ("watermark", 0),
+        ("event", raw(1, offset_s=5)),
+        ("watermark", 1000),  # past window end + 300 s lateness
+        ("event", raw(2, offset_s=10)),  # too late for the metrics
+        ("watermark", 1100),
+    )
+    p, out = run_stream(stream)
+    assert_that(
+        out["metrics"] | "m" >> beam.Map(metric_view),
+        equal_to([(0.0, "gpt-4o-mini", "us", 1, 10, "ON_TIME")]),
+        label="metrics",
+    )
+    assert_that(
+        out["events"] | "e" >> beam.Map(lambda e: e.event_id),
+        equal_to([event_id(1), event_id(2)]),
+        label="still written",
+    )
+    assert_that(
+        out["audit"] | "a" >> beam.Map(lambda a: (a.outcome, a.event_id)),
+        equal_to([("written", event_id(1)), ("written", event_id(2))]),
+        label="still audited",
+    )
+    p.run().wait_until_finish()
+
+
+def test_stream_duplicates_in_same_and_across_windows_and_malformed_mixed_in():
+    stream = _stream(
+        ("watermark", 0),
+        ("event", raw(1, offset_s=5)),
+        ("event", raw(1, offset_s=5)),  # same window
+        ("event", b"not json at all"),
+        ("event", raw(2, offset_s=30)),
+        ("event", raw(2, offset_s=90)),  # retried and re-stamped: next window, same id
+        ("event", raw(3, offset_s=70, token_count=-3)),
+        ("watermark", 200),
+    )
+    p, out = run_stream(stream)
+    assert_that(
+        out["metrics"] | "m" >> beam.Map(metric_view),
+        equal_to([(0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME")]),
+        label="metrics count each event once",
+    )
+    assert_that(
+        out["duplicates"] | "d" >> beam.Map(lambda e: (e.event_id, e.event_time.second)),
+        equal_to([(event_id(1), 5), (event_id(2), 30)]),
+        label="duplicates",
+    )
+    assert_that(
+        out["dead_letters"] | "dl" >> beam.Map(lambda d: d.reason),
+        equal_to(["invalid_json", "negative_value:token_count"]),
+        label="dead letters",
+    )
+    p.run().wait_until_finish()
+
+
+def test_stream_early_pane_on_processing_time():
+    stream = _stream(
+        ("watermark", 0),
+        ("event", raw(1, offset_s=5)),
+        ("clock", 31),  # early firing after 30 s of processing time
+        ("event", raw(2, offset_s=6)),
+        ("watermark", 61),
+    )
+    p, out = run_stream(stream)
+    assert_that(
+        out["metrics"] | beam.Map(metric_view),
+        equal_to(
+            [
+                (0.0, "gpt-4o-mini", "us", 1, 10, "EARLY"),
+                (0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME"),
+            ]
+        ),
+    )
+    p.run().wait_until_finish()
+
+
+def test_core_rejects_unknown_input_format():
+    with pytest.raises(ValueError, match="input_format"):
+        AnalyzeEvents(CONFIG, input_format="xml")

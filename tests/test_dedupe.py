@@ -1,0 +1,140 @@
+"""DeduplicateEvents: same semantics in batch and streaming, state that expires in streaming."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from tests.factories import EPOCH, redacted_event
+from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents, shard_of
+
+
+def ev(event_id: str, t_s: int, **kw):
+    return redacted_event(event_id=event_id, event_time_s=t_s, **kw)
+
+
+def streaming_options():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def ids(pcoll, label):
+    return pcoll | label >> beam.Map(lambda e: (e.event_id, e.request_id))
+
+
+# Scenarios inside the TTL: both modes must give exactly the same split.
+SCENARIOS = {
+    "no duplicates": (
+        [ev("a", 10), ev("b", 20)],
+        [("a", "req-0001"), ("b", "req-0001")],
+        [],
+    ),
+    "duplicate in the same window": (
+        [ev("a", 10, request_id="first"), ev("a", 10, request_id="second"), ev("b", 15)],
+        [("a", "first"), ("b", "req-0001")],
+        [("a", "second")],
+    ),
+    "duplicate across windows": (
+        # A gateway retry re-stamped the event 2 minutes later: same id, another window.
+        [ev("a", 10, request_id="first"), ev("a", 130, request_id="retry")],
+        [("a", "first")],
+        [("a", "retry")],
+    ),
+    "three copies": (
+        [ev("x", 5, request_id="1"), ev("x", 5, request_id="2"), ev("x", 5, request_id="3")],
+        [("x", "1")],
+        [("x", "2"), ("x", "3")],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_batch_split(name):
+    events, unique, duplicates = SCENARIOS[name]
+    with TestPipeline() as p:
+        stamped = (
+            p
+            | beam.Create(events)
+            | beam.Map(lambda e: TimestampedValue(e, (e.event_time - EPOCH).total_seconds()))
+        )
+        out = stamped | DeduplicateEvents(ttl_s=60, num_shards=4)
+        assert_that(ids(out.unique, "U"), equal_to(unique), label="unique")
+        assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to(duplicates), label="duplicates")
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_streaming_split(name):
+    events, unique, duplicates = SCENARIOS[name]
+    stream = TestStream().advance_watermark_to(0)
+    for e in events:  # arrival order = list order; the watermark stays inside the TTL
+        stream = stream.add_elements([TimestampedValue(e, (e.event_time - EPOCH).total_seconds())])
+    stream = stream.advance_watermark_to_infinity()
+    with TestPipeline(options=streaming_options()) as p:
+        out = p | stream | DeduplicateEvents(ttl_s=600, num_shards=4)
+        assert_that(ids(out.unique, "U"), equal_to(unique), label="unique")
+        assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to(duplicates), label="duplicates")
+
+
+def test_streaming_duplicate_after_ttl_is_written_again():
+    """Documented behaviour: once the watermark passes first copy + TTL, the id is forgotten."""
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue(ev("a", 10, request_id="first"), 10)])
+        .add_elements([TimestampedValue(ev("a", 10, request_id="within-ttl"), 10)])
+        .advance_watermark_to(10 + 60 + 1)  # past 10 s + ttl_s: the timer clears the id
+        .add_elements([TimestampedValue(ev("a", 10, request_id="after-ttl"), 10)])
+        .add_elements([TimestampedValue(ev("b", 100, request_id="b1"), 100)])
+        .add_elements([TimestampedValue(ev("b", 100, request_id="b2"), 100)])
+        .advance_watermark_to_infinity()
+    )
+    with TestPipeline(options=streaming_options()) as p:
+        out = p | stream | DeduplicateEvents(ttl_s=60, num_shards=1)
+        assert_that(
+            ids(out.unique, "U"),
+            equal_to([("a", "first"), ("a", "after-ttl"), ("b", "b1")]),
+            label="unique",
+        )
+        assert_that(
+            ids(out[DUPLICATE_TAG], "D"),
+            equal_to([("a", "within-ttl"), ("b", "b2")]),
+            label="duplicates",
+        )
+
+
+def test_batch_is_exact_over_the_whole_input_whatever_the_gap():
+    events = [ev("a", 10, request_id="first"), ev("a", 10 + 86_400, request_id="next-day")]
+    with TestPipeline() as p:
+        stamped = (
+            p
+            | beam.Create(list(reversed(events)))
+            | beam.Map(lambda e: TimestampedValue(e, (e.event_time - EPOCH).total_seconds()))
+        )
+        out = stamped | DeduplicateEvents(ttl_s=60, num_shards=2)
+        assert_that(ids(out.unique, "U"), equal_to([("a", "first")]), label="unique")
+        assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to([("a", "next-day")]), label="dups")
+        assert_that(
+            out.unique | beam.Map(lambda e, t=beam.DoFn.TimestampParam: float(t)),
+            equal_to([10.0]),
+            label="keeps the event-time timestamp",
+        )
+
+
+def test_configuration_is_validated():
+    with pytest.raises(ValueError, match="ttl_s"):
+        DeduplicateEvents(ttl_s=None)
+    with pytest.raises(ValueError, match="ttl_s"):
+        DeduplicateEvents(ttl_s=0)
+    with pytest.raises(ValueError, match="num_shards"):
+        DeduplicateEvents(num_shards=0)
+
+
+def test_shards_are_stable_and_bounded():
+    assert shard_of("8a1f7a52-6a3e-4d3c-9f0e-0d6c3f1b2a11", 32) == shard_of(
+        "8a1f7a52-6a3e-4d3c-9f0e-0d6c3f1b2a11", 32
+    )
+    assert {shard_of(f"id-{i}", 8) for i in range(1000)} == set(range(8))

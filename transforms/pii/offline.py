@@ -1,0 +1,248 @@
+"""The offline redaction engine: a hyperscan locator pass, then exact patterns and validators.
+
+Each text is scanned once by a hyperscan database holding every detector's *locator*
+patterns, compiled with ``HS_FLAG_SOM_LEFTMOST`` so that each match reports where a
+candidate starts. The exact Python ``re`` pattern of that detector is then tried only at
+those positions (``pattern.match(text, pos)``) and its validator run on the match, so a text
+without PII or look-alikes costs one scan and Python's regex engine never walks a whole
+text. What each detector redacts, and what it deliberately leaves, is documented in
+``transforms.pii.detectors``.
+
+The locators cover every position where a pattern can match, so they change speed, never
+output: ``prefilter="re"`` (automatic when hyperscan cannot be imported) searches the same
+locators with Python ``re`` to skip detectors, then scans with ``finditer``; and
+``prefilter="none"`` runs every pattern over every text. All three give identical
+redactions, which the tests check.
+
+Hyperscan scans ``text.encode("ascii", "replace")``: one byte per character, so its offsets
+are ``str`` indices; every pattern is ASCII, and a non-ASCII character only ever stands
+where a pattern requires a boundary, which ``?`` also is.
+
+Not thread-safe: the hyperscan scratch space belongs to the engine, so use one engine per
+thread (Beam builds one per DoFn instance in ``setup()``, and a DoFn instance processes one
+bundle at a time). Pickling keeps only the options; the database is rebuilt on unpickling
+(about 0.1 s).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from transforms.pii.detectors import DEFAULT_PHONE_REGIONS, Detector, Finding, build_detectors
+from transforms.pii.engine import INFO_TYPES, Redaction, RedactionError
+
+try:  # hyperscan ships manylinux wheels for x86-64 only; fall back to re elsewhere.
+    import hyperscan as _hyperscan
+except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
+    _hyperscan = None
+
+__all__ = ["PREFILTERS", "OfflineEngine", "resolve_overlaps"]
+
+PREFILTERS: tuple[str, ...] = ("auto", "hyperscan", "re", "none")
+
+# text -> [(detector index, sorted candidate starts, or None to scan the whole text)]
+_Locate = Callable[[str], "list[tuple[int, list[int] | None]]"]
+
+
+def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
+    """Keeps non-overlapping findings, sorted by start.
+
+    Secrets (priority < 10) win over PII; within a tier the longer span wins, then the lower
+    priority (more specific type), then the earlier start. Deterministic whatever the input
+    order. So ``https://ghp_…@github.com`` is a token, not a longer "email", while
+    ``+81 568-76-9840`` is one phone number, not a country code and an SSN.
+    """
+    ordered = sorted(
+        findings, key=lambda f: (f.priority // 10, f.start - f.end, f.priority, f.start)
+    )
+    kept: list[Finding] = []
+    for finding in ordered:
+        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
+            kept.append(finding)
+    kept.sort()
+    return kept
+
+
+def _on_match(
+    pattern_id: int, start: int, end: int, flags: int, hits: dict[int, list[int]]
+) -> None:
+    starts = hits.get(pattern_id)
+    if starts is None:
+        hits[pattern_id] = [start]
+    else:
+        starts.append(start)
+
+
+class _HyperscanLocator:
+    """One block-mode database of every locator; ids are detector indices."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        expressions, ids = [], []
+        for index, detector in enumerate(detectors):
+            for locator in detector.locators:
+                expressions.append(locator.encode("ascii"))
+                ids.append(index)
+        self._db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
+        self._db.compile(
+            expressions=expressions,
+            ids=ids,
+            elements=len(expressions),
+            flags=[_hyperscan.HS_FLAG_SOM_LEFTMOST] * len(expressions),
+        )
+        self._keywords = [(i, k) for i, d in enumerate(detectors) for k in d.keywords]
+        # Locators starting with "(?:^|[^...])" match one boundary character early.
+        self._bounded = {
+            index
+            for index, detector in enumerate(detectors)
+            if detector.locators[0].removeprefix("(?i)").startswith("(?:^|")
+        }
+
+    def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
+        hits: dict[int, list[int]] = {}
+        self._db.scan(text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits)
+        for index in self._bounded.intersection(hits):
+            # A bounded locator match starts one boundary character before the candidate,
+            # except at 0, where "^" may have matched instead.
+            starts = hits[index]
+            hits[index] = [s + 1 for s in starts] + ([0] if 0 in starts else [])
+        if self._keywords and not text.isascii():
+            for index, keyword in self._keywords:  # exact starts
+                position = text.find(keyword)
+                while position >= 0:
+                    hits.setdefault(index, []).append(position)
+                    position = text.find(keyword, position + 1)
+        return [
+            (index, sorted(set(starts)) if len(starts) > 1 else starts)
+            for index, starts in hits.items()
+        ]
+
+
+class _ReLocator:
+    """The same locators searched with Python ``re`` to pick the detectors to run."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self._checks = [
+            (index, tuple(re.compile(p, re.ASCII) for p in d.locators), d.keywords)
+            for index, d in enumerate(detectors)
+        ]
+
+    def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
+        return [
+            (index, None)
+            for index, patterns, keywords in self._checks
+            if any(pattern.search(text) for pattern in patterns)
+            or any(keyword in text for keyword in keywords)
+        ]
+
+
+class OfflineEngine:
+    """Redacts the info types of ``transforms.pii.engine.INFO_TYPES`` without any service.
+
+    Args:
+        prefilter: how candidates are located: ``"auto"`` (hyperscan if importable, else
+            ``"re"``), ``"hyperscan"``, ``"re"``, or ``"none"`` (every pattern over every
+            text: the slow reference the others must match).
+        phone_regions: regions national-format phone numbers are validated against.
+        info_types: the info types to redact; default all.
+
+    Raises:
+        ValueError: an unknown prefilter, region or info type; ``"hyperscan"`` when it
+            cannot be imported.
+    """
+
+    name = "offline"
+
+    def __init__(
+        self,
+        *,
+        prefilter: str = "auto",
+        phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+        info_types: Iterable[str] | None = None,
+    ) -> None:
+        if prefilter not in PREFILTERS:
+            raise ValueError(f"prefilter must be one of {PREFILTERS}, got {prefilter!r}")
+        selected = tuple(INFO_TYPES if info_types is None else info_types)
+        unknown = sorted(set(selected) - set(INFO_TYPES))
+        if unknown or not selected:
+            raise ValueError(f"unknown or empty info types {unknown}; valid: {INFO_TYPES}")
+        if prefilter == "auto":
+            prefilter = "hyperscan" if _hyperscan is not None else "re"
+        if prefilter == "hyperscan" and _hyperscan is None:
+            raise ValueError("prefilter 'hyperscan' requested but hyperscan is not importable")
+        self._options: dict[str, Any] = {
+            "prefilter": prefilter,
+            "phone_regions": tuple(phone_regions),
+            "info_types": selected,
+        }
+        self.prefilter = prefilter
+        self._detectors = tuple(
+            d for d in build_detectors(phone_regions) if d.info_type in selected
+        )
+        self._placeholders = {info_type: f"[{info_type}]" for info_type in INFO_TYPES}
+        self._locate: _Locate
+        if prefilter == "hyperscan":
+            self._locate = _HyperscanLocator(self._detectors)
+        elif prefilter == "re":
+            self._locate = _ReLocator(self._detectors)
+        else:
+            every: list[tuple[int, list[int] | None]] = [
+                (index, None) for index in range(len(self._detectors))
+            ]
+            self._locate = lambda text: every
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._options)  # the hyperscan database cannot be pickled
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def redact(self, texts: Sequence[str]) -> list[Redaction]:
+        """Returns one ``Redaction`` per text, same order and length as ``texts``.
+
+        Raises:
+            RedactionError: an element is not a ``str`` or a detector failed; the message
+                names the element index and the exception type only, never the text.
+        """
+        results = []
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise RedactionError(f"element {index}: expected str, got {type(text).__name__}")
+            try:
+                results.append(self.redact_text(text))
+            except Exception as exc:
+                # Exceptions from validators may quote the candidate (ipaddress does):
+                # keep only the type, and drop the chained cause with `from None`.
+                raise RedactionError(
+                    f"element {index}: {type(exc).__name__} in offline engine"
+                ) from None
+        return results
+
+    def find(self, text: str) -> list[Finding]:
+        """The resolved findings in ``text``, sorted by start (for scoring and tests).
+
+        Exceptions propagate unwrapped; ``redact`` is the fail-closed entry point.
+        """
+        if not text:
+            return []
+        findings: list[Finding] = []
+        for index, starts in self._locate(text):
+            findings.extend(self._detectors[index].find(text, starts))
+        return resolve_overlaps(findings) if len(findings) > 1 else findings
+
+    def redact_text(self, text: str) -> Redaction:
+        """Redacts one text; exceptions propagate unwrapped (``redact`` wraps them)."""
+        findings = self.find(text)
+        if not findings:
+            return Redaction(text, {})
+        parts: list[str] = []
+        counts: dict[str, int] = {}
+        position = 0
+        for finding in findings:
+            parts.append(text[position : finding.start])
+            parts.append(self._placeholders[finding.info_type])
+            counts[finding.info_type] = counts.get(finding.info_type, 0) + 1
+            position = finding.end
+        parts.append(text[position:])
+        return Redaction("".join(parts), counts)
