@@ -29,7 +29,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
-from pipelines.summary import print_summary, summarize
+from pipelines.summary import new_run_id, print_summary, summarize
+from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
 
@@ -123,7 +124,20 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
         )
         outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config)
         outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root)
-        return outputs
+    else:
+        raw = _read_archive(pipeline, options)
+        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
+        outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(
+            options.output_root, archive=False
+        )
+    outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
+        options.output_root, options.run_id or "latest"
+    )
+    return outputs
+
+
+def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
+    """The archived events of the selected partitions, timestamped with event time."""
     regions = [r.strip() for r in options.regions.split(",")] if options.regions else None
     patterns = partition_patterns(
         options.input,
@@ -131,7 +145,7 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
         _date(options.end_date, "end_date", []),
         regions,
     )
-    events = (
+    return (
         pipeline
         | "Partitions" >> beam.Create(patterns)
         | "MatchPartitions" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
@@ -140,11 +154,6 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
         | "ToEvents" >> beam.Map(_redacted_event)
         | "LogProgress" >> LogProgress("archived events read")
     )
-    outputs = events | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
-    outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(
-        options.output_root, archive=False
-    )
-    return outputs
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -160,11 +169,12 @@ def run(argv: list[str] | None = None) -> int:
         backfill.redaction_engine,
     )
     started_at = dt.datetime.now(dt.UTC)
+    backfill.run_id = backfill.run_id or new_run_id(started_at)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, backfill)
     result = pipeline.run()
     result.wait_until_finish()
-    print_summary(summarize(result, backfill.output_root, started_at))
+    print_summary(summarize(backfill.output_root, backfill.run_id, started_at))
     return 0
 
 

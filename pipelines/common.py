@@ -36,6 +36,12 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--output_root", default="./out", help="Root of the embedded outputs.")
     _add(
         parser,
+        "--run_id",
+        default="",
+        help="Name of this run's totals file under output_root/runs/ (default: start time).",
+    )
+    _add(
+        parser,
         "--redaction_engine",
         default=_DEFAULTS.redaction_engine,
         help="PII redaction engine: offline (default).",

@@ -20,12 +20,13 @@ import datetime as dt
 import json
 import random
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
 __all__ = ["EventGenerator", "GenerateEvents", "Generated", "LoadProfile", "main"]
 
@@ -175,34 +176,64 @@ class EventGenerator:
         return out
 
 
-class _EmitFn(beam.DoFn):
-    """On each tick of the impulse, emits the tick's share of events, stamped ``now``."""
+class _PacedEvents:
+    """Feeds the TestStream service: one batch of events per tick, in real time.
 
-    def __init__(self, events_per_tick: float, seed: int, profile: LoadProfile):
-        self._events_per_tick = events_per_tick
-        self._seed = seed
-        self._profile = profile
+    After each batch it advances processing time by the wall time that passed and the
+    watermark to the tick's time, so windows, triggers and timers behave as with a live source
+    whose watermark follows the clock (as Pub/Sub's does).
+    """
 
-    def setup(self):
-        self._generator = EventGenerator(self._seed, self._profile)
-        self._carry = 0.0
+    def __init__(self, generator: EventGenerator, rate: float, duration_s: float, tick_s: float):
+        self._generator = generator
+        self._rate, self._duration_s, self._tick_s = rate, duration_s, tick_s
+        self.on_done = lambda: None
 
-    def process(self, tick) -> Iterator[bytes]:
-        self._carry += self._events_per_tick
-        n, self._carry = int(self._carry), self._carry - int(self._carry)
-        now = dt.datetime.now(dt.UTC)
-        for generated in self._generator.batch(n, now):
-            yield generated.payload
+    def read_multiple(self, unused_specs) -> Iterator:
+        from apache_beam.coders import BytesCoder
+        from apache_beam.portability.api import beam_runner_api_pb2 as api
+
+        event = api.TestStreamPayload.Event
+        encode = BytesCoder().encode
+        ticks = max(1, round(self._duration_s / self._tick_s))
+        started = last = time.monotonic()
+        carry = 0.0
+        for tick in range(ticks):
+            delay = started + tick * self._tick_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            carry += self._rate * self._tick_s
+            n, carry = int(carry), carry - int(carry)
+            now = dt.datetime.now(dt.UTC)
+            now_us = int(now.timestamp() * 1_000_000)
+            elements = [
+                api.TestStreamPayload.TimestampedElement(
+                    encoded_element=encode(generated.payload), timestamp=now_us
+                )
+                for generated in self._generator.batch(n, now)
+            ]
+            if elements:
+                yield event(element_event=event.AddElements(elements=elements))
+            moment = time.monotonic()
+            advance_us = int((moment - last) * 1_000_000)
+            last = moment
+            yield event(
+                processing_time_event=event.AdvanceProcessingTime(advance_duration=advance_us)
+            )
+            yield event(watermark_event=event.AdvanceWatermark(new_watermark=now_us))
+        self.on_done()
 
 
 class GenerateEvents(beam.PTransform):
     """Unbounded source of synthetic gateway events (JSON bytes) at ``rate`` events/s for
-    ``duration_s`` seconds of wall-clock time, then it ends by itself.
+    ``duration_s`` seconds of wall-clock time; then it ends by itself. DirectRunner only.
 
-    Driven by ``PeriodicImpulse`` ticks every ``tick_s``. Note: on the DirectRunner a
-    splittable source holds the watermark until it ends, so event-time windows close at the
-    end of the run; early (processing-time) panes still flow during it. Dataflow advances the
-    watermark continuously.
+    Why not ``PeriodicImpulse``: on the DirectRunner a splittable DoFn either runs stage by
+    stage (FnApiRunner: nothing downstream runs until the source ends) or does not run at all
+    in streaming mode (BundleBasedDirectRunner, Beam 2.77). So the events are served to a
+    ``TestStream`` by an in-process event service on loopback (Beam's TestStreamService, as
+    Interactive Beam uses it), paced in real time, with the watermark following the clock.
+    The service stops itself a few seconds after the last event.
     """
 
     def __init__(
@@ -220,17 +251,22 @@ class GenerateEvents(beam.PTransform):
         self._profile, self._tick_s = profile, tick_s
 
     def expand(self, begin):
-        start = dt.datetime.now(dt.UTC).timestamp()
-        return (
-            begin
-            | "Ticks"
-            >> PeriodicImpulse(
-                start_timestamp=start,
-                stop_timestamp=start + self._duration_s,
-                fire_interval=self._tick_s,
-            )
-            | "Emit" >> beam.ParDo(_EmitFn(self._rate * self._tick_s, self._seed, self._profile))
+        from apache_beam.coders import BytesCoder
+        from apache_beam.testing.test_stream import TestStream
+        from apache_beam.testing.test_stream_service import TestStreamServiceController
+
+        paced = _PacedEvents(
+            EventGenerator(self._seed, self._profile), self._rate, self._duration_s, self._tick_s
         )
+        service = TestStreamServiceController(paced)  # binds localhost on a free port
+        # Stop the service shortly after the last event, from a thread of its own (stopping
+        # a gRPC server from inside one of its handlers would wait on itself).
+        paced.on_done = lambda: threading.Timer(5.0, service.stop).start()
+        service.start()
+        return begin | "ServeEvents" >> TestStream(coder=BytesCoder(), endpoint=service.endpoint)
+
+
+_PROFILE_DEFAULTS = LoadProfile._field_defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,10 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000, help="messages to write")
     parser.add_argument("--output", required=True, help="JSON-lines file to write ('-': stdout)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--duplicate_share", type=float, default=LoadProfile.duplicate_share)
-    parser.add_argument("--late_share", type=float, default=LoadProfile.late_share)
-    parser.add_argument("--malformed_share", type=float, default=LoadProfile.malformed_share)
-    parser.add_argument("--pii_share", type=float, default=LoadProfile.pii_share)
+    parser.add_argument(
+        "--duplicate_share", type=float, default=_PROFILE_DEFAULTS["duplicate_share"]
+    )
+    parser.add_argument("--late_share", type=float, default=_PROFILE_DEFAULTS["late_share"])
+    parser.add_argument(
+        "--malformed_share", type=float, default=_PROFILE_DEFAULTS["malformed_share"]
+    )
+    parser.add_argument("--pii_share", type=float, default=_PROFILE_DEFAULTS["pii_share"])
     parser.add_argument("--spread_s", type=int, default=3600, help="event times span this many s")
     args = parser.parse_args(argv)
     profile = LoadProfile(

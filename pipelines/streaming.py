@@ -19,13 +19,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
 from pipelines.loadgen import GenerateEvents, LoadProfile
-from pipelines.summary import print_summary, summarize
+from pipelines.summary import new_run_id, print_summary, summarize
+from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 
 __all__ = ["StreamingOptions", "build", "run"]
 
 _LOGGER = logging.getLogger(__name__)
 SOURCES = ("synthetic",)
+_PROFILE_DEFAULTS = LoadProfile._field_defaults
 
 
 class StreamingOptions(PipelineOptions):
@@ -40,11 +42,14 @@ class StreamingOptions(PipelineOptions):
             "--duration_s", type=float, default=60.0, help="Synthetic source runs this long."
         )
         parser.add_argument("--seed", type=int, default=7, help="Synthetic source seed.")
+        parser.add_argument(
+            "--tick_s", type=float, default=1.0, help="Synthetic: seconds between batches."
+        )
         for name, default, text in (
-            ("duplicate_share", LoadProfile.duplicate_share, "exact redeliveries"),
-            ("late_share", LoadProfile.late_share, "events 2-15 minutes late"),
-            ("malformed_share", LoadProfile.malformed_share, "malformed events"),
-            ("pii_share", LoadProfile.pii_share, "texts carrying PII"),
+            ("duplicate_share", _PROFILE_DEFAULTS["duplicate_share"], "exact redeliveries"),
+            ("late_share", _PROFILE_DEFAULTS["late_share"], "events 2-15 minutes late"),
+            ("malformed_share", _PROFILE_DEFAULTS["malformed_share"], "malformed events"),
+            ("pii_share", _PROFILE_DEFAULTS["pii_share"], "texts carrying PII"),
         ):
             parser.add_argument(
                 f"--{name}", type=float, default=default, help=f"Synthetic: share of {text}."
@@ -55,8 +60,8 @@ def validate(options: StreamingOptions) -> list[str]:
     problems = validate_core(options)
     if options.source not in SOURCES:
         problems.append(f"--source must be one of {SOURCES}, got {options.source!r}")
-    if options.rate <= 0 or options.duration_s <= 0:
-        problems.append("--rate and --duration_s must be > 0")
+    if options.rate <= 0 or options.duration_s <= 0 or options.tick_s <= 0:
+        problems.append("--rate, --duration_s and --tick_s must be > 0")
     for name in ("duplicate_share", "late_share", "malformed_share", "pii_share"):
         if not 0 <= getattr(options, name) <= 1:
             problems.append(f"--{name} must be between 0 and 1")
@@ -74,11 +79,20 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> dict:
     raw = (
         pipeline
         | "GenerateEvents"
-        >> GenerateEvents(options.rate, options.duration_s, seed=options.seed, profile=profile)
+        >> GenerateEvents(
+            options.rate,
+            options.duration_s,
+            seed=options.seed,
+            profile=profile,
+            tick_s=options.tick_s,
+        )
         | "LogProgress" >> LogProgress("events read")
     )
     outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(core_config(options))
     outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root)
+    outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
+        options.output_root, options.run_id or "latest"
+    )
     return outputs
 
 
@@ -98,11 +112,12 @@ def run(argv: list[str] | None = None) -> int:
         streaming.redaction_engine,
     )
     started_at = dt.datetime.now(dt.UTC)
+    streaming.run_id = streaming.run_id or new_run_id(started_at)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, streaming)
     result = pipeline.run()
     result.wait_until_finish()
-    print_summary(summarize(result, streaming.output_root, started_at))
+    print_summary(summarize(streaming.output_root, streaming.run_id, started_at))
     return 0
 
 

@@ -6,12 +6,10 @@ import datetime as dt
 import os
 from typing import NamedTuple
 
-from apache_beam.metrics.metric import MetricsFilter
-
 from pipelines.embedded import AUDIT_DB, WAREHOUSE_DB
-from transforms.deadletter import METRICS_NAMESPACE
+from pipelines.tally import read_tally
 
-__all__ = ["Summary", "counters_of", "print_summary", "summarize"]
+__all__ = ["Summary", "new_run_id", "print_summary", "summarize"]
 
 
 class Summary(NamedTuple):
@@ -41,43 +39,41 @@ class Summary(NamedTuple):
         return self.events_read == self.written + self.duplicates + self.dead_lettered
 
 
-def counters_of(result) -> dict[str, int]:
-    """The pipeline's committed counters (attempted where the runner has no committed)."""
-    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    out: dict[str, int] = {}
-    for counter in found["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
-    return out
+def _freshness(output_root: str, since: dt.datetime) -> tuple[float | None, float | None]:
+    """Freshness p50/p99 (emitted_at - window_end, s) of the windows this run emitted.
 
-
-def _warehouse_figures(output_root: str, since: dt.datetime) -> tuple:
+    Windows that ended before the run started hold only late events; their lag is the
+    lateness itself, not the pipeline's, so they are left out."""
     import duckdb
 
     path = os.path.join(output_root, WAREHOUSE_DB)
     if not os.path.exists(path):
-        return 0, 0, None, None
+        return None, None
     with duckdb.connect(path, read_only=True) as db:
-        return db.execute(
+        p50, p99 = db.execute(
             """
-            SELECT count(*), coalesce(sum(request_count), 0),
-                   quantile_cont(epoch(emitted_at) - epoch(window_end), 0.5),
+            SELECT quantile_cont(epoch(emitted_at) - epoch(window_end), 0.5),
                    quantile_cont(epoch(emitted_at) - epoch(window_end), 0.99)
-            FROM metrics_minute WHERE emitted_at >= ?
+            FROM metrics_minute WHERE emitted_at >= ? AND window_end > ?
             """,
-            [since],
+            [since, since],
         ).fetchone()
+    return (None if p50 is None else float(p50)), (None if p99 is None else float(p99))
 
 
-def summarize(result, output_root: str, started_at: dt.datetime) -> Summary:
-    """Builds the summary of a finished run started at ``started_at``."""
-    counters = counters_of(result)
-    rows, in_metrics, p50, p99 = _warehouse_figures(output_root, started_at)
+def new_run_id(started_at: dt.datetime) -> str:
+    return started_at.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+
+
+def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary:
+    """Builds the summary of the finished run ``run_id`` started at ``started_at``."""
+    counters = read_tally(output_root, run_id)
+    p50, p99 = _freshness(output_root, started_at)
     return Summary(
         output_root=output_root,
-        events_read=counters.get("events_read", 0),
-        written=counters.get("events_written", 0),
-        duplicates=counters.get("events_duplicate", 0),
+        events_read=counters.get("read", 0),
+        written=counters.get("outcome.written", 0),
+        duplicates=counters.get("outcome.duplicate", 0),
         dead_letters={
             name.removeprefix("dead_letter."): n
             for name, n in sorted(counters.items())
@@ -88,8 +84,8 @@ def summarize(result, output_root: str, started_at: dt.datetime) -> Summary:
             for name, n in sorted(counters.items())
             if name.startswith("redactions.")
         },
-        metric_rows=int(rows),
-        events_in_metrics=int(in_metrics),
+        metric_rows=counters.get("metrics.windows", 0),
+        events_in_metrics=counters.get("metrics.requests_counted", 0),
         freshness_p50_s=None if p50 is None else float(p50),
         freshness_p99_s=None if p99 is None else float(p99),
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
@@ -123,7 +119,7 @@ def print_summary(summary: Summary) -> None:
         "    (none)"
     ]
     lines += [
-        f"metric rows        {s.metric_rows:>10}   (emitted by this run)",
+        f"metric rows        {s.metric_rows:>10}   (windows x model x region this run)",
         f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
         "   (pane emission - window end)",
         "outputs:",

@@ -40,6 +40,7 @@ from faker import Faker
 from stdnum import iban as stdnum_iban
 
 __all__ = [
+    "EMPTY_SCORE",
     "LOCALES",
     "LOCALE_REGIONS",
     "NEGATIVE_KINDS",
@@ -76,6 +77,7 @@ class SyntheticText(NamedTuple):
     text: str
     pii: list[Span]  # ground truth: what must be redacted
     negatives: list[Span]  # hard negatives: what must be left alone
+    locale: str  # the Faker locale the PII and names were drawn from
 
 
 class SyntheticEvent(NamedTuple):
@@ -592,7 +594,7 @@ class _Builder:
         self._append(template[position:])
 
     def build(self) -> SyntheticText:
-        return SyntheticText("".join(self.parts), self.pii, self.negatives)
+        return SyntheticText("".join(self.parts), self.pii, self.negatives, self.locale)
 
 
 def make_text(
@@ -607,13 +609,22 @@ def make_text(
 
     Args:
         rng: the only source of randomness; Faker is re-seeded from it.
-        fake: a Faker whose locales are a subset of ``LOCALES`` (see ``new_faker``).
+        fake: a Faker whose locales are a subset of ``LOCALES`` including ``en_US`` (SSNs,
+            cards) and ``en_GB`` (IBANs for locales Faker gets wrong); see ``new_faker``.
         pii_share: probability that the text contains PII (1 to 3 values); 0 and 1 are exact.
         target_chars: length to reach before the text is closed.
         role: ``"prompt"`` or ``"response"`` (assistant-style wording).
+
+    Raises:
+        ValueError: an unknown role, or ``fake`` lacks the locales this needs.
     """
     if role not in ("prompt", "response"):
         raise ValueError(f"role must be 'prompt' or 'response', got {role!r}")
+    unsupported = sorted(set(fake.locales) - set(LOCALES))
+    if unsupported or not {"en_US", "en_GB"} <= set(fake.locales):
+        raise ValueError(
+            f"fake needs locales from LOCALES including en_US and en_GB; got {fake.locales}"
+        )
     fake.seed_instance(rng.getrandbits(64))
     locale = rng.choice(fake.locales)
     builder = _Builder(rng, fake, locale)

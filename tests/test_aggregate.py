@@ -280,8 +280,8 @@ def test_extracted_output_does_not_change_when_the_accumulator_does():
     acc = _accumulate(fn, [E1])
     pane = fn.extract_output(acc)
     snapshot = pickle.loads(pickle.dumps(pane))
-    _accumulate_more = fn.add_input(acc, _key_by_model_region(E3)[1])
-    assert _accumulate_more.request_count == 2
+    acc = fn.add_input(acc, _key_by_model_region(E3)[1])
+    assert fn.extract_output(acc).request_count == 2
     assert pane == snapshot
 
 

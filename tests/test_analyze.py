@@ -1,5 +1,7 @@
 """The core composite on fixed input (beam.Create) and on scripted streams (TestStream)."""
 
+import json
+
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -158,9 +160,31 @@ def test_redaction_failure_fails_closed(monkeypatch):
             out["dead_letters"]
             | "dl"
             >> beam.Map(
-                lambda d: (d.reason, d.step, d.event_id, "prompt" in d.payload, d.payload_state)
+                lambda d: (
+                    d.reason,
+                    d.step,
+                    d.event_id,
+                    sorted({"prompt", "response", "user_id"} & set(json.loads(d.payload))),
+                    json.loads(d.payload)["user_id"],
+                    d.payload_state,
+                )
             ),
-            equal_to([("redaction_failed", "redact", event_id(1), False, "redacted")]),
+            equal_to(
+                [
+                    (
+                        "redaction_failed",
+                        "redact",
+                        event_id(1),
+                        ["user_id"],
+                        {
+                            "pseudonym": pseudonymize(
+                                "user-alice-0001", load_key(CONFIG.pseudonym_key)
+                            )
+                        },
+                        "redacted",
+                    )
+                ]
+            ),
             label="dead letter without text",
         )
         assert_no_pii(out["dead_letters"], "dead letters")

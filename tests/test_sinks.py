@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import apache_beam as beam
 import duckdb
@@ -300,28 +301,39 @@ def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
 def test_upsert_waits_for_a_competing_writer_process(tmp_path):
     db_path = str(tmp_path / "metrics.duckdb")
     warehouse.create_warehouse(db_path)
+    # Another process holds the database open (DuckDB's file lock) until told to let go.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import duckdb, sys, time\n"
+            "import duckdb, sys\n"
             f"con = duckdb.connect({db_path!r})\n"
             "print('locked', flush=True)\n"
-            "time.sleep(0.5)\n"
+            "sys.stdin.readline()\n"
             "con.close()\n",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    first_retry = threading.Event()
+    outcome = []
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(duckdb.IOException, match="lock"):
-            upsert_metric_rows(db_path, [metric_row()], max_attempts=1)
-        retries = []
-        upsert_metric_rows(db_path, [metric_row()], on_retry=lambda: retries.append(1))
+            upsert_metric_rows(db_path, [metric_row()], max_attempts=1)  # bounded: gives up
+
+        writer = threading.Thread(
+            target=lambda: outcome.append(
+                upsert_metric_rows(db_path, [metric_row()], on_retry=first_retry.set)
+            )
+        )
+        writer.start()
+        assert first_retry.wait(timeout=30), "the writer never met the lock"
     finally:
-        holder.wait(timeout=30)
-    assert retries, "the first attempt should have met the other process's lock"
+        holder.communicate("release\n", timeout=30)  # the lock goes with the process
+    writer.join(timeout=60)
+    assert outcome == [1]
     assert _stored_rows(db_path) == _expected(metric_row())
 
 

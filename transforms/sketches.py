@@ -16,7 +16,7 @@ Relative error of any quantile is at most 1% against the exact value at that ran
 
 Distinct users (Apache DataSketches HLL, lg_k=12, HLL_4 registers): about 1.6% standard error,
 exact for small counts. ``hll_sketch`` objects are not picklable; use ``serialize_users`` /
-``deserialize_users`` to move them (about 0.2 µs each way).
+``deserialize_users`` to move them (under 1 µs each way, about 2 kB when dense).
 """
 
 from __future__ import annotations

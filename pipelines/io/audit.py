@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+_READY: set[str] = set()  # database files whose tables this process has created
 
 AUDIT_TABLE = "audit_log"
 _PRIMARY_KEY = "audit_id"
@@ -265,7 +266,12 @@ class _WriteAuditLogFn(beam.DoFn):
         self._retries = beam.metrics.Metrics.counter(__name__, "audit_lock_retries")
 
     def setup(self) -> None:
+        # Some runners (the DirectRunner in streaming) call setup() for every bundle: create
+        # the tables once per process and database file.
+        if self._db_path in _READY and os.path.exists(self._db_path):
+            return
         create_audit_log(self._db_path, busy_timeout_s=self._busy_timeout_s)
+        _READY.add(self._db_path)
         _LOGGER.info("audit log ready at %s", self._db_path)
 
     def start_bundle(self) -> None:

@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+_READY: set[str] = set()  # database files whose tables this process has created
 
 METRICS_TABLE = "metrics_minute"
 VIEW_NAMES: tuple[str, ...] = (
@@ -359,9 +360,14 @@ class _UpsertMetricsFn(beam.DoFn):
         self._retries = beam.metrics.Metrics.counter(__name__, "warehouse_lock_retries")
 
     def setup(self) -> None:
+        # Some runners (the DirectRunner in streaming) call setup() for every bundle: create
+        # the tables once per process and database file.
+        if self._db_path in _READY and os.path.exists(self._db_path):
+            return
         create_warehouse(
             self._db_path, max_attempts=self._max_attempts, first_backoff_s=self._first_backoff_s
         )
+        _READY.add(self._db_path)
         _LOGGER.info("metrics warehouse ready at %s", self._db_path)
 
     def start_bundle(self) -> None:

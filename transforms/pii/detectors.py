@@ -20,7 +20,9 @@ PHONE_NUMBER
     every candidate must be a *valid* number per ``phonenumbers`` metadata (not merely
     possible). International numbers (``+`` or ``00`` prefix) are accepted on validity alone.
     National numbers are tried against ``DEFAULT_PHONE_REGIONS`` (the regions whose
-    traffic we expect; a number valid in none of them is missed) and must also:
+    traffic we expect; a number valid in none of them is missed), skipping regions whose
+    numbering plan rules the digits out (length, NANP area codes, a missing trunk 0 except
+    in BR and IN, where it is commonly omitted), and must also:
 
     * be preceded by a phone word (``phone``, ``tel``, ``call``, ``mobile``, ``Telefon``,
       ``téléphone``, ``電話`` …) in the same sentence or line, within 32 characters; or, without
@@ -55,12 +57,14 @@ IBAN_CODE
     ``stdnum.iban`` (country length/format and the ISO 7064 mod-97 checksum). A trailing
     word glued to the candidate (``… 3000 BIC``) is trimmed off until the checksum holds.
 IP_ADDRESS
-    IPv4 dotted quads valid per ``ipaddress`` (octets <= 255, no leading zeros), not part of
-    a longer dotted run (``10.0.19041.1``), and not in a version context: preceded by
-    ``version``, ``v``, ``release``, ``build``, ``upgraded to`` …, by ``==``/``>=``, by a
-    product token (``Chrome/120.0.0.0``), followed by a version word (``the 1.2.3.4
-    release``), or the right side of ``<version> to <x>``. All valid
-    addresses are redacted, including private and loopback ones (they map internal networks).
+    IPv4 dotted quads with octets 0-255 and no leading zeros (``ipaddress`` rules), not part
+    of a longer dotted run (``10.0.19041.1``), and not in a version context: right after a
+    version noun (``version``, ``v``, ``release``, ``build``, ``rev`` …, optionally with
+    ``is``/``:``/``=``), a version verb with ``to``/``from`` (``upgraded to``, ``bumped
+    from``), ``==``/``>=``, or a product token (``Chrome/120.0.0.0``); right before a version
+    word (``the 1.2.3.4 release``); or the right side of ``<version> to <x>``. Everything
+    else valid is redacted, private and loopback addresses included (they map internal
+    networks), so ``release 10.0.0.1`` is a known miss and ``please update 10.0.0.1`` is not.
     IPv6 per ``ipaddress`` with at least two non-empty groups and five hex digits, so that
     ``::``, ``::1``, C++ ``a::b`` and Python ``x[1::2]`` are not addresses.
 Secrets
@@ -315,40 +319,20 @@ def _validate_iban(text: str, start: int, end: int) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------------- IP addresses
 
-_VERSION_WORDS = frozenset(
-    [
-        "v",
-        "ver",
-        "version",
-        "versions",
-        "release",
-        "released",
-        "rel",
-        "build",
-        "firmware",
-        "fw",
-        "rev",
-        "revision",
-        "tag",
-        "patch",
-        "sdk",
-        "update",
-        "updated",
-        "upgrade",
-        "upgraded",
-        "upgrading",
-        "downgrade",
-        "downgraded",
-        "bump",
-        "bumped",
-        "pin",
-        "pinned",
-        "install",
-        "installed",
-        "installing",
-    ]
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Nouns make the next dotted number a version ("version 1.2.3.4", "build: 1.2.3.4"); verbs
+# only with "to"/"from" ("upgraded to 1.2.3.4"), since "update 10.0.0.1's rules" is an IP.
+_VERSION_NOUNS = _words("v ver version versions release rel build firmware fw rev revision tag sdk")
+_VERSION_VERBS = _words(
+    "update updated upgrade upgraded upgrading downgrade downgraded bump bumped pin"
+    " pinned released install installed"
 )
-_VERSION_LINKS = frozenset(("to", "from", "of", "is", "was", "=", ":"))
+_VERSION_LINKS = frozenset(("is", "was", "=", ":"))
+_VERSION_VERB_LINKS = frozenset(("to", "from"))
 _VERSION_AFTER = re.compile(
     r"[ \t]+(?:release|build|version|update|patch|firmware)\b", re.IGNORECASE
 )
@@ -371,10 +355,13 @@ def has_version_context(text: str, start: int, end: int, *, follow_range: bool =
     stripped = window.rstrip(" \t")
     if stripped.endswith(("==", ">=", "<=", "~=", "!=", "^=")):
         return True
-    words = stripped.replace("=", " = ").replace(":", " : ").split()
-    if words and words[-1].lower() in _VERSION_LINKS and len(words) > 1:
+    words = stripped.replace("=", " = ").replace(":", " : ").lower().split()
+    if len(words) > 1 and words[-1] in _VERSION_VERB_LINKS:
+        if words[-2] in _VERSION_VERBS or words[-2].rstrip(".") in _VERSION_NOUNS:
+            return True  # "upgraded to 1.2.3.4", "version from 1.2.3.4"
+    elif len(words) > 1 and words[-1] in _VERSION_LINKS:
         words.pop()
-    if words and words[-1].lower().rstrip(".") in _VERSION_WORDS:
+    if words and words[-1].rstrip(".") in _VERSION_NOUNS:
         return True
     if _VERSION_AFTER.match(text, end):
         return True
@@ -426,140 +413,20 @@ def _validate_ipv6(text: str, start: int, end: int) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------------- phone numbers
 
-_PHONE_POSITIVE = frozenset(
-    [
-        "phone",
-        "phones",
-        "ph",
-        "tel",
-        "telephone",
-        "mobile",
-        "mob",
-        "cell",
-        "cellphone",
-        "call",
-        "calls",
-        "ring",
-        "fax",
-        "whatsapp",
-        "signal",
-        "sms",
-        "contact",
-        "reach",
-        "hotline",
-        "dial",
-        "landline",
-        "telefon",
-        "handy",
-        "rufnummer",
-        "téléphone",
-        "tél",
-        "portable",
-        "teléfono",
-        "telefono",
-        "móvil",
-        "movil",
-        "llamar",
-        "llámame",
-        "cellulare",
-        "chiamare",
-        "telefoon",
-        "mobiel",
-        "bellen",
-        "telefone",
-        "celular",
-        "ligar",
-        "zadzwoń",
-        "komórka",
-        "komorka",
-        "telefonu",
-    ]
+_PHONE_POSITIVE = _words(
+    "phone phones ph tel telephone mobile mob cell cellphone call calls ring fax whatsapp"
+    " signal sms contact reach hotline dial landline telefon handy rufnummer téléphone tél"
+    " portable teléfono telefono móvil movil llamar llámame cellulare chiamare telefoon"
+    " mobiel bellen telefone celular ligar zadzwoń komórka komorka telefonu"
 )
-_PHONE_NEGATIVE = frozenset(
-    [
-        "order",
-        "orders",
-        "invoice",
-        "inv",
-        "ticket",
-        "case",
-        "ref",
-        "reference",
-        "id",
-        "account",
-        "acct",
-        "tracking",
-        "transaction",
-        "txn",
-        "po",
-        "sku",
-        "serial",
-        "isbn",
-        "iban",
-        "bic",
-        "swift",
-        "zip",
-        "postcode",
-        "postal",
-        "item",
-        "part",
-        "build",
-        "version",
-        "port",
-        "pid",
-        "uid",
-        "line",
-        "row",
-        "amount",
-        "total",
-        "price",
-        "balance",
-        "qty",
-        "quantity",
-        "booking",
-        "confirmation",
-        "reservation",
-        "policy",
-        "claim",
-        "passport",
-        "license",
-        "licence",
-        "ssn",
-        "vat",
-        "tax",
-        "card",
-        "bestellung",
-        "rechnung",
-        "commande",
-        "facture",
-        "pedido",
-        "factura",
-        "ordine",
-        "fattura",
-        "nota",
-        "zamówienie",
-        "faktura",
-        "usd",
-        "eur",
-        "gbp",
-        "chf",
-        "jpy",
-        "inr",
-        "brl",
-        "pln",
-        "cost",
-        "costs",
-        "paid",
-        "pay",
-        "budget",
-        "rows",
-        "processed",
-        "commit",
-        "sha",
-        "hash",
-        "uuid",
-        "checksum",
-    ]
+_PHONE_NEGATIVE = _words(
+    "order orders invoice inv ticket case ref reference id account acct tracking"
+    " transaction txn po sku serial isbn iban bic swift zip postcode postal item part"
+    " build version port pid uid line row amount total price balance qty quantity booking"
+    " confirmation reservation policy claim passport license licence ssn vat tax card"
+    " bestellung rechnung commande facture pedido factura ordine fattura nota zamówienie"
+    " faktura usd eur gbp chf jpy inr brl pln cost costs paid pay budget rows processed"
+    " commit sha hash uuid checksum"
 )
 # CJK has no spaces: these count when contained in a word.
 _PHONE_POSITIVE_CJK = ("電話", "携帯", "連絡先")
@@ -575,9 +442,8 @@ def phone_context(text: str, start: int) -> str | None:
     """
     window = text[max(0, start - _CONTEXT_WINDOW) : start]
     cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "), window.rfind("; "))
-    cut = max(cut + 1, window.rfind("\n"))
-    if cut >= 0:
-        window = window[cut + 1 :]
+    cut = max(cut + 2 if cut >= 0 else 0, window.rfind("\n") + 1)
+    window = window[cut:]
     cjk = not window.isascii()
     for word in reversed(window.lower().translate(_NOT_LETTERS).split()):
         if word in _PHONE_POSITIVE or (cjk and any(k in word for k in _PHONE_POSITIVE_CJK)):
@@ -630,19 +496,34 @@ def _phone_digits(main: str) -> str | None:
     return None if _NOT_A_PHONE.fullmatch(main) else digits
 
 
+# Regions where national numbers are commonly written without their trunk 0 (BR area codes,
+# IN mobiles). Elsewhere a national number without it is not tried for trunk-0 regions.
+_TRUNK_OPTIONAL = frozenset(("BR", "IN"))
+
+
 @functools.cache
-def _region_lengths(region: str) -> tuple[frozenset[int], str]:
+def _region_rules(region: str) -> tuple[frozenset[int], str, bool]:
+    """Possible national lengths, trunk prefix, and whether the trunk may be omitted."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    return frozenset(metadata.general_desc.possible_length), metadata.national_prefix or ""
+    prefix = metadata.national_prefix or ""
+    return frozenset(metadata.general_desc.possible_length), prefix, region in _TRUNK_OPTIONAL
 
 
 def _is_valid_national(main: str, digits: str, regions: Sequence[str], context: str | None) -> bool:
     for region in regions:
-        # Skip regions whose numbers never have this many digits (parsing costs ~15 µs).
-        lengths, prefix = _region_lengths(region)
-        if len(digits) not in lengths and not (
-            prefix and digits.startswith(prefix) and len(digits) - len(prefix) in lengths
-        ):
+        # Cheap metadata checks first: each parse costs ~15-20 µs.
+        lengths, prefix, trunk_optional = _region_rules(region)
+        if prefix == "1":  # NANP: optional leading 1, then an area code 2-9
+            nanp = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+            if len(nanp) != 10 or nanp[0] in "01":
+                continue
+        elif prefix:
+            if digits.startswith(prefix):
+                if len(digits) - len(prefix) not in lengths and len(digits) not in lengths:
+                    continue
+            elif not trunk_optional or len(digits) not in lengths:
+                continue
+        elif len(digits) not in lengths:
             continue
         number = phonenumbers.parse(main, region)
         if phonenumbers.is_valid_number(number) and (
@@ -744,8 +625,12 @@ _EMAIL = r"""
 # Starts at '+' or at a digit/paren not glued to an identifier, path, version, time or amount;
 # the atomic group stops the regex from backtracking into a shorter, digit-truncated number.
 _PHONE = r"""
-    (?:(?<![\w+])\+|(?<![\w\#@$%&/.+=\\\-£€¥₹])(?<!\d:))
-    (?!\d{4}[-./]\d\d?[-./]\d\d?(?!\d)|\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))   # a date, a quad
+    (?:
+        (?<![\w+])\+
+      | (?<![\w\#@$%&/.+=\\\-£€¥₹])(?<!\d:)
+        (?!\d{4}[-./]\d\d?[-./]\d\d?(?!\d)|\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))  # date, quad
+        (?![1-9]\d*(?![\d()\-/]|[.\ ][\d(]))  # bare run, no trunk 0: see phone_after_word
+    )
     (?>\(?\d(?:(?:[()\-/]|[.\ ](?=[\d(])){0,3}\d){6,30})   # "." and " " precede a digit
     (?:\ ?(?:[xX]|[eE]xt\.?)\ ?\d{1,6})?
     (?![\w@%\-/]|[.,:]\d)
@@ -809,7 +694,8 @@ _JWT = r"""
 _PEM = r"""
     -----BEGIN\ (?P<pem_label>[A-Z0-9]+(?:\ [A-Z0-9]+)*\ )?PRIVATE\ KEY(?:\ BLOCK)?-----
     (?:
-        [\s\S]*?-----END\ (?P=pem_label)?PRIVATE\ KEY(?:\ BLOCK)?-----
+        (?:(?!-----)[\s\S]){0,16384}+   # up to the next dashes: linear however many BEGINs
+        -----END\ (?P=pem_label)?PRIVATE\ KEY(?:\ BLOCK)?-----
       | (?:[\ \t]*\r?\n[\ \t]*                              # no END line: take whole lines
          (?:[A-Za-z0-9+/=]{4,}|(?:Proc-Type|DEK-Info|Comment):\ [^\r\n]*)[\ \t]*(?![^\r\n]))*
     )

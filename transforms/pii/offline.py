@@ -26,6 +26,7 @@ bundle at a time). Pickling keeps only the options; the database is rebuilt on u
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -57,11 +58,16 @@ def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
     ordered = sorted(
         findings, key=lambda f: (f.priority // 10, f.start - f.end, f.priority, f.start)
     )
+    # Kept findings never overlap, so sorted by start they are sorted by end too: a new one
+    # only needs checking against its two neighbours (O(n log n) for texts with many).
     kept: list[Finding] = []
+    starts: list[int] = []
     for finding in ordered:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
-            kept.append(finding)
-    kept.sort()
+        i = bisect.bisect_right(starts, finding.start)
+        if (i and kept[i - 1].end > finding.start) or (i < len(kept) and starts[i] < finding.end):
+            continue
+        starts.insert(i, finding.start)
+        kept.insert(i, finding)
     return kept
 
 

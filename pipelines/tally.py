@@ -1,0 +1,138 @@
+"""Run totals computed by the pipeline itself, for the end-of-run summary.
+
+Beam counters are the production signal (Dataflow shows them live), but the DirectRunner's
+streaming mode keeps only the last bundle's counter values, so the summary cannot rely on
+them here. ``TallyOutcomes`` counts the same things as data: inputs read, outcomes from the
+audit records, dead-letter reasons and redactions per info type, and writes the totals as
+JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
+largest pane of each window and key), so the summary can tell how many written events were
+too late for the metrics. In streaming it rewrites the file every
+``every_s`` seconds (accumulating, so the file always holds the totals so far); in batch it
+writes once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import trigger, window
+
+__all__ = ["TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
+
+
+def tally_path(output_root: str, run_id: str) -> str:
+    return FileSystems.join(output_root, "runs", f"{run_id}.json")
+
+
+def read_tally(output_root: str, run_id: str) -> dict[str, int]:
+    """The totals of run ``run_id`` (empty when the run wrote none)."""
+    path = tally_path(output_root, run_id)
+    if not FileSystems.exists(path):
+        return {}
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+class _SumCountsFn(beam.CombineFn):
+    """Sums (name, n) items; for (("pane", key), n) items keeps the largest n per key, since
+    metric panes accumulate: the largest pane of a window and key is its total."""
+
+    def create_accumulator(self) -> tuple[Counter, dict]:
+        return Counter(), {}
+
+    def add_input(self, accumulator, item):
+        totals, panes = accumulator
+        name, n = item
+        if isinstance(name, tuple):
+            panes[name[1]] = max(panes.get(name[1], 0), n)
+        else:
+            totals[name] += n
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        totals, panes = Counter(), {}
+        for more_totals, more_panes in accumulators:
+            totals.update(more_totals)
+            for key, n in more_panes.items():
+                panes[key] = max(panes.get(key, 0), n)
+        return totals, panes
+
+    def extract_output(self, accumulator) -> dict[str, int]:
+        totals, panes = accumulator
+        out = dict(totals)
+        out["metrics.requests_counted"] = sum(panes.values())
+        out["metrics.windows"] = len(panes)
+        return dict(sorted(out.items()))
+
+
+def _pane_key(row) -> tuple[tuple, int]:
+    return ("pane", (row.window_start, row.model, row.region)), row.request_count
+
+
+class _WriteTallyFn(beam.DoFn):
+    def __init__(self, path: str):
+        self._path = path
+
+    def process(self, totals: dict[str, int]):
+        with FileSystems.create(self._path) as handle:
+            handle.write(json.dumps(totals, indent=1).encode("utf-8"))
+        yield totals
+
+
+def tally_inputs(read, outputs: dict) -> dict:
+    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs."""
+    return {
+        "read": read,
+        "audit": outputs["audit"],
+        "events": outputs["events"],
+        "metrics": outputs["metrics"],
+    }
+
+
+def _audit_keys(record) -> list[tuple[str, int]]:
+    keys = [(f"outcome.{record.outcome}", 1)]
+    if record.reason:
+        keys.append((f"dead_letter.{record.reason}", 1))
+    return keys
+
+
+class TallyOutcomes(beam.PTransform):
+    """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
+    (``AuditRecord``), ``events`` (written ``RedactedEvent``) and ``metrics`` (``MetricRow``).
+    Output: the totals dicts written (one per firing)."""
+
+    def __init__(self, output_root: str, run_id: str, every_s: int = 10):
+        super().__init__()
+        self._path = tally_path(output_root, run_id)
+        self._every_s = every_s
+
+    def expand(self, inputs):
+        items = (
+            inputs["read"] | "CountRead" >> beam.Map(lambda _: ("read", 1)),
+            inputs["audit"] | "CountOutcomes" >> beam.FlatMap(_audit_keys),
+            inputs["metrics"] | "CountMetricPanes" >> beam.Map(_pane_key),
+            inputs["events"]
+            | "CountRedactions"
+            >> beam.FlatMap(
+                lambda e: [(f"redactions.{k}", v) for k, v in e.redaction_counts.items()]
+            ),
+        ) | "FlattenCounts" >> beam.Flatten()
+        if inputs["read"].is_bounded:
+            windowed = items | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+        else:
+            # Totals so far every every_s of processing time (early panes); the on-time pane,
+            # when the watermark passes the end of the global window at the end of the
+            # stream, holds the final totals.
+            windowed = items | "GlobalWindow" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            )
+        return (
+            windowed
+            | "Sum" >> beam.CombineGlobally(_SumCountsFn()).without_defaults()
+            | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))
+        )
