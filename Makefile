@@ -5,7 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv lint format test unit bench-redaction clean
+# `make run`: the streaming pipeline on the embedded default (no server) for about a minute.
+RATE ?= 300
+DURATION_S ?= 60
+OUTPUT_ROOT ?= out
+KEY_FILE := .local/pseudonym.key
+
+.PHONY: venv lint format test run key bench-redaction bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -27,8 +33,23 @@ format: venv
 test: venv lint
 	$(BIN)/pytest
 
+# A local pseudonym key, made once and kept (pseudonyms stay stable across runs).
+$(KEY_FILE):
+	@mkdir -p $(dir $(KEY_FILE))
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $(KEY_FILE)
+	@echo "created a local pseudonym key in $(KEY_FILE) (keep it; never commit it)"
+
+key: $(KEY_FILE)
+
+run: venv $(KEY_FILE)
+	$(BIN)/python -m pipelines.streaming --rate $(RATE) --duration_s $(DURATION_S) \
+		--output_root $(OUTPUT_ROOT) --pseudonym_key file:$(KEY_FILE)
+
+bench-pipeline: venv
+	$(BIN)/python benchmarks/pipeline.py
+
 bench-redaction: venv
 	$(BIN)/python benchmarks/redaction.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache

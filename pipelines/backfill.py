@@ -22,14 +22,14 @@ import sys
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
-from pipelines.summary import new_run_id, print_summary, summarize
+from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
@@ -99,6 +99,7 @@ def partition_patterns(
 
 
 def _redacted_event(record: dict) -> beam.window.TimestampedValue:
+    record["event_id"] = str(record["event_id"])  # fastavro reads the uuid logical type as UUID
     record["policy_flags"] = tuple(record["policy_flags"])
     event = RedactedEvent(**record)
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
@@ -149,7 +150,7 @@ def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
         pipeline
         | "Partitions" >> beam.Create(patterns)
         | "MatchPartitions" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-        | "OpenFiles" >> fileio.ReadMatches(compression=FileSystem.COMPRESSION_TYPE_UNCOMPRESSED)
+        | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
         | "ReadAvro" >> beam.ParDo(_ReadAvroFn())
         | "ToEvents" >> beam.Map(_redacted_event)
         | "LogProgress" >> LogProgress("archived events read")
@@ -175,6 +176,7 @@ def run(argv: list[str] | None = None) -> int:
     result = pipeline.run()
     result.wait_until_finish()
     print_summary(summarize(backfill.output_root, backfill.run_id, started_at))
+    print_example_query(backfill.output_root)
     return 0
 
 

@@ -81,24 +81,27 @@ class EventGenerator:
     generator itself costs a few µs per event."""
 
     def __init__(self, seed: int = 7, profile: LoadProfile = LoadProfile()):  # noqa: B008
-        from faker import Faker
-
-        from pipelines.synthetic import make_text
+        from pipelines.synthetic import make_text, new_faker
 
         self._rng = random.Random(seed)
         self._profile = profile
-        fake = Faker(["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR"])
+        fake = new_faker()
         fake.seed_instance(seed)
         pool_rng = random.Random(seed + 1)
         self._clean = [
             make_text(pool_rng, fake, pii_share=0.0, target_chars=profile.text_chars).text
             for _ in range(profile.text_pool)
         ]
-        self._pii = [
-            make_text(pool_rng, fake, pii_share=1.0, target_chars=profile.text_chars).text
+        with_pii = [
+            make_text(pool_rng, fake, pii_share=1.0, target_chars=profile.text_chars)
             for _ in range(max(1, profile.text_pool // 4))
         ]
+        self._pii = [t.text for t in with_pii]
         self._users = [f"user-{fake.user_name()}-{i}" for i in range(500)]
+        # Ground truth for tests: every value that must never appear in an output.
+        self.pii_values: frozenset[str] = frozenset(
+            [span.value for t in with_pii for span in t.pii] + self._users
+        )
         self._recent: list[bytes] = []
 
     def _text(self) -> str:

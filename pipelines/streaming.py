@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
 from pipelines.loadgen import GenerateEvents, LoadProfile
-from pipelines.summary import new_run_id, print_summary, summarize
+from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 
@@ -118,6 +118,7 @@ def run(argv: list[str] | None = None) -> int:
     result = pipeline.run()
     result.wait_until_finish()
     print_summary(summarize(streaming.output_root, streaming.run_id, started_at))
+    print_example_query(streaming.output_root)
     return 0
 
 

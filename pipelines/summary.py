@@ -9,7 +9,14 @@ from typing import NamedTuple
 from pipelines.embedded import AUDIT_DB, WAREHOUSE_DB
 from pipelines.tally import read_tally
 
-__all__ = ["Summary", "new_run_id", "print_summary", "summarize"]
+__all__ = [
+    "EXAMPLE_QUERY",
+    "Summary",
+    "new_run_id",
+    "print_example_query",
+    "print_summary",
+    "summarize",
+]
 
 
 class Summary(NamedTuple):
@@ -129,3 +136,21 @@ def print_summary(summary: Summary) -> None:
         f"    audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
     ]
     print("\n".join(lines), flush=True)
+
+
+EXAMPLE_QUERY = """SELECT day, model, sum(request_count) AS requests, sum(token_sum) AS tokens,
+       max(latency_p95_ms) AS worst_region_p95_ms
+FROM metrics_daily GROUP BY day, model ORDER BY day, requests DESC"""
+
+
+def print_example_query(output_root: str) -> None:
+    """Prints one example query against the warehouse and its result."""
+    import duckdb
+
+    path = os.path.join(output_root, WAREHOUSE_DB)
+    if not os.path.exists(path):
+        return
+    with duckdb.connect(path, read_only=True) as db:
+        result = db.execute(EXAMPLE_QUERY).df()
+    print(f"\nexample query (duckdb {path}):\n{EXAMPLE_QUERY}\n")
+    print(result.to_string(index=False) if len(result) else "(no rows)", flush=True)

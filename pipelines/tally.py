@@ -110,27 +110,34 @@ class TallyOutcomes(beam.PTransform):
         self._every_s = every_s
 
     def expand(self, inputs):
-        items = (
-            inputs["read"] | "CountRead" >> beam.Map(lambda _: ("read", 1)),
-            inputs["audit"] | "CountOutcomes" >> beam.FlatMap(_audit_keys),
-            inputs["metrics"] | "CountMetricPanes" >> beam.Map(_pane_key),
-            inputs["events"]
-            | "CountRedactions"
-            >> beam.FlatMap(
-                lambda e: [(f"redactions.{k}", v) for k, v in e.redaction_counts.items()]
+        # Each input is re-windowed into the global window before the Flatten: Flatten needs
+        # compatible windowing, and the metric rows come out of fixed event-time windows.
+        branches = {
+            "Read": (inputs["read"], lambda _: [("read", 1)]),
+            "Outcomes": (inputs["audit"], _audit_keys),
+            "MetricPanes": (inputs["metrics"], lambda row: [_pane_key(row)]),
+            "Redactions": (
+                inputs["events"],
+                lambda e: [(f"redactions.{k}", v) for k, v in e.redaction_counts.items()],
             ),
-        ) | "FlattenCounts" >> beam.Flatten()
+        }
         if inputs["read"].is_bounded:
-            windowed = items | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            windowing = {}
         else:
             # Totals so far every every_s of processing time (early panes); the on-time pane,
             # when the watermark passes the end of the global window at the end of the
             # stream, holds the final totals.
-            windowed = items | "GlobalWindow" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-            )
+            windowing = {
+                "trigger": trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
+                "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
+            }
+        items = [
+            pcoll
+            | f"Count{name}" >> beam.FlatMap(keys)
+            | f"Rewindow{name}" >> beam.WindowInto(window.GlobalWindows(), **windowing)
+            for name, (pcoll, keys) in branches.items()
+        ]
+        windowed = items | "FlattenCounts" >> beam.Flatten()
         return (
             windowed
             | "Sum" >> beam.CombineGlobally(_SumCountsFn()).without_defaults()

@@ -158,13 +158,24 @@ def _upsert_sql() -> str:
     columns = ", ".join(f'"{n}"' for n in names)
     updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in _KEY_COLUMNS)
     key = ", ".join(f'"{c}"' for c in _KEY_COLUMNS)
+    # A pane with the same index and the same values is a replay (a retried bundle, a re-run
+    # backfill): leave the row alone, emitted_at included, so replays change nothing. The
+    # HLL bytes and estimate are left out of "same values": merge order changes their bytes.
+    content = [n for n in names if n not in _KEY_COLUMNS and n not in _NOT_CONTENT]
+    differs = " OR ".join(f'excluded."{n}" IS DISTINCT FROM {METRICS_TABLE}."{n}"' for n in content)
     return (
         f"INSERT INTO {METRICS_TABLE} ({columns}) SELECT {columns} FROM incoming "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
         f"WHERE excluded.pane_index > {METRICS_TABLE}.pane_index "
         f"OR (excluded.pane_index = {METRICS_TABLE}.pane_index "
-        f"AND excluded.emitted_at > {METRICS_TABLE}.emitted_at)"
+        f"AND excluded.emitted_at > {METRICS_TABLE}.emitted_at AND ({differs}))"
     )
+
+
+# Columns that describe the pane or vary between identical recomputations, not the metrics.
+_NOT_CONTENT = frozenset(
+    {"pane_index", "pane_timing", "is_final", "emitted_at", "users_hll", "distinct_users_approx"}
+)
 
 
 def _view_body(name: str) -> str:

@@ -25,11 +25,12 @@ PHONE_NUMBER
     in BR and IN, where it is commonly omitted), and must also:
 
     * be preceded by a phone word (``phone``, ``tel``, ``call``, ``mobile``, ``Telefon``,
-      ``téléphone``, ``電話`` …) in the same sentence or line, within 32 characters; or, without
-      one, be written in digit groups that coarsen the number's national format
+      ``téléphone``, ``電話`` …) in the same sentence or line, within 32 characters; or,
+      without one, be written in digit groups that coarsen the number's national format
       (``020 7946 0958``, ``020 79460958``; not ``271 130 517 789``, a list of numbers), or
-      be a bare trunk-prefixed number of 9-12 digits (``07700900123``). Other bare digit runs
-      (``4839201934``) are ids far more often than phone numbers;
+      be a bare trunk-prefixed number of 9-12 digits (``07700900123``). Any other bare digit
+      run (``4155552671``) counts only right after a phone word (``WhatsApp 4155552671``),
+      as such runs are ids and counts far more often than phone numbers;
     * not be nearer to an id word (``order``, ``invoice``, ``ticket``, ``id``, ``ref`` …)
       than to a phone word;
     * not be a date (``2024-03-15``, ``15.03.2024``), a dotted quad, a dotted version after

@@ -99,11 +99,13 @@ class _HyperscanLocator:
         )
         self._keywords = [(i, k) for i, d in enumerate(detectors) for k in d.keywords]
         # Locators starting with "(?:^|[^...])" match one boundary character early.
-        self._bounded = {
-            index
-            for index, detector in enumerate(detectors)
-            if detector.locators[0].removeprefix("(?i)").startswith("(?:^|")
-        }
+        self._bounded = set()
+        for index, detector in enumerate(detectors):
+            bounded = {p.removeprefix("(?i)").startswith("(?:^|") for p in detector.locators}
+            if len(bounded) > 1:
+                raise ValueError(f"detector {detector.name}: mixed bounded/unbounded locators")
+            if bounded == {True}:
+                self._bounded.add(index)
 
     def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
         hits: dict[int, list[int]] = {}
@@ -206,6 +208,9 @@ class OfflineEngine:
 
     def redact(self, texts: Sequence[str]) -> list[Redaction]:
         """Returns one ``Redaction`` per text, same order and length as ``texts``.
+
+        Fails closed: any error, expected or not, becomes a ``RedactionError`` for the whole
+        batch, so that no text leaves unredacted and the caller can dead-letter the event.
 
         Raises:
             RedactionError: an element is not a ``str`` or a detector failed; the message
