@@ -110,11 +110,15 @@ class _HyperscanLocator:
     def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
         hits: dict[int, list[int]] = {}
         self._db.scan(text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits)
-        for index in self._bounded.intersection(hits):
-            # A bounded locator match starts one boundary character before the candidate,
-            # except at 0, where "^" may have matched instead.
-            starts = hits[index]
-            hits[index] = [s + 1 for s in starts] + ([0] if 0 in starts else [])
+        bounded = self._bounded
+        for index, starts in hits.items():
+            if index in bounded:
+                # A bounded locator match starts one boundary character before the
+                # candidate, except at 0, where "^" may have matched instead.
+                starts = [s + 1 for s in starts]
+                if 1 in starts:
+                    starts.append(0)
+                hits[index] = starts
         if self._keywords and not text.isascii():
             for index, keyword in self._keywords:  # exact starts
                 position = text.find(keyword)
