@@ -27,6 +27,7 @@ from it on every call.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import random
 import re
@@ -332,13 +333,25 @@ _PACKAGES = (
 )
 
 
+@functools.cache
+def _sorted_cities(fake: Faker, locale: str) -> tuple[str, ...] | None:
+    # Faker's it_IT builds its city list from a set, so its order, and city(), change with
+    # PYTHONHASHSEED; drawing from a sorted copy keeps texts the same in every process.
+    for provider in fake[locale].get_providers():
+        cities = getattr(provider, "cities", None)
+        if isinstance(cities, list | tuple):
+            return tuple(sorted(cities))
+    return None
+
+
 def _fillers(rng: random.Random, fake: Faker, locale: str) -> dict[str, Callable[[], str]]:
     local = fake[locale]
+    cities = _sorted_cities(fake, locale)
     return {
         "name": local.name,
         "first": local.first_name,
         "company": local.company,
-        "city": local.city,
+        "city": (lambda: local.random_element(cities)) if cities else local.city,
         "address": lambda: local.address().replace("\n", ", "),
         "product": fake["en_US"].catch_phrase,
         "domain": fake["en_US"].domain_name,

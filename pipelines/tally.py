@@ -19,6 +19,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
 
@@ -68,8 +69,47 @@ class _SumCountsFn(beam.CombineFn):
         return dict(sorted(out.items()))
 
 
-def _pane_key(row) -> tuple[tuple, int]:
-    return ("pane", (row.window_start, row.model, row.region)), row.request_count
+class _TallyBundleFn(beam.DoFn):
+    """Pre-sums a bundle into one partial accumulator, so the triggered combine downstream
+    sees one element per bundle instead of several per event (the DirectRunner evaluates
+    triggers per element, which dominated its cost)."""
+
+    def __init__(self, keys):
+        self._keys = keys
+        self._sum = _SumCountsFn()
+
+    def start_bundle(self):
+        self._partial = self._sum.create_accumulator()
+        self._first = None
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        for item in self._keys(element):
+            self._sum.add_input(self._partial, item)
+        if self._first is None or timestamp < self._first:
+            self._first = timestamp
+
+    def finish_bundle(self):
+        if self._first is not None:
+            yield WindowedValue(self._partial, self._first, (window.GlobalWindow(),))
+
+
+class _MergePartialsFn(_SumCountsFn):
+    """Combines the per-bundle partial accumulators."""
+
+    def add_input(self, accumulator, partial):
+        return self.merge_accumulators([accumulator, partial])
+
+
+def _pane_keys(row) -> list[tuple[tuple, int]]:
+    return [(("pane", (row.window_start, row.model, row.region)), row.request_count)]
+
+
+def _read_keys(_) -> list[tuple[str, int]]:
+    return [("read", 1)]
+
+
+def _redaction_keys(event) -> list[tuple[str, int]]:
+    return [(f"redactions.{k}", v) for k, v in event.redaction_counts.items()]
 
 
 class _WriteTallyFn(beam.DoFn):
@@ -112,14 +152,12 @@ class TallyOutcomes(beam.PTransform):
     def expand(self, inputs):
         # Each input is re-windowed into the global window before the Flatten: Flatten needs
         # compatible windowing, and the metric rows come out of fixed event-time windows.
+        # Each branch is pre-summed per bundle (see _TallyBundleFn).
         branches = {
-            "Read": (inputs["read"], lambda _: [("read", 1)]),
+            "Read": (inputs["read"], _read_keys),
             "Outcomes": (inputs["audit"], _audit_keys),
-            "MetricPanes": (inputs["metrics"], lambda row: [_pane_key(row)]),
-            "Redactions": (
-                inputs["events"],
-                lambda e: [(f"redactions.{k}", v) for k, v in e.redaction_counts.items()],
-            ),
+            "MetricPanes": (inputs["metrics"], _pane_keys),
+            "Redactions": (inputs["events"], _redaction_keys),
         }
         if inputs["read"].is_bounded:
             windowing = {}
@@ -131,15 +169,16 @@ class TallyOutcomes(beam.PTransform):
                 "trigger": trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
                 "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
             }
-        items = [
+        partials = [
             pcoll
-            | f"Count{name}" >> beam.FlatMap(keys)
-            | f"Rewindow{name}" >> beam.WindowInto(window.GlobalWindows(), **windowing)
+            | f"Rewindow{name}" >> beam.WindowInto(window.GlobalWindows())
+            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys))
             for name, (pcoll, keys) in branches.items()
         ]
-        windowed = items | "FlattenCounts" >> beam.Flatten()
         return (
-            windowed
-            | "Sum" >> beam.CombineGlobally(_SumCountsFn()).without_defaults()
+            partials
+            | "FlattenCounts" >> beam.Flatten()
+            | "Trigger" >> beam.WindowInto(window.GlobalWindows(), **windowing)
+            | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
             | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))
         )
