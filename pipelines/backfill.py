@@ -29,14 +29,13 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
-from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
+from pipelines.launch import launch
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
 
 __all__ = ["BackfillOptions", "build", "partition_patterns", "run"]
 
-_LOGGER = logging.getLogger(__name__)
 INPUT_FORMATS = ("json", "avro")
 
 
@@ -160,24 +159,11 @@ def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
 def run(argv: list[str] | None = None) -> int:
     options = PipelineOptions(argv)
     backfill = options.view_as(BackfillOptions)
-    problems = validate(backfill)
-    if problems:
-        raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
-    _LOGGER.info(
-        "backfill: input_format=%s output_root=%s engine=%s",
-        backfill.input_format,
-        backfill.output_root,
-        backfill.redaction_engine,
+    described = (
+        f"backfill: input_format={backfill.input_format} output_root={backfill.output_root} "
+        f"engine={backfill.redaction_engine}"
     )
-    started_at = dt.datetime.now(dt.UTC)
-    backfill.run_id = backfill.run_id or new_run_id(started_at)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, backfill)
-    result = pipeline.run()
-    result.wait_until_finish()
-    print_summary(summarize(backfill.output_root, backfill.run_id, started_at))
-    print_example_query(backfill.output_root)
-    return 0
+    return launch(options, backfill, validate(backfill), build, described)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ embedded default, no server needed). Sinks: the embedded ones under ``--output_r
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sys
 
@@ -18,14 +17,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
+from pipelines.launch import launch
 from pipelines.loadgen import GenerateEvents, LoadProfile
-from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 
 __all__ = ["StreamingOptions", "build", "run"]
 
-_LOGGER = logging.getLogger(__name__)
 SOURCES = ("synthetic",)
 _PROFILE_DEFAULTS = LoadProfile._field_defaults
 
@@ -98,28 +96,14 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     options = PipelineOptions(argv)
-    streaming = options.view_as(StreamingOptions)
-    problems = validate(streaming)
-    if problems:
-        raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
     options.view_as(StandardOptions).streaming = True
-    _LOGGER.info(
-        "streaming: source=%s rate=%s/s duration=%ss output_root=%s engine=%s",
-        streaming.source,
-        streaming.rate,
-        streaming.duration_s,
-        streaming.output_root,
-        streaming.redaction_engine,
+    streaming = options.view_as(StreamingOptions)
+    described = (
+        f"streaming: source={streaming.source} rate={streaming.rate}/s "
+        f"duration={streaming.duration_s}s output_root={streaming.output_root} "
+        f"engine={streaming.redaction_engine}"
     )
-    started_at = dt.datetime.now(dt.UTC)
-    streaming.run_id = streaming.run_id or new_run_id(started_at)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, streaming)
-    result = pipeline.run()
-    result.wait_until_finish()
-    print_summary(summarize(streaming.output_root, streaming.run_id, started_at))
-    print_example_query(streaming.output_root)
-    return 0
+    return launch(options, streaming, validate(streaming), build, described)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ import datetime as dt
 import json
 import logging
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
@@ -33,6 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 import apache_beam as beam
 import pandas as pd
 
+from pipelines.io.retry import retry_conflicts
 from schemas.contract import load_schema
 from transforms.elements import AuditRecord, to_record
 
@@ -57,7 +56,6 @@ DEFAULT_MAX_BUFFERED_ROWS = 1000
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_FIRST_BACKOFF_S = 0.05
 DEFAULT_BUSY_TIMEOUT_S = 5.0
-_MAX_BACKOFF_S = 2.0
 
 _T = TypeVar("_T")
 
@@ -169,19 +167,20 @@ def _with_connection(
     The busy timeout waits inside SQLite first; backoff (doubling from ``first_backoff_s`` up to
     2 s, with jitter) covers what is left. The connection is closed after each attempt.
     """
-    for attempt in range(max_attempts):
-        try:
-            with contextlib.closing(
-                sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)
-            ) as con:
-                return work(con)
-        except sqlite3.OperationalError as error:
-            if not _is_lock_conflict(error) or attempt == max_attempts - 1:
-                raise
-        on_retry()
-        backoff_s = min(_MAX_BACKOFF_S, first_backoff_s * 2**attempt)
-        time.sleep(backoff_s * random.uniform(0.5, 1.0))
-    raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def attempt() -> _T:
+        with contextlib.closing(
+            sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)
+        ) as con:
+            return work(con)
+
+    return retry_conflicts(
+        attempt,
+        is_conflict=lambda e: isinstance(e, sqlite3.OperationalError) and _is_lock_conflict(e),
+        max_attempts=max_attempts,
+        first_backoff_s=first_backoff_s,
+        on_retry=on_retry,
+    )
 
 
 def create_audit_log(db_path: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import random
-import time
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
@@ -43,6 +41,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from pipelines.io.retry import retry_conflicts
 from schemas.contract import bigquery_schema, load_schema
 from transforms.elements import MetricRow, to_record
 
@@ -98,7 +97,6 @@ _BIGQUERY_TO_ARROW = {
 DEFAULT_MAX_BUFFERED_ROWS = 500
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_FIRST_BACKOFF_S = 0.05
-_MAX_BACKOFF_S = 2.0
 
 
 # --- schema and DDL ------------------------------------------------------------------------
@@ -269,21 +267,22 @@ def _with_connection(
     do not retry in step. The connection is closed after each attempt, which releases the file
     lock for the other processes.
     """
-    for attempt in range(max_attempts):
-        try:
-            # Closing the connection rolls back a transaction that did not commit.
-            with duckdb.connect(db_path) as con:
-                con.begin()
-                result = work(con)
-                con.commit()
-                return result
-        except duckdb.Error as error:
-            if not _is_conflict(error) or attempt == max_attempts - 1:
-                raise
-        on_retry()
-        backoff_s = min(_MAX_BACKOFF_S, first_backoff_s * 2**attempt)
-        time.sleep(backoff_s * random.uniform(0.5, 1.0))
-    raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def attempt() -> _T:
+        # Closing the connection rolls back a transaction that did not commit.
+        with duckdb.connect(db_path) as con:
+            con.begin()
+            result = work(con)
+            con.commit()
+            return result
+
+    return retry_conflicts(
+        attempt,
+        is_conflict=lambda e: isinstance(e, duckdb.Error) and _is_conflict(e),
+        max_attempts=max_attempts,
+        first_backoff_s=first_backoff_s,
+        on_retry=on_retry,
+    )
 
 
 def create_warehouse(
