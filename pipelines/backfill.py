@@ -16,7 +16,6 @@ replay starts at deduplication and does not rewrite the archive.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import sys
 
 import apache_beam as beam
@@ -29,7 +28,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
-from pipelines.launch import launch
+from pipelines.launch import configure_logging, launch
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
@@ -167,5 +166,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     sys.exit(run())

@@ -11,9 +11,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
-__all__ = ["launch"]
+__all__ = ["configure_logging", "launch"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def configure_logging() -> None:
+    """INFO for this project's loggers, WARNING for the rest (Beam is chatty at INFO)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    for name in ("pipelines", "transforms", "schemas"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def launch(

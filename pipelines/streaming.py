@@ -9,7 +9,6 @@ embedded default, no server needed). Sinks: the embedded ones under ``--output_r
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import apache_beam as beam
@@ -17,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
 from pipelines.embedded import WriteEmbedded
-from pipelines.launch import launch
+from pipelines.launch import configure_logging, launch
 from pipelines.loadgen import GenerateEvents, LoadProfile
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
@@ -107,5 +106,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     sys.exit(run())

@@ -311,3 +311,27 @@ def test_stream_early_pane_on_processing_time():
 def test_core_rejects_unknown_input_format():
     with pytest.raises(ValueError, match="input_format"):
         AnalyzeEvents(CONFIG, input_format="xml")
+
+
+def test_counters_for_every_outcome_and_dead_letter_reason():
+    from apache_beam.metrics.metric import MetricsFilter
+
+    p = TestPipeline()
+    _ = (
+        p
+        | beam.Create([raw(1, prompt=PII_PROMPT), raw(1), raw(2, token_count=-1), b"{"])
+        | AnalyzeEvents(CONFIG)
+    )
+    result = p.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("genai"))["counters"]
+    }
+    assert counters["events_read"] == 4
+    assert counters["events_written"] == 1
+    assert counters["events_duplicate"] == 1
+    assert counters["dead_letter.negative_value:token_count"] == 1
+    assert counters["dead_letter.invalid_json"] == 1
+    assert counters["redactions.EMAIL_ADDRESS"] == 1
+    assert counters["redactions.CREDIT_CARD_NUMBER"] == 1
