@@ -335,3 +335,24 @@ def test_counters_for_every_outcome_and_dead_letter_reason():
     assert counters["dead_letter.invalid_json"] == 1
     assert counters["redactions.EMAIL_ADDRESS"] == 1
     assert counters["redactions.CREDIT_CARD_NUMBER"] == 1
+
+
+def test_dead_letter_ids_never_carry_pii():
+    inputs = [
+        raw(1, event_id="alice.smith@example.com", request_id="R-ok-1"),
+        raw(2, latency_ms=-5, request_id="alice.smith@example.com"),
+        raw(3, latency_ms=-5, event_id=event_id(3).upper()),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
+        assert_that(
+            out["dead_letters"] | beam.Map(lambda d: (d.reason, d.event_id, d.request_id)),
+            equal_to(
+                [
+                    ("bad_value:event_id", None, "R-ok-1"),
+                    ("negative_value:latency_ms", event_id(2), None),
+                    ("negative_value:latency_ms", event_id(3), "R-3"),
+                ]
+            ),
+        )
+        assert_no_pii(out["audit"], "audit")

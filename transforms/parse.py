@@ -36,6 +36,7 @@ from transforms.deadletter import (
     make_dead_letter,
 )
 from transforms.elements import Event
+from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.settings import RedactionSettings
 
@@ -165,19 +166,32 @@ def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_L
     )
 
 
-def _ids_of(raw: bytes) -> tuple[str | None, str | None]:
-    """Best-effort event_id/request_id of a rejected input, for tracing its dead letter."""
+def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None]:
+    """Best-effort event_id/request_id of a rejected input, for tracing its dead letter.
+
+    Only values that cannot carry PII are kept: the event id if it is a valid UUID
+    (canonical form), the request id if it is short and the redaction engine finds nothing in
+    it. A rejected input may hold anything in these fields (an e-mail address, say).
+    """
     try:
         document = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None, None
     if not isinstance(document, dict):
         return None, None
-    ids = []
-    for name in ("event_id", "request_id"):
-        value = document.get(name)
-        ids.append(value[:128] if isinstance(value, str) and value else None)
-    return ids[0], ids[1]
+    event_id = document.get("event_id")
+    try:
+        event_id = str(uuid.UUID(event_id)) if isinstance(event_id, str) else None
+    except ValueError:
+        event_id = None
+    request_id = document.get("request_id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+        return event_id, None
+    try:
+        has_findings = bool(engine.redact([request_id])[0].counts)
+    except RedactionError:
+        has_findings = True  # cannot tell: keep nothing
+    return event_id, (None if has_findings else request_id)
 
 
 class _ParseFn(beam.DoFn):
@@ -198,7 +212,9 @@ class _ParseFn(beam.DoFn):
             event = parse_event(raw, now=now, limits=self._limits)
         except InvalidEvent as error:
             count_dead_letter(error.reason)
-            event_id, request_id = _ids_of(raw) if error.reason != "oversize" else (None, None)
+            event_id, request_id = (
+                _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
+            )
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER_TAG,
                 make_dead_letter(
