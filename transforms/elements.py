@@ -136,7 +136,12 @@ class DeadLetter(NamedTuple):
     payload_bytes: int
 
 
+_SCALARS = (str, int, float, bytes, type(None), dt.datetime, dt.date)
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, _SCALARS):  # most fields: return at once (this runs per record)
+        return value
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return {k: _plain(v) for k, v in value._asdict().items()}
     if isinstance(value, tuple | list):
