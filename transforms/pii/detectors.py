@@ -187,34 +187,30 @@ class Detector(NamedTuple):
 
         Args:
             text: the text.
-            starts: sorted candidate positions (from the locators); None scans the text.
+            starts: candidate positions (from the locators), in any order, repeats allowed;
+                None scans the text.
         """
-        if starts is None:
-            spans: Iterable[tuple[int, int]] = [m.span() for m in self.pattern.finditer(text)]
-        else:
-            spans = self._spans_at(text, starts)
-        findings = []
         validator, info_type, priority = self.validator, self.info_type, self.priority
-        for start, end in spans:
-            if validator is not None:
-                span = validator(text, start, end)
-                if span is None:
-                    continue
-                start, end = span
-            findings.append(Finding(start, end, info_type, priority))
-        return findings
-
-    def _spans_at(self, text: str, starts: Iterable[int]) -> list[tuple[int, int]]:
+        findings = []
+        if starts is None:
+            for match in self.pattern.finditer(text):
+                start, end = match.span()
+                span = (start, end) if validator is None else validator(text, start, end)
+                if span is not None:
+                    findings.append(Finding(span[0], span[1], info_type, priority))
+            return findings
         # Same matches as finditer when every finditer match starts at a candidate: a
         # candidate inside the previous match is skipped, as finditer resumes at its end.
-        spans, resume, match_at = [], 0, self.pattern.match
-        for position in starts:
-            if position >= resume:
-                match = match_at(text, position)
+        resume, match_at = 0, self.pattern.match
+        for start in sorted(starts):
+            if start >= resume:
+                match = match_at(text, start)
                 if match is not None:
-                    resume = match.end()
-                    spans.append((position, resume))
-        return spans
+                    resume = end = match.end()
+                    span = (start, end) if validator is None else validator(text, start, end)
+                    if span is not None:
+                        findings.append(Finding(span[0], span[1], info_type, priority))
+        return findings
 
 
 _FLAGS = re.ASCII | re.VERBOSE
@@ -575,12 +571,19 @@ def _validate_phone(
     main = _strip_extension(text[start:end])
     if main.isdigit() and not _TRUNK_BARE.fullmatch(main):
         return None  # a bare run counts only after a phone word: see _validate_phone_after_word
+    # An id word before a national number rejects it whatever its shape (_phone_accepts), and
+    # is the commonest reason (ISBN, invoice, card): decide that first, it is the cheapest.
+    if main[0] == "+":
+        context = None
+    else:
+        context = phone_context(text, start)
+        if context == "negative" and not main.startswith("00"):
+            return None
     digits = _phone_digits(main)
     if digits is None or _AMOUNT_AFTER.match(text, end):
         return None
     if main[0] != "+" and "." in main and has_version_context(text, start, end):
         return None
-    context = None if main[0] == "+" else phone_context(text, start)
     return (start, end) if _phone_accepts(main, digits, regions, context) else None
 
 

@@ -14,9 +14,12 @@ locators with Python ``re`` to skip detectors, then scans with ``finditer``; and
 ``prefilter="none"`` runs every pattern over every text. All three give identical
 redactions, which the tests check.
 
-Hyperscan scans ``text.encode("ascii", "replace")``: one byte per character, so its offsets
-are ``str`` indices; every pattern is ASCII, and a non-ASCII character only ever stands
-where a pattern requires a boundary, which ``?`` also is.
+Hyperscan scans ``b"\\n" + text.encode("ascii", "replace")``: one byte per character, so its
+offsets are ``str`` indices shifted by one; every pattern is ASCII, and a non-ASCII
+character only ever stands where a pattern requires a boundary, which ``?`` also is. The
+leading newline gives every candidate a boundary character before it, so a bounded
+locator's match start is exactly the candidate's index. Non-ASCII keywords (CJK phone
+words) are searched with ``str.find``, only in texts whose ASCII rendering holds theirs.
 
 Not thread-safe: the hyperscan scratch space belongs to the engine, so use one engine per
 thread (Beam builds one per DoFn instance in ``setup()``, and a DoFn instance processes one
@@ -43,8 +46,8 @@ __all__ = ["PREFILTERS", "OfflineEngine", "resolve_overlaps"]
 
 PREFILTERS: tuple[str, ...] = ("auto", "hyperscan", "re", "none")
 
-# text -> [(detector index, sorted candidate starts, or None to scan the whole text)]
-_Locate = Callable[[str], "list[tuple[int, list[int] | None]]"]
+# text -> (detector index, candidate starts in any order, or None to scan the whole text)
+_Locate = Callable[[str], "Iterable[tuple[int, list[int] | None]]"]
 
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
@@ -82,7 +85,12 @@ def _on_match(
 
 
 class _HyperscanLocator:
-    """One block-mode database of every locator; ids are detector indices."""
+    """One block-mode database of every locator; ids are detector indices.
+
+    Keywords (non-ASCII literals) have their ASCII rendering ("電話" is "??" in the scanned
+    bytes) in the database too, under ids past the detectors' and reported once per scan:
+    only a text where it occurs is searched for the keywords themselves.
+    """
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         expressions, ids = [], []
@@ -90,45 +98,54 @@ class _HyperscanLocator:
             for locator in detector.locators:
                 expressions.append(locator.encode("ascii"))
                 ids.append(index)
+        renderings: dict[bytes, list[tuple[int, str]]] = {}
+        for index, detector in enumerate(detectors):
+            for keyword in detector.keywords:
+                rendering = keyword.encode("ascii", "replace")
+                renderings.setdefault(rendering, []).append((index, keyword))
+        # hint id -> the (detector index, keyword) pairs rendered as that hint's literal
+        self._hints: dict[int, list[tuple[int, str]]] = {}
+        for hint, (rendering, keywords) in enumerate(renderings.items(), start=len(detectors)):
+            expressions.append(re.escape(rendering))
+            ids.append(hint)
+            self._hints[hint] = keywords
         self._db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=expressions,
-            ids=ids,
-            elements=len(expressions),
-            flags=[_hyperscan.HS_FLAG_SOM_LEFTMOST] * len(expressions),
-        )
-        self._keywords = [(i, k) for i, d in enumerate(detectors) for k in d.keywords]
-        # Locators starting with "(?:^|[^...])" match one boundary character early.
-        self._bounded = set()
+        flags = [_hyperscan.HS_FLAG_SOM_LEFTMOST] * (len(expressions) - len(self._hints))
+        flags += [_hyperscan.HS_FLAG_SINGLEMATCH] * len(self._hints)
+        self._db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+        # Locators starting with "(?:^|[^...])" match one boundary character early; the
+        # others ("unbounded") start at the candidate itself.
+        unbounded = set()
         for index, detector in enumerate(detectors):
             bounded = {p.removeprefix("(?i)").startswith("(?:^|") for p in detector.locators}
             if len(bounded) > 1:
                 raise ValueError(f"detector {detector.name}: mixed bounded/unbounded locators")
-            if bounded == {True}:
-                self._bounded.add(index)
+            if bounded == {False}:
+                unbounded.add(index)
+        self._unbounded = frozenset(unbounded)
 
-    def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
+    def __call__(self, text: str) -> Iterable[tuple[int, list[int] | None]]:
         hits: dict[int, list[int]] = {}
-        self._db.scan(text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits)
-        bounded = self._bounded
-        for index, starts in hits.items():
-            if index in bounded:
-                # A bounded locator match starts one boundary character before the
-                # candidate, except at 0, where "^" may have matched instead.
-                starts = [s + 1 for s in starts]
-                if 1 in starts:
-                    starts.append(0)
-                hits[index] = starts
-        if self._keywords and not text.isascii():
-            for index, keyword in self._keywords:  # exact starts
-                position = text.find(keyword)
-                while position >= 0:
-                    hits.setdefault(index, []).append(position)
-                    position = text.find(keyword, position + 1)
-        return [
-            (index, sorted(set(starts)) if len(starts) > 1 else starts)
-            for index, starts in hits.items()
-        ]
+        # The scanned bytes start with a boundary character ("\n", outside every
+        # locator's boundary class), so a bounded locator match always starts at the
+        # boundary character just before its candidate, never at "^": the start it
+        # reports in the shifted bytes is the candidate's index in ``text``. An
+        # unbounded match starts at its candidate: one less in ``text``.
+        self._db.scan(
+            b"\n" + text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits
+        )
+        unbounded = self._unbounded
+        if self._hints and not self._hints.keys().isdisjoint(hits):
+            for hint, keywords in self._hints.items():
+                if hits.pop(hint, None) is not None:
+                    for index, keyword in keywords:
+                        position = text.find(keyword)
+                        while position >= 0:  # in reported terms, like the locator starts
+                            hits.setdefault(index, []).append(position + (index in unbounded))
+                            position = text.find(keyword, position + 1)
+        for index in self._unbounded.intersection(hits):
+            hits[index] = [start - 1 for start in hits[index]]
+        return hits.items()  # Detector.find sorts the starts
 
 
 class _ReLocator:
@@ -242,8 +259,9 @@ class OfflineEngine:
         if not text:
             return []
         findings: list[Finding] = []
+        detectors = self._detectors
         for index, starts in self._locate(text):
-            findings.extend(self._detectors[index].find(text, starts))
+            findings += detectors[index].find(text, starts)
         return resolve_overlaps(findings) if len(findings) > 1 else findings
 
     def redact_text(self, text: str) -> Redaction:
