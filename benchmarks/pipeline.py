@@ -117,8 +117,15 @@ def bench_streaming(rate: float, seconds: float, env: dict, workdir: Path) -> No
     print(f"\n## streaming: synthetic source at {rate:.0f} events/s for {seconds:.0f} s")
     print(f"command: {' '.join(cmd[1:])}")
     print(f"events read {read} of {expected:.0f} offered; wall {wall:.1f} s")
-    sustained = read >= 0.98 * expected and wall <= seconds * 1.25 + 30
-    print(f"sustained   {'yes' if sustained else 'NO'} ({read / seconds:,.0f} events/s offered)")
+    # Sustained: everything offered was processed, and the run (start-up ~10 s, the source's
+    # duration, the drain) took at most 30 s longer than the source ran. A pipeline slower
+    # than the source builds a backlog that shows up as a longer wall time and worse freshness.
+    sustained = read >= 0.98 * expected and wall <= seconds + 30
+    print(
+        f"sustained   {'yes' if sustained else 'NO'} "
+        f"({read / seconds:,.0f} events/s offered; {read / max(wall - 10, 1):,.0f}/s end to end "
+        "excluding ~10 s start-up)"
+    )
     print(f"freshness   p50 {p50}, p99 {p99}   (target p99 < 120 s)")
     if samples:
         rss = [kb / 1024 for _, kb in samples]

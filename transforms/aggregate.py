@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
-from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms import sketches
 from transforms.elements import LatencyBin, MetricRow, RedactedEvent
@@ -244,6 +244,35 @@ _PANE_TIMINGS = {
 }
 
 
+class _PreCombineFn(beam.DoFn):
+    """Per bundle, folds each (key, window)'s events into one accumulator, stamped with the
+    earliest member's timestamp (so watermark holds stay conservative)."""
+
+    def start_bundle(self):
+        self._combine = _MetricsCombineFn()
+        self._partials: dict[tuple, list] = {}
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        key, usage = element
+        entry = self._partials.get((key, window))
+        if entry is None:
+            entry = self._partials[(key, window)] = [self._combine.create_accumulator(), timestamp]
+        self._combine.add_input(entry[0], usage)
+        entry[1] = min(entry[1], timestamp)
+
+    def finish_bundle(self):
+        for (key, window_), (accumulator, earliest) in self._partials.items():
+            yield WindowedValue((key, accumulator), earliest, (window_,))
+        self._partials = {}
+
+
+class _MergePartialsFn(_MetricsCombineFn):
+    """Combines the per-bundle partial accumulators of ``_PreCombineFn``."""
+
+    def add_input(self, acc: _MetricsAccumulator, partial: _MetricsAccumulator):
+        return self.merge_accumulators([acc, partial])
+
+
 class _FormatMetricRowFn(beam.DoFn):
     """Turns one pane's ``((model, region), _WindowTotals)`` into a ``MetricRow``.
 
@@ -368,7 +397,7 @@ class AggregateMetrics(beam.PTransform):
                 early=trigger.AfterProcessingTime(self._early_firing_s),
                 late=trigger.AfterCount(1),
             )
-        return (
+        keyed = (
             events
             | "WindowIntoFixed"
             >> beam.WindowInto(
@@ -379,6 +408,18 @@ class AggregateMetrics(beam.PTransform):
             )
             | "KeyByModelRegion"
             >> beam.Map(_key_by_model_region).with_output_types(tuple[tuple[str, str], tuple])
-            | "CombineMetrics" >> beam.CombinePerKey(_MetricsCombineFn())
-            | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn())
         )
+        if events.is_bounded:
+            combined = keyed | "CombineMetrics" >> beam.CombinePerKey(_MetricsCombineFn())
+        else:
+            # Unbounded: combine each bundle's events per (key, window) first, so the trigger
+            # machinery downstream sees one partial per key and bundle instead of every event
+            # (the DirectRunner evaluates triggers per element and does not lift combiners in
+            # streaming; that bookkeeping was its largest cost). A late bundle still fires one
+            # LATE pane.
+            combined = (
+                keyed
+                | "PreCombinePerBundle" >> beam.ParDo(_PreCombineFn())
+                | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
+            )
+        return combined | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn())
