@@ -106,6 +106,31 @@ def test_streaming_duplicate_after_ttl_is_written_again():
         )
 
 
+def test_streaming_late_event_is_remembered_for_the_ttl_after_it_arrived():
+    """A copy of an event 20 minutes late, redelivered soon after, is still a duplicate."""
+    stream = (
+        TestStream()
+        .advance_watermark_to(3000)
+        .add_elements([TimestampedValue(ev("now", 3000, request_id="on-time"), 3000)])
+        .add_elements([TimestampedValue(ev("late", 1800, request_id="first"), 1800)])
+        .advance_watermark_to(3030)  # 30 s later: past 1800 + ttl, not past 3000 + ttl
+        .add_elements([TimestampedValue(ev("late", 1800, request_id="redelivered"), 1800)])
+        .advance_watermark_to(3000 + 60 + 1)  # now past 3000 + ttl: forgotten
+        .add_elements([TimestampedValue(ev("late", 1800, request_id="much-later"), 1800)])
+        .advance_watermark_to_infinity()
+    )
+    with TestPipeline(options=streaming_options()) as p:
+        out = p | stream | DeduplicateEvents(ttl_s=60, num_shards=1)
+        assert_that(
+            ids(out.unique, "U"),
+            equal_to([("now", "on-time"), ("late", "first"), ("late", "much-later")]),
+            label="unique",
+        )
+        assert_that(
+            ids(out[DUPLICATE_TAG], "D"), equal_to([("late", "redelivered")]), label="duplicates"
+        )
+
+
 def test_batch_is_exact_over_the_whole_input_whatever_the_gap():
     events = [ev("a", 10, request_id="first"), ev("a", 10 + 86_400, request_id="next-day")]
     with TestPipeline() as p:

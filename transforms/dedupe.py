@@ -3,11 +3,12 @@
 Guarantee:
   * Unbounded input (streaming): exact within the time-to-live. The first copy of an id to
     arrive is written; any copy arriving while the id is remembered is a duplicate. An id is
-    remembered from its first copy until the watermark passes that copy's event time plus
-    ``ttl_s``; then a timer clears it. A copy arriving after that is written again (and counted
-    as written): the reconciliation backfill, which dedupes over the whole range, corrects the
-    metrics. Events already more than ``ttl_s`` behind the watermark are remembered only until
-    the watermark next advances.
+    remembered from its first copy until the watermark passes ``ttl_s`` beyond the later of
+    that copy's event time and the latest event time its shard had seen when it arrived (so a
+    late event is remembered for ``ttl_s`` of event time after it arrived, not after its own
+    old event time); then a timer clears it. A copy arriving after that is written again (and
+    counted as written): the reconciliation backfill, which dedupes over the whole range,
+    corrects the metrics.
   * Bounded input (batch, backfill): exact over the whole input, whatever the time between
     copies. The copy with the earliest event time (ties broken by content) is written.
 
@@ -90,6 +91,10 @@ class _DedupeShardFn(beam.DoFn):
 
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     NEXT_EXPIRY = ReadModifyWriteStateSpec("next_expiry", VarIntCoder())
+    # The latest event time this shard has seen: a stand-in for "now" in event time, so a late
+    # event is remembered for ttl_s after it arrived, not after its own (old) event time.
+    # One integer per shard key, so it needs no expiry of its own.
+    HIGH_WATER = ReadModifyWriteStateSpec("high_water", VarIntCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, ttl_s: int):
@@ -106,9 +111,11 @@ class _DedupeShardFn(beam.DoFn):
         batch: tuple[int, list[tuple[RedactedEvent, Timestamp]]],
         seen=beam.DoFn.StateParam(SEEN),
         next_expiry=beam.DoFn.StateParam(NEXT_EXPIRY),
+        high_water=beam.DoFn.StateParam(HIGH_WATER),
         timer=beam.DoFn.TimerParam(EXPIRY),
     ):
         ids = seen.read() or {}
+        high = high_before = high_water.read() or 0
         soonest = None
         for event, timestamp in batch[1]:
             if event.event_id in ids:
@@ -117,11 +124,14 @@ class _DedupeShardFn(beam.DoFn):
                     DUPLICATE_TAG, beam.window.TimestampedValue(event, timestamp)
                 )
                 continue
-            expiry = timestamp.micros + self._ttl_micros
+            high = max(high, timestamp.micros)
+            expiry = high + self._ttl_micros
             ids[event.event_id] = expiry
             soonest = expiry if soonest is None else min(soonest, expiry)
             self._unique.inc()
             yield beam.window.TimestampedValue(event, timestamp)
+        if high != high_before:
+            high_water.write(high)
         if soonest is None:
             return
         seen.write(ids)
