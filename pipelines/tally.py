@@ -21,6 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.windowing import in_global_window
+
 __all__ = ["TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
 
 
@@ -170,8 +172,7 @@ class TallyOutcomes(beam.PTransform):
                 "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
             }
         partials = [
-            pcoll
-            | f"Rewindow{name}" >> beam.WindowInto(window.GlobalWindows())
+            in_global_window(pcoll, f"Rewindow{name}")
             | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys))
             for name, (pcoll, keys) in branches.items()
         ]

@@ -50,7 +50,7 @@ def _streaming_options() -> PipelineOptions:
 def _read_avro(path: str, schema_name: str) -> list[dict]:
     with open(path, "rb") as f:
         reader = fastavro.reader(f)
-        assert reader.metadata["avro.codec"] == "deflate"
+        assert reader.metadata["avro.codec"] == "snappy"
         records = list(reader)
     for record in records:
         assert fastavro.validate(record, parsed_schema(schema_name), raise_errors=True)

@@ -87,7 +87,13 @@ class RecordOutcomes(beam.PTransform):
     def expand(self, outcomes):
         written, duplicates, dead_letters = outcomes
         return (
-            written | "AuditWritten" >> beam.Map(lambda e: audit_event(e, WRITTEN, _now())),
-            duplicates | "AuditDuplicates" >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())),
-            dead_letters | "AuditDeadLetters" >> beam.Map(lambda d: audit_dead_letter(d, _now())),
-        ) | "FlattenAudit" >> beam.Flatten()
+            written
+            | "AuditWritten"
+            >> beam.Map(lambda e: audit_event(e, WRITTEN, _now())).with_output_types(AuditRecord),
+            duplicates
+            | "AuditDuplicates"
+            >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())).with_output_types(AuditRecord),
+            dead_letters
+            | "AuditDeadLetters"
+            >> beam.Map(lambda d: audit_dead_letter(d, _now())).with_output_types(AuditRecord),
+        ) | "FlattenAudit" >> beam.Flatten().with_output_types(AuditRecord)

@@ -213,18 +213,23 @@ class DeduplicateEvents(beam.PTransform):
         if events.is_bounded:
             split = (
                 events
-                | "KeyByShard" >> beam.Map(lambda e: (shard_of(e.event_id, shards), e))
+                | "KeyByShard"
+                >> beam.Map(lambda e: (shard_of(e.event_id, shards), e)).with_output_types(
+                    tuple[int, RedactedEvent]
+                )
                 | "GroupByShard" >> beam.GroupByKey()
                 | "DedupeGroups"
-                >> beam.ParDo(_DedupeGroupFn()).with_outputs(DUPLICATE_TAG, main="unique")
+                >> beam.ParDo(_DedupeGroupFn())
+                .with_output_types(RedactedEvent)
+                .with_outputs(DUPLICATE_TAG, main="unique")
             )
         else:
             split = (
                 events
                 | "BatchByShard" >> beam.ParDo(_BatchByShardFn(shards))
                 | "DedupeStream"
-                >> beam.ParDo(_DedupeShardFn(self._ttl_s)).with_outputs(
-                    DUPLICATE_TAG, main="unique"
-                )
+                >> beam.ParDo(_DedupeShardFn(self._ttl_s))
+                .with_output_types(RedactedEvent)
+                .with_outputs(DUPLICATE_TAG, main="unique")
             )
         return split

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
+from transforms.coders import register_msgpack_coders
+
 __all__ = [
     "AuditRecord",
     "DeadLetter",
@@ -142,8 +144,12 @@ _SCALARS = (str, int, float, bytes, type(None), dt.datetime, dt.date)
 def _plain(value: Any) -> Any:
     if isinstance(value, _SCALARS):  # most fields: return at once (this runs per record)
         return value
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        record = dict(zip(value._fields, value, strict=True))
+        for key, field in record.items():
+            if not isinstance(field, _SCALARS):
+                record[key] = _plain(field)
+        return record
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -154,3 +160,6 @@ def _plain(value: Any) -> Any:
 def to_record(element: NamedTuple) -> dict[str, Any]:
     """Returns ``element`` as a plain dict (nested tuples as lists) matching its Avro schema."""
     return _plain(element)
+
+
+register_msgpack_coders(Event, RedactedEvent, MetricRow, AuditRecord, DeadLetter)

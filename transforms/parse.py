@@ -255,6 +255,6 @@ class ParseEvents(beam.PTransform):
         self._redaction = redaction
 
     def expand(self, raw):
-        return raw | "Parse" >> beam.ParDo(_ParseFn(self._limits, self._redaction)).with_outputs(
-            DEAD_LETTER_TAG, main="events"
-        )
+        return raw | "Parse" >> beam.ParDo(
+            _ParseFn(self._limits, self._redaction)
+        ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main="events")

@@ -17,6 +17,8 @@ import datetime as dt
 import apache_beam as beam
 import msgspec
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.classify import DEFAULT_POLICY_PATH, classify, load_policy
@@ -34,6 +36,9 @@ from transforms.pii.settings import RedactionSettings
 __all__ = ["TEXT_FIELDS", "RedactPii", "redact_event"]
 
 TEXT_FIELDS: tuple[str, ...] = ("prompt", "response")
+
+
+_GLOBAL = (window.GlobalWindow(),)
 
 
 def _merge_counts(redactions: list[Redaction]) -> dict[str, int]:
@@ -101,8 +106,11 @@ def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
 
 
 class _RedactFn(beam.DoFn):
-    """Buffers up to ``batch_size`` events so engines that call a service (DLP) batch requests;
-    outputs keep each event's own timestamp and windows."""
+    """Buffers up to ``batch_size`` events so engines that call a service (DLP) batch requests.
+
+    Outputs are stamped with each event's event time in the global window, which is what the
+    input carries (``RedactPii`` checks the windowing). Taking the timestamp and window as DoFn
+    parameters instead would put every element on Beam's slower per-window invoker."""
 
     def __init__(self, settings: RedactionSettings, policy_path: str, batch_size: int):
         self._settings = settings
@@ -117,12 +125,10 @@ class _RedactFn(beam.DoFn):
         self._findings: dict[str, object] = {}
 
     def start_bundle(self):
-        self._buffer: list[tuple[Event, object, object]] = []
+        self._buffer: list[Event] = []
 
-    def process(
-        self, event: Event, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
-    ):
-        self._buffer.append((event, timestamp, window))
+    def process(self, event: Event):
+        self._buffer.append(event)
         if len(self._buffer) >= self._batch_size:
             yield from self._flush()
 
@@ -133,7 +139,7 @@ class _RedactFn(beam.DoFn):
         buffer, self._buffer = self._buffer, []
         if not buffer:
             return
-        texts_per_event = [_texts_of(event) for event, _, _ in buffer]
+        texts_per_event = [_texts_of(event) for event in buffer]
         try:
             flat = self._engine.redact([t for texts in texts_per_event for t in texts])
             per_event: list[list[Redaction] | None] = []
@@ -145,11 +151,12 @@ class _RedactFn(beam.DoFn):
             # Isolate the event(s) the engine cannot handle; the others still go through.
             per_event = [self._redact_one(texts) for texts in texts_per_event]
         now = dt.datetime.now(dt.UTC)
-        for (event, timestamp, window), redactions in zip(buffer, per_event, strict=True):
+        for event, redactions in zip(buffer, per_event, strict=True):
+            timestamp = Timestamp.from_utc_datetime(event.event_time)
             if redactions is None:
-                yield self._dead_letter(event, timestamp, window, now)
+                yield self._dead_letter(event, timestamp, now)
                 continue
-            yield WindowedValue(self._assemble(event, redactions, now), timestamp, (window,))
+            yield WindowedValue(self._assemble(event, redactions, now), timestamp, _GLOBAL)
 
     def _redact_one(self, texts: list[str]) -> list[Redaction] | None:
         try:
@@ -182,7 +189,7 @@ class _RedactFn(beam.DoFn):
             processed_at=now,
         )
 
-    def _dead_letter(self, event: Event, timestamp, window, now: dt.datetime):
+    def _dead_letter(self, event: Event, timestamp: Timestamp, now: dt.datetime):
         count_dead_letter("redaction_failed")
         full, payload = _metadata_payload(event, self._key)
         record = make_dead_letter(
@@ -196,17 +203,17 @@ class _RedactFn(beam.DoFn):
             event_id=event.event_id,
             request_id=event.request_id,
         )
-        return beam.pvalue.TaggedOutput(
-            DEAD_LETTER_TAG, WindowedValue(record, timestamp, (window,))
-        )
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
 
 
 class RedactPii(beam.PTransform):
     """Redacts and classifies ``Event`` elements (bounded or unbounded).
 
-    Outputs (``with_outputs``): ``events`` with ``RedactedEvent`` (same timestamps and windows
-    as the input) and ``DEAD_LETTER_TAG`` with a ``DeadLetter`` (reason ``redaction_failed``,
-    no text) for each event the engine could not redact. Each input yields exactly one of them.
+    Input: ``Event`` elements in the global window, timestamped with their event time (as
+    ``ParseEvents`` emits them). Outputs (``with_outputs``): ``events`` with ``RedactedEvent``
+    (same timestamps, global window) and ``DEAD_LETTER_TAG`` with a ``DeadLetter`` (reason
+    ``redaction_failed``, no text) for each event the engine could not redact. Each input
+    yields exactly one of them.
 
     Args:
       settings: engine name and pseudonym key reference, resolved on the workers.
@@ -229,6 +236,8 @@ class RedactPii(beam.PTransform):
         self._batch_size = batch_size
 
     def expand(self, events):
+        if not isinstance(events.windowing.windowfn, window.GlobalWindows):
+            raise ValueError("RedactPii needs its input in the global window")
         return events | "Redact" >> beam.ParDo(
             _RedactFn(self._settings, self._policy_path, self._batch_size)
-        ).with_outputs(DEAD_LETTER_TAG, main="events")
+        ).with_output_types(RedactedEvent).with_outputs(DEAD_LETTER_TAG, main="events")

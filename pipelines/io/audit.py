@@ -33,7 +33,7 @@ import pandas as pd
 
 from pipelines.io.retry import retry_conflicts
 from schemas.contract import load_schema
-from transforms.elements import AuditRecord, to_record
+from transforms.elements import AuditRecord
 
 __all__ = [
     "AUDIT_TABLE",
@@ -131,10 +131,18 @@ def _sqlite_value(kind: str, value: Any) -> Any:
     return value
 
 
+@cache
+def _field_kinds() -> tuple[str, ...]:
+    # AuditRecord's fields are in the schema's order (a contract test checks it).
+    by_name = {c.name: c.kind for c in _columns()}
+    return tuple(by_name[name] for name in AuditRecord._fields)
+
+
 def audit_row(record: AuditRecord) -> tuple[Any, ...]:
-    """Returns ``record`` as the parameter tuple of one ``audit_log`` row."""
-    values = to_record(record)
-    return tuple(_sqlite_value(c.kind, values[c.name]) for c in _columns())
+    """Returns ``record`` as the parameter tuple of one ``audit_log`` row (column order)."""
+    return tuple(
+        _sqlite_value(kind, value) for kind, value in zip(_field_kinds(), record, strict=True)
+    )
 
 
 def _is_lock_conflict(error: sqlite3.OperationalError) -> bool:
