@@ -50,7 +50,10 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--pseudonym_key",
         default=_DEFAULTS.pseudonym_key,
-        help="Reference to the user-id pseudonym key: env:NAME or file:PATH (at least 16 bytes).",
+        help=(
+            "Reference to the user-id pseudonym key (at least 16 bytes): env:NAME, file:PATH or "
+            "secret:projects/P/secrets/S/versions/V (Secret Manager)."
+        ),
     )
     _add(
         parser,

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -82,3 +83,58 @@ def test_payload_is_omitted_when_oversize_or_engine_fails():
     assert redact_payload(b'{"prompt": "x"}', ENGINE, KEY, max_bytes=5) is None
     raw = json.dumps({"prompt": FAIL_MARKER}).encode()
     assert redact_payload(raw, FailingEngine(), KEY, max_bytes=10_000) is None
+
+
+class _FakeSecretClient:
+    """Fake of Secret Manager's client (an external API) at its boundary: answers
+    ``access_secret_version`` from a dict, or raises what the real client raises."""
+
+    payloads: dict = {}
+
+    def access_secret_version(self, name):
+        from google.api_core.exceptions import PermissionDenied
+
+        if name not in self.payloads:
+            raise PermissionDenied(f"Permission denied on {name}")
+        return SimpleNamespace(payload=SimpleNamespace(data=self.payloads[name]))
+
+
+SECRET = "projects/p-1/secrets/genai-pseudonym-key/versions/3"
+
+
+@pytest.fixture
+def fake_secret_manager(monkeypatch):
+    from google.cloud import secretmanager
+
+    monkeypatch.setattr(secretmanager, "SecretManagerServiceClient", _FakeSecretClient)
+    monkeypatch.setattr(_FakeSecretClient, "payloads", {})
+    return _FakeSecretClient.payloads
+
+
+def test_secret_manager_key_reference(fake_secret_manager):
+    fake_secret_manager[SECRET] = b"c" * 32 + b"\n"
+    assert load_key(f"secret:{SECRET}") == b"c" * 32
+    fake_secret_manager[SECRET] = b"base64:" + base64.b64encode(b"\x02" * 16)
+    assert load_key(f"secret:{SECRET}") == b"\x02" * 16
+    fake_secret_manager[SECRET] = b"\xff\xfe" * 16  # binary payload: used as it is
+    assert load_key(f"secret:{SECRET}") == b"\xff\xfe" * 16
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        (f"secret:{SECRET}", "cannot read the secret \\(PermissionDenied\\)"),
+        ("secret:genai-pseudonym-key", "expected secret:projects/PROJECT/secrets/SECRET"),
+        ("secret:projects/p/secrets/s", "expected secret:projects/PROJECT/secrets/SECRET"),
+    ],
+)
+def test_bad_secret_references_name_the_reference(fake_secret_manager, reference, message):
+    with pytest.raises(ValueError, match=message):
+        load_key(reference)
+
+
+def test_short_secret_is_rejected_without_echoing_it(fake_secret_manager):
+    fake_secret_manager[SECRET] = b"tiny-secret"
+    with pytest.raises(ValueError, match="11 bytes") as caught:
+        load_key(f"secret:{SECRET}")
+    assert "tiny-secret" not in str(caught.value)

@@ -7,7 +7,9 @@ the pseudonym cannot be reversed or recomputed from a guessed id. Rotating the k
 pseudonym, so rotate on purpose and record when.
 
 The key is referenced, not passed: a reference is resolved on the worker (``DoFn.setup``), so the
-secret is never part of the pipeline graph or its options.
+secret is never part of the pipeline graph or its options. On Dataflow the reference is a Secret
+Manager secret version (``secret:projects/P/secrets/S/versions/V``), readable by the worker service
+account only; locally it is an environment variable or a file.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 
 __all__ = ["MIN_KEY_BYTES", "load_key", "pseudonymize"]
 
 MIN_KEY_BYTES = 16
+_SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
 
 def pseudonymize(user_id: str, key: bytes) -> str:
@@ -35,11 +39,35 @@ def _decode(material: str) -> bytes:
     return material.encode("utf-8")
 
 
+def _read_secret(reference: str, name: str) -> bytes:
+    """Returns the payload of Secret Manager secret version ``name``."""
+    if not _SECRET_VERSION.fullmatch(name):
+        raise ValueError(
+            f"pseudonym key reference {reference!r}: expected "
+            "secret:projects/PROJECT/secrets/SECRET/versions/VERSION"
+        )
+    # Imported here: only Dataflow runs need the client (it comes with apache-beam[gcp]).
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+    from google.cloud import secretmanager
+
+    try:
+        response = secretmanager.SecretManagerServiceClient().access_secret_version(name=name)
+    except (GoogleAPIError, GoogleAuthError) as error:
+        raise ValueError(
+            f"pseudonym key reference {reference!r}: cannot read the secret "
+            f"({type(error).__name__})"
+        ) from error
+    return response.payload.data
+
+
 def load_key(reference: str) -> bytes:
     """Resolves a key reference to key bytes.
 
     Accepted references: ``env:NAME`` (the environment variable NAME), ``file:PATH`` (the
-    file's content). The material may be ``base64:...``; otherwise its UTF-8 bytes are the key.
+    file's content), ``secret:projects/P/secrets/S/versions/V`` (a Secret Manager secret version,
+    read with the ambient credentials). The material may be ``base64:...``; otherwise its UTF-8
+    bytes are the key (a secret payload that is not UTF-8 is used as it is).
     Raises ValueError with the reference (never the key) when it cannot be resolved or the key
     is shorter than ``MIN_KEY_BYTES``.
     """
@@ -48,14 +76,23 @@ def load_key(reference: str) -> bytes:
         material = os.environ.get(target)
         if material is None:
             raise ValueError(f"pseudonym key reference {reference!r}: variable {target} is not set")
+        key = _decode(material)
     elif scheme == "file":
         path = Path(target)
         if not path.is_file():
             raise ValueError(f"pseudonym key reference {reference!r}: no such file")
-        material = path.read_text("utf-8")
+        key = _decode(path.read_text("utf-8"))
+    elif scheme == "secret":
+        payload = _read_secret(reference, target)
+        try:
+            key = _decode(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            key = payload
     else:
-        raise ValueError(f"pseudonym key reference {reference!r}: expected env:NAME or file:PATH")
-    key = _decode(material)
+        raise ValueError(
+            f"pseudonym key reference {reference!r}: expected env:NAME or file:PATH "
+            "or secret:projects/P/secrets/S/versions/V"
+        )
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(
             f"pseudonym key reference {reference!r}: key is {len(key)} bytes, "

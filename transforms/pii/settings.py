@@ -22,8 +22,9 @@ class RedactionSettings(NamedTuple):
 
     Attributes:
       engine: engine name for ``build_engine`` (``offline`` by default).
-      pseudonym_key: key reference for ``load_key`` (``env:NAME`` or ``file:PATH``); the key
-        itself never travels in the pipeline graph.
+      pseudonym_key: key reference for ``load_key`` (``env:NAME``, ``file:PATH`` or
+        ``secret:projects/P/secrets/S/versions/V``); the key itself never travels in the
+        pipeline graph.
     """
 
     engine: str = "offline"
