@@ -1,0 +1,1 @@
+"""Deployment helpers: the gcloud commands of the Flex Templates (not shipped in the image)."""
