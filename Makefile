@@ -53,3 +53,42 @@ bench-redaction: venv
 
 clean:
 	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache
+
+# --- Deploy to Google Cloud: Flex Templates and Terraform (README "Deploy to Google Cloud") ----
+# The template-* targets print the exact gcloud commands; EXECUTE=1 also runs them (it needs
+# gcloud with an active account and the settings written by `make deploy-settings`).
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+EXECUTE ?=
+PARAMS ?=
+JOB_NAME ?=
+DEPLOY_SETTINGS ?= .local/deploy-settings.json
+FLEX = $(BIN)/python -m deploy.flex --settings $(DEPLOY_SETTINGS) --tag $(TAG) \
+	$(if $(filter 1,$(EXECUTE)),--execute) $(if $(JOB_NAME),--job_name $(JOB_NAME))
+BUILD_REQUIRES := import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))
+
+.PHONY: lock schemas deploy-settings template-build template-run-streaming template-run-backfill
+
+# Hash-pinned lock of the image: pyproject.toml's dependencies and build requirements, resolved
+# for the workers' platform (Linux x86_64, Python 3.11).
+lock: venv
+	$(BIN)/python -c '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile pyproject.toml - \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command "make lock" --output-file templates/requirements.lock
+
+# BigQuery schema files Terraform reads, generated from schemas/avro.
+schemas: venv
+	$(BIN)/python -m schemas.bigquery_files terraform/schemas
+
+# Names of the applied stack (terraform output flex_settings) for the template-* targets.
+deploy-settings:
+	@mkdir -p $(dir $(DEPLOY_SETTINGS))
+	terraform -chdir=terraform output -json flex_settings > $(DEPLOY_SETTINGS)
+
+template-build: venv
+	$(FLEX) build
+
+template-run-streaming: venv
+	$(FLEX) run streaming $(PARAMS)
+
+template-run-backfill: venv
+	$(FLEX) run backfill $(PARAMS)

@@ -101,7 +101,7 @@ def test_streaming_run_uses_streaming_engine_and_the_job_name_of_the_alerts():
     ("pipeline", "parameters", "message"),
     [
         ("backfill", {"input_format": "avro"}, "missing required parameter 'input'"),
-        ("backfill", {"input": "gs://b/x", "start_date": "2026-13-01"}, "start_date="),
+        ("backfill", {"input": "gs://my-bucket/x", "start_date": "2026-13-01"}, "start_date="),
         ("streaming", {"subscription": "projects/p/subscriptions/s"}, "unknown parameter"),
         ("streaming", {"window_size_s": "0"}, "window_size_s='0' does not match"),
     ],
@@ -140,11 +140,12 @@ def _gcloud_flags(*command: str) -> set[str]:
 
 
 def test_every_flag_used_is_a_flag_of_gcloud():
-    build, run = (
-        flex.build_commands(SETTINGS, "v1"),
+    commands = [
+        *flex.build_commands(SETTINGS, "v1"),
         flex.run_command(SETTINGS, "streaming", "v1", {}),
-    )
-    for command in [*build, run]:
+        flex.run_command(SETTINGS, "backfill", "v1", {"input": "gs://my-bucket/raw"}),
+    ]
+    for command in commands:
         words = [w for w in command[1:] if not w.startswith("-")]
         verb = words[:2] if words[0] == "builds" else words[:3]
         known = _gcloud_flags(*verb)
