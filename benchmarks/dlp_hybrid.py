@@ -16,6 +16,7 @@ project. Bytes are UTF-8 bytes of the texts sent (the offline engine's output: i
 placeholders are slightly longer than most values they replace).
 
     python benchmarks/dlp_hybrid.py [--events 5000] [--seed 1] [--batch-events 64 232 1856]
+        [--price-per-gb USD]
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pii-share", type=float, default=0.2)
     parser.add_argument("--batch-events", type=int, nargs="+", default=[64, 232, 1856])
+    parser.add_argument(
+        "--price-per-gb",
+        type=float,
+        help="USD per GB of content-method de-identification, to print a monthly cost.",
+    )
     args = parser.parse_args(argv)
 
     rng, fake = random.Random(args.seed), new_faker()
@@ -106,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for rate in (1_000, 5_000):
                 per_minute = per_event * rate * 60
                 gb_month = sent["bytes_sent"] / len(events) * rate * SECONDS_PER_MONTH / 1e9
+                cost = f" (${gb_month * args.price_per_gb:,.0f})" if args.price_per_gb else ""
                 projections.append(
-                    f"{rate:,}/s: {per_minute:,.0f} req/min, {gb_month:,.0f} GB/month"
+                    f"{rate:,}/s: {per_minute:,.0f} req/min, {gb_month:,.0f} GB/month{cost}"
                 )
             print(
                 f"  {batch_events:>5} events per call: {sent['requests']:>4} requests "
