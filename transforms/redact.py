@@ -164,7 +164,7 @@ class _RedactFn(beam.DoFn):
             yield WindowedValue(self._assemble(event, outcomes, now), timestamp, (window,))
 
     def _escalates(self, event: Event) -> bool:
-        if self._escalation is None or not event.policy_flags:
+        if self._escalation is None:
             return False
         flags_class = classify(
             self._policy, has_text=False, info_types=(), policy_flags=event.policy_flags
