@@ -22,7 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.cloud import dlp_v2
 
-from pipelines import backfill
+from pipelines import backfill, streaming
 from tests import dlp_fake
 from tests.core_inputs import PII_PROMPT, PII_VALUES, event_id, raw
 from tests.dlp_fake import (
@@ -408,19 +408,25 @@ def test_dlp_options_name_every_problem():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("run", "args", "message"),
     [
-        (["--redaction_engine", "dlp"], "--dlp_project is required"),
-        (["--redaction_engine", "hybrid", "--dlp_project", PROJECT], "--dlp_inspect_template"),
+        (backfill.run, ["--redaction_engine", "dlp"], "--dlp_project is required"),
         (
+            backfill.run,
+            ["--redaction_engine", "hybrid", "--dlp_project", PROJECT],
+            "--dlp_inspect_template",
+        ),
+        (
+            backfill.run,
             ["--redaction_engine", "hybrid", "--dlp_escalate_class", "SECRET"],
             "--dlp_escalate_class must be 'none' or one of",
         ),
+        (streaming.run, ["--redaction_engine", "dlp"], "--dlp_deidentify_template"),
     ],
 )
-def test_pipelines_reject_incomplete_dlp_options(args, message):
+def test_pipelines_reject_incomplete_dlp_options(run, args, message):
     with pytest.raises(SystemExit) as caught:
-        backfill.run(["--input", "x", *args])
+        run(["--input", "x", *args] if run is backfill.run else args)
     assert message in str(caught.value)
 
 
