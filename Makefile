@@ -11,7 +11,7 @@ DURATION_S ?= 60
 OUTPUT_ROOT ?= out
 KEY_FILE := .local/pseudonym.key
 
-.PHONY: venv lint format test run key bench-redaction bench-pipeline clean
+.PHONY: venv lint format test run key bench-redaction bench-pipeline bench-dlp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -50,6 +50,9 @@ bench-pipeline: venv
 
 bench-redaction: venv
 	$(BIN)/python benchmarks/redaction.py
+
+bench-dlp: venv
+	$(BIN)/python benchmarks/dlp_hybrid.py
 
 clean:
 	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache

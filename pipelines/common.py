@@ -10,8 +10,9 @@ import apache_beam as beam
 
 from transforms.analyze import CoreConfig
 from transforms.classify import load_policy
-from transforms.pii.engine import build_engine
+from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
+from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
 
 __all__ = [
     "LogProgress",
@@ -44,7 +45,7 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--redaction_engine",
         default=_DEFAULTS.redaction_engine,
-        help="PII redaction engine: offline (default).",
+        help=f"PII redaction engine, one of {', '.join(ENGINE_NAMES)} (default offline).",
     )
     _add(
         parser,
@@ -72,6 +73,28 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         ("early_firing_s", "Streaming: speculative metric panes every this many seconds."),
     ):
         _add(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
+    _add_dlp_options(parser)
+
+
+def _add_dlp_options(parser: argparse.ArgumentParser) -> None:
+    """Flags of the dlp and hybrid engines: ``--dlp_<field>`` of ``DlpOptions``."""
+    dlp = _DEFAULTS.dlp
+    for field, help_text in (
+        ("project", "dlp/hybrid: project billed for Cloud DLP requests (required)."),
+        ("location", "dlp/hybrid: DLP processing location, global or a region."),
+        ("inspect_template", "dlp/hybrid: inspect template resource name (required)."),
+        ("deidentify_template", "dlp/hybrid: de-identify template resource name (required)."),
+        ("endpoint", "dlp/hybrid: API host[:port] (default dlp.googleapis.com)."),
+        ("escalate_class", "hybrid: policy-flag class from which every text goes to DLP."),
+    ):
+        _add(parser, f"--dlp_{field}", default=getattr(dlp, field), help=help_text)
+    _add(
+        parser,
+        "--dlp_requests_per_minute",
+        type=int,
+        default=dlp.requests_per_minute,
+        help="dlp/hybrid: client-side request limit per worker process.",
+    )
 
 
 def core_config(options) -> CoreConfig:
@@ -88,14 +111,25 @@ def core_config(options) -> CoreConfig:
         window_size_s=options.window_size_s,
         allowed_lateness_s=options.allowed_lateness_s,
         early_firing_s=options.early_firing_s,
+        dlp=DlpOptions(
+            project=options.dlp_project,
+            location=options.dlp_location,
+            inspect_template=options.dlp_inspect_template,
+            deidentify_template=options.dlp_deidentify_template,
+            endpoint=options.dlp_endpoint,
+            requests_per_minute=options.dlp_requests_per_minute,
+            escalate_class=options.dlp_escalate_class,
+        ),
     )
 
 
 def validate_core(options) -> list[str]:
     """Returns the problems with the core flags (empty when they are fine).
 
-    Checks what would otherwise fail late on the workers: the engine exists, the key resolves
-    here (launching without the key is an error), the policy loads, numbers are positive.
+    Checks what would otherwise fail late on the workers: the engine exists and its options
+    are complete (DLP project and templates), the key resolves here (launching without the key
+    is an error), the policy loads and knows the escalation class, numbers are positive. No
+    service is called.
     """
     problems = []
     config = core_config(options)
@@ -112,16 +146,26 @@ def validate_core(options) -> list[str]:
     for name in ("max_clock_skew_s", "allowed_lateness_s"):
         if getattr(config, name) < 0:
             problems.append(f"--{name} must be >= 0")
+    settings = RedactionSettings(config.redaction_engine, config.pseudonym_key, config.dlp)
+    dlp_problems = config.dlp.problems() if config.redaction_engine in DLP_ENGINES else []
+    problems += dlp_problems
     for check in (
-        lambda: build_engine(config.redaction_engine),
+        lambda: dlp_problems or settings.build(),
         lambda: load_key(config.pseudonym_key),
-        lambda: load_policy(config.policy_path),
+        lambda: _check_escalation(load_policy(config.policy_path), config.dlp.escalate_class),
     ):
         try:
             check()
         except (ValueError, OSError, KeyError) as error:
             problems.append(str(error))
     return problems
+
+
+def _check_escalation(policy, escalate_class: str) -> None:
+    if escalate_class != NO_ESCALATION and escalate_class not in policy.classes:
+        raise ValueError(
+            f"--dlp_escalate_class must be {NO_ESCALATION!r} or one of {policy.classes}"
+        )
 
 
 class _ProgressFn(beam.DoFn):

@@ -5,7 +5,7 @@
 locals {
   streaming_metadata        = jsondecode(file("${path.module}/../templates/streaming/metadata.json"))
   streaming_parameter_names = [for parameter in local.streaming_metadata.parameters : parameter.name]
-  streaming_parameters      = merge(local.template_parameters, var.streaming_parameters)
+  streaming_parameters      = merge(local.launch_parameters, var.streaming_parameters)
   staging_location          = "gs://${google_storage_bucket.templates.name}/staging"
   temp_location             = "gs://${google_storage_bucket.templates.name}/temp"
 }

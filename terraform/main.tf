@@ -46,6 +46,17 @@ locals {
     pseudonym_key    = "secret:projects/${var.project_id}/secrets/${google_secret_manager_secret.pseudonym_key.secret_id}/versions/${var.pseudonym_key_version}"
     redaction_engine = var.redaction_engine
   }
+  # With a DLP engine (dlp, hybrid): the templates this stack creates, in their location.
+  dlp_parameters = {
+    dlp_project             = var.project_id
+    dlp_location            = local.dlp_location
+    dlp_inspect_template    = google_data_loss_prevention_inspect_template.pii.id
+    dlp_deidentify_template = google_data_loss_prevention_deidentify_template.pii.id
+  }
+  launch_parameters = merge(
+    local.template_parameters,
+    contains(["dlp", "hybrid"], var.redaction_engine) ? local.dlp_parameters : {},
+  )
 }
 
 resource "google_project_service" "apis" {

@@ -12,7 +12,7 @@ output "flex_settings" {
     streaming_job_name    = var.streaming_job_name
     parameters = {
       streaming = local.streaming_parameters
-      backfill  = local.template_parameters
+      backfill  = local.launch_parameters
     }
   }
 }

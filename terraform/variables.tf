@@ -217,8 +217,13 @@ variable "pseudonym_key_version" {
 
 variable "redaction_engine" {
   type        = string
-  description = "Template parameter redaction_engine of both pipelines."
+  description = "Template parameter redaction_engine of both pipelines: offline, dlp or hybrid (the DLP engines get this stack's templates)."
   default     = "offline"
+
+  validation {
+    condition     = contains(["offline", "dlp", "hybrid"], var.redaction_engine)
+    error_message = "redaction_engine must be offline, dlp or hybrid."
+  }
 }
 
 # --- Dataflow ----------------------------------------------------------------------------------

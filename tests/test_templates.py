@@ -16,7 +16,8 @@ import pytest
 from apache_beam.options import pipeline_options as beam_options
 from packaging.requirements import Requirement
 
-from pipelines import backfill, common, streaming
+from pipelines import backfill, streaming
+from transforms.pii import settings as pii_settings
 from transforms.pii.engine import ENGINE_NAMES, build_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ VALID_ARGS = {
 def _engines_built_once(monkeypatch):
     # Validation builds the redaction engine to check its name; building it once per name
     # keeps the hundreds of validations below fast and still rejects unknown names.
-    monkeypatch.setattr(common, "build_engine", functools.cache(build_engine))
+    monkeypatch.setattr(pii_settings, "build_engine", functools.cache(build_engine))
 
 
 def _options(options_class) -> dict[str, object]:

@@ -459,7 +459,7 @@ def test_streaming_job_drains_and_takes_only_declared_parameters():
     assert job["ip_configuration"] == "WORKER_IP_PRIVATE"
     assert job["parameters"] == "${local.streaming_parameters}"
     assert TF.locals["streaming_parameters"] == (
-        "${merge(local.template_parameters, var.streaming_parameters)}"
+        "${merge(local.launch_parameters, var.streaming_parameters)}"
     )
     # At plan time every parameter name must be declared in the template's metadata.json.
     assert "templates/streaming/metadata.json" in TF.locals["streaming_metadata"]
@@ -472,3 +472,5 @@ def test_parameters_set_by_terraform_are_template_parameters(pipeline):
     metadata = json.loads((ROOT / "templates" / pipeline / "metadata.json").read_text())
     names = {p["name"] for p in metadata["parameters"]}
     assert set(TF.locals["template_parameters"]) <= names
+    assert set(TF.locals["dlp_parameters"]) <= names
+    assert "local.dlp_parameters" in TF.locals["launch_parameters"]

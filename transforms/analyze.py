@@ -23,7 +23,7 @@ from transforms.classify import DEFAULT_POLICY_PATH
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents
 from transforms.parse import ParseEvents, ParseLimits
-from transforms.pii.settings import RedactionSettings
+from transforms.pii.settings import DlpOptions, RedactionSettings
 from transforms.redact import RedactPii
 
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
@@ -36,7 +36,8 @@ INPUT_FORMATS = ("json", "redacted")
 class CoreConfig(NamedTuple):
     """Every knob of the core transform; pipelines build it from their options.
 
-    Durations are in seconds. Defaults are the production defaults.
+    Durations are in seconds. Defaults are the production defaults. ``dlp`` is used by the
+    ``dlp`` and ``hybrid`` redaction engines only.
     """
 
     redaction_engine: str = "offline"
@@ -50,6 +51,7 @@ class CoreConfig(NamedTuple):
     window_size_s: int = 60
     allowed_lateness_s: int = 3600
     early_firing_s: int = 30
+    dlp: DlpOptions = DlpOptions()
 
 
 class AnalyzeEvents(beam.PTransform):
@@ -86,7 +88,7 @@ class AnalyzeEvents(beam.PTransform):
             no_dead_letters = raw.pipeline | "NoDeadLetters" >> beam.Create([])
             return self._from_redacted(raw, no_dead_letters)
         c = self._config
-        redaction = RedactionSettings(engine=c.redaction_engine, pseudonym_key=c.pseudonym_key)
+        redaction = RedactionSettings(c.redaction_engine, c.pseudonym_key, c.dlp)
         parsed = raw | "ParseEvents" >> ParseEvents(
             redaction, ParseLimits(c.max_event_bytes, c.max_clock_skew_s)
         )

@@ -6,8 +6,14 @@ Version 1 of the contract has exactly these two free-text fields, and fields out
 contract were already dropped by parsing, so no other text reaches the outputs.
 
 Fail closed: when the engine cannot redact an event, that event goes to the dead-letter output
-with its metadata only (no text, user id pseudonymised) and reason ``redaction_failed``; an
-unredacted text is never emitted.
+with its metadata only (no text, user id pseudonymised) and the engine's reason:
+``redaction_failed``, or ``redaction_failed:<cause>`` from a service engine
+(``redaction_failed:dlp_resource_exhausted``); an unredacted text is never emitted. Engines
+report failures per text (``redact_each``), so only the events whose texts failed are
+dead-lettered, not the rest of their batch.
+
+With the ``hybrid`` engine, events whose gateway policy flags classify at or above the
+settings' ``escalate_class`` have all their texts sent to DLP, whatever the pre-screen found.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from transforms.deadletter import (
     make_dead_letter,
 )
 from transforms.elements import Event, RedactedEvent
-from transforms.pii.engine import Redaction, RedactionEngine, RedactionError
+from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, redact_each
 from transforms.pii.pseudonym import pseudonymize
-from transforms.pii.settings import RedactionSettings
+from transforms.pii.settings import NO_ESCALATION, RedactionSettings
 
 __all__ = ["TEXT_FIELDS", "RedactPii", "redact_event"]
 
@@ -121,6 +127,8 @@ class _RedactFn(beam.DoFn):
         self._engine: RedactionEngine
         self._engine, self._key = self._settings.open()
         self._policy = load_policy(self._policy_path)
+        self._escalation = _escalation_rank(self._policy, self._settings)
+        self._ranks = {name: i for i, name in enumerate(self._policy.classes)}
         self._redacted = Metrics.counter(METRICS_NAMESPACE, "events_redacted")
         self._findings: dict[str, object] = {}
 
@@ -140,29 +148,35 @@ class _RedactFn(beam.DoFn):
         if not buffer:
             return
         texts_per_event = [_texts_of(event) for event in buffer]
-        try:
-            flat = self._engine.redact([t for texts in texts_per_event for t in texts])
-            per_event: list[list[Redaction] | None] = []
-            position = 0
-            for texts in texts_per_event:
-                per_event.append(flat[position : position + len(texts)])
-                position += len(texts)
-        except RedactionError:
-            # Isolate the event(s) the engine cannot handle; the others still go through.
-            per_event = [self._redact_one(texts) for texts in texts_per_event]
+        escalate = [
+            self._escalates(event)
+            for event, texts in zip(buffer, texts_per_event, strict=True)
+            for _ in texts
+        ]
+        flat = redact_each(
+            self._engine,
+            [t for texts in texts_per_event for t in texts],
+            escalate=escalate if any(escalate) else None,
+        )
         now = dt.datetime.now(dt.UTC)
-        for event, redactions in zip(buffer, per_event, strict=True):
+        position = 0
+        for event, texts in zip(buffer, texts_per_event, strict=True):
+            outcomes = flat[position : position + len(texts)]
+            position += len(texts)
             timestamp = Timestamp.from_utc_datetime(event.event_time)
-            if redactions is None:
-                yield self._dead_letter(event, timestamp, now)
+            failed = [o for o in outcomes if isinstance(o, RedactionError)]
+            if failed:
+                yield self._dead_letter(event, timestamp, now, failed[0])
                 continue
-            yield WindowedValue(self._assemble(event, redactions, now), timestamp, _GLOBAL)
+            yield WindowedValue(self._assemble(event, outcomes, now), timestamp, _GLOBAL)
 
-    def _redact_one(self, texts: list[str]) -> list[Redaction] | None:
-        try:
-            return self._engine.redact(texts)
-        except RedactionError:
-            return None
+    def _escalates(self, event: Event) -> bool:
+        if self._escalation is None:
+            return False
+        flags_class = classify(
+            self._policy, has_text=False, info_types=(), policy_flags=event.policy_flags
+        )
+        return self._ranks[flags_class] >= self._escalation
 
     def _assemble(self, event: Event, redactions: list[Redaction], now: dt.datetime):
         counts = _merge_counts(redactions)
@@ -189,14 +203,18 @@ class _RedactFn(beam.DoFn):
             processed_at=now,
         )
 
-    def _dead_letter(self, event: Event, timestamp: Timestamp, now: dt.datetime):
-        count_dead_letter("redaction_failed")
+    def _dead_letter(
+        self, event: Event, timestamp: Timestamp, now: dt.datetime, error: RedactionError
+    ):
+        count_dead_letter(error.reason)
         full, payload = _metadata_payload(event, self._key)
         record = make_dead_letter(
             raw=full,
-            reason="redaction_failed",
-            error_type=RedactionError.__name__,
-            error_message="the redaction engine could not redact the text fields; text omitted",
+            reason=error.reason,
+            error_type=type(error).__name__,
+            # Engine messages name positions and causes, never text (RedactionError's rule).
+            error_message=f"the redaction engine could not redact the text fields ({error}); "
+            "text omitted",
             step="redact",
             payload=payload,
             failed_at=now,
@@ -204,6 +222,13 @@ class _RedactFn(beam.DoFn):
             request_id=event.request_id,
         )
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
+
+
+def _escalation_rank(policy, settings: RedactionSettings) -> int | None:
+    """Rank (in ``policy.classes``) from which events are escalated; None when off."""
+    if settings.engine != "hybrid" or settings.dlp.escalate_class == NO_ESCALATION:
+        return None
+    return policy.classes.index(settings.dlp.escalate_class)
 
 
 class RedactPii(beam.PTransform):
@@ -230,7 +255,7 @@ class RedactPii(beam.PTransform):
         super().__init__()
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        load_policy(policy_path)  # fail at construction, not on the workers
+        _escalation_rank(load_policy(policy_path), settings)  # fail here, not on the workers
         self._settings = settings
         self._policy_path = policy_path
         self._batch_size = batch_size

@@ -8,7 +8,9 @@ failing element by position, never by content.
 
 Engines fail closed: when a text cannot be redacted, ``redact`` raises ``RedactionError``
 for the whole batch instead of returning that text unredacted. The caller decides where
-the event goes (a dead-letter output), never the engine.
+the event goes (a dead-letter output), never the engine. Engines that call a service (Cloud
+DLP) can also report failures per text with ``redact_partial``; ``redact_each`` gives every
+engine that per-text form, so one failed request does not fail the other texts of a batch.
 
 Info type names are Cloud DLP built-in infoType names, so a DLP engine maps them 1:1.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "AUTH_TOKEN",
     "AWS_CREDENTIALS",
     "CREDIT_CARD_NUMBER",
+    "DEFAULT_FAILURE_REASON",
     "EMAIL_ADDRESS",
     "ENCRYPTION_KEY",
     "ENGINE_NAMES",
@@ -37,7 +40,10 @@ __all__ = [
     "RedactionEngine",
     "RedactionError",
     "build_engine",
+    "redact_each",
 ]
+
+DEFAULT_FAILURE_REASON = "redaction_failed"
 
 EMAIL_ADDRESS = "EMAIL_ADDRESS"
 PHONE_NUMBER = "PHONE_NUMBER"
@@ -84,7 +90,13 @@ class RedactionError(Exception):
     """The engine could not redact a text (fail closed).
 
     The message never contains input text: it names the element index and the cause type.
+    ``reason`` is the machine-readable dead-letter reason: ``redaction_failed``, or
+    ``redaction_failed:<cause>`` when the engine knows the cause (``dlp_resource_exhausted``).
     """
+
+    def __init__(self, message: str, reason: str = DEFAULT_FAILURE_REASON):
+        super().__init__(message)
+        self.reason = reason
 
 
 @runtime_checkable
@@ -110,6 +122,8 @@ class RedactionEngine(Protocol):
 # offline engine's compiled patterns (and a DLP engine's client library) load only when used.
 _ENGINE_FACTORIES: dict[str, str] = {
     "offline": "transforms.pii.offline:OfflineEngine",
+    "dlp": "transforms.pii.dlp:DlpEngine",
+    "hybrid": "transforms.pii.dlp:HybridEngine",
 }
 ENGINE_NAMES: tuple[str, ...] = tuple(sorted(_ENGINE_FACTORIES))
 
@@ -129,3 +143,30 @@ def build_engine(name: str, **options: Any) -> RedactionEngine:
     module_name, _, attribute = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attribute)
     return factory(**options)
+
+
+def redact_each(
+    engine: RedactionEngine, texts: Sequence[str], *, escalate: Sequence[bool] | None = None
+) -> list[Redaction | RedactionError]:
+    """One outcome per text, same order: its ``Redaction``, or the ``RedactionError`` that
+    stopped it (fail closed per text instead of per batch).
+
+    Engines with a ``redact_partial(texts, escalate=...)`` method answer directly (``escalate``
+    marks texts a hybrid engine must send to its service whatever its pre-screen says; other
+    engines ignore it). For the others the batch is tried whole, and only if that fails each
+    text alone, so a failing text costs the batch one retry per text, not its results.
+    """
+    partial = getattr(engine, "redact_partial", None)
+    if partial is not None:
+        return partial(texts, escalate=escalate)
+    try:
+        return list(engine.redact(texts))
+    except RedactionError:
+        pass
+    outcomes: list[Redaction | RedactionError] = []
+    for text in texts:
+        try:
+            outcomes.append(engine.redact([text])[0])
+        except RedactionError as error:
+            outcomes.append(error)
+    return outcomes
