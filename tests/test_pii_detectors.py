@@ -1,5 +1,6 @@
 """Plain-function tests of the PII validators and context rules (transforms.pii.detectors)."""
 
+import random
 import re
 
 import phonenumbers
@@ -7,6 +8,8 @@ import pytest
 
 from transforms.pii.detectors import (
     DEFAULT_PHONE_REGIONS,
+    _may_be_valid_national,
+    _national_shapes,
     build_detectors,
     grouping_fits,
     has_version_context,
@@ -242,3 +245,34 @@ def test_detector_find_at_starts_equals_finditer():
     card = next(d for d in build_detectors() if d.name == "card")
     assert card.find(text, starts=range(len(text))) == card.find(text)
     assert len(card.find(text)) == 2
+
+
+@pytest.mark.parametrize("region", DEFAULT_PHONE_REGIONS)
+def test_national_shortcut_never_rejects_what_phonenumbers_accepts(region):
+    # The regex shortcut may only skip parses that could not succeed: over random digit
+    # strings (with and without a trunk 0, a calling code or an international prefix) and the
+    # library's own example numbers, it never says no to a number phonenumbers finds valid.
+    rng = random.Random(region)
+    code = str(phonenumbers.country_code_for_region(region))
+    candidates = []
+    for length in range(7, 14):
+        for _ in range(150):
+            digits = "".join(rng.choice("0123456789") for _ in range(length))
+            candidates += [digits, "0" + digits[1:], code + digits, "00" + digits]
+    for kind in range(12):
+        example = phonenumbers.example_number_for_type(region, kind)
+        if example is not None:
+            written = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            candidates.append(re.sub(r"\D", "", written))
+    skipped = 0
+    for digits in candidates:
+        try:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(digits, region))
+        except phonenumbers.NumberParseException:
+            valid = False
+        shortcut = _may_be_valid_national(digits, region)
+        assert shortcut or not valid, digits
+        skipped += not shortcut
+    assert _national_shapes(region) is not None or skipped == 0
+    if region in ("US", "GB", "FR"):  # strict numbering plans: most random digits are skipped
+        assert skipped > len(candidates) // 4
