@@ -26,8 +26,8 @@ locals {
 
   # Buckets the worker reads and writes: the archive, dead letters, staging/temp and specs.
   worker_buckets = {
-    raw         = google_storage_bucket.raw.name
-    dead_letter = google_storage_bucket.dead_letter.name
+    raw         = google_storage_bucket.data["raw"].name
+    dead_letter = google_storage_bucket.data["dead_letter"].name
     templates   = google_storage_bucket.templates.name
   }
 }

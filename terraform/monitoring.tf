@@ -63,7 +63,7 @@ resource "google_monitoring_alert_policy" "dead_letter_rate" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "Inputs are being rejected (counter dead_letter.<reason>). Read the dead-letter bucket (gs://${google_storage_bucket.dead_letter.name}/dead_letter/) for the reasons; payloads there are redacted or omitted."
+    content   = "Inputs are being rejected (counter dead_letter.<reason>). Read the dead-letter bucket (gs://${google_storage_bucket.data["dead_letter"].name}/dead_letter/) for the reasons; payloads there are redacted or omitted."
   }
 }
 

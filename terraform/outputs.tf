@@ -19,7 +19,7 @@ output "flex_settings" {
 
 output "backfill_command" {
   description = "How to launch a backfill (archive replay) once the templates are built; make prints the exact gcloud command."
-  value       = "make template-run-backfill TAG=<image tag> PARAMS='input=gs://${google_storage_bucket.raw.name} input_format=avro start_date=YYYY-MM-DD end_date=YYYY-MM-DD'"
+  value       = "make template-run-backfill TAG=<image tag> PARAMS='input=gs://${google_storage_bucket.data["raw"].name} input_format=avro start_date=YYYY-MM-DD end_date=YYYY-MM-DD'"
 }
 
 output "events_topic" {
@@ -44,12 +44,12 @@ output "dead_letter_subscription" {
 
 output "raw_bucket" {
   description = "Raw archive of redacted events (deleted after raw_retention_days)."
-  value       = google_storage_bucket.raw.name
+  value       = google_storage_bucket.data["raw"].name
 }
 
 output "dead_letter_bucket" {
   description = "Restricted bucket of the pipeline's dead letters."
-  value       = google_storage_bucket.dead_letter.name
+  value       = google_storage_bucket.data["dead_letter"].name
 }
 
 output "templates_bucket" {

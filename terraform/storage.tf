@@ -16,47 +16,20 @@ resource "google_kms_crypto_key_iam_member" "storage_cmek" {
   member        = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
-resource "google_storage_bucket" "raw" {
-  project                     = var.project_id
-  name                        = "${var.project_id}-${var.name_prefix}-raw"
-  location                    = var.region
-  storage_class               = "STANDARD"
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-  force_destroy               = false
-  labels                      = merge(var.labels, { data_class = "restricted" })
-
-  versioning {
-    enabled = false
+locals {
+  # The two data buckets: the same protections, each its own retention. The dead-letter
+  # bucket is restricted: only the worker writes (iam.tf) and only var.dead_letter_readers read.
+  data_buckets = {
+    raw         = { retention_days = var.raw_retention_days }
+    dead_letter = { retention_days = var.dead_letter_retention_days }
   }
-
-  soft_delete_policy {
-    retention_duration_seconds = 0
-  }
-
-  lifecycle_rule {
-    condition {
-      age = var.raw_retention_days
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  dynamic "encryption" {
-    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
-    content {
-      default_kms_key_name = encryption.value
-    }
-  }
-
-  depends_on = [google_kms_crypto_key_iam_member.storage_cmek]
 }
 
-# Restricted: only the worker writes (iam.tf) and only var.dead_letter_readers read.
-resource "google_storage_bucket" "dead_letter" {
+resource "google_storage_bucket" "data" {
+  for_each = local.data_buckets
+
   project                     = var.project_id
-  name                        = "${var.project_id}-${var.name_prefix}-dead-letter"
+  name                        = "${var.project_id}-${var.name_prefix}-${replace(each.key, "_", "-")}"
   location                    = var.region
   storage_class               = "STANDARD"
   uniform_bucket_level_access = true
@@ -74,7 +47,7 @@ resource "google_storage_bucket" "dead_letter" {
 
   lifecycle_rule {
     condition {
-      age = var.dead_letter_retention_days
+      age = each.value.retention_days
     }
     action {
       type = "Delete"
@@ -94,7 +67,7 @@ resource "google_storage_bucket" "dead_letter" {
 resource "google_storage_bucket_iam_member" "dead_letter_readers" {
   for_each = toset(var.dead_letter_readers)
 
-  bucket = google_storage_bucket.dead_letter.name
+  bucket = google_storage_bucket.data["dead_letter"].name
   role   = "roles/storage.objectViewer"
   member = each.key
 }

@@ -131,8 +131,10 @@ def _delete_age(bucket: dict) -> str:
     [("raw", "raw_retention_days"), ("dead_letter", "dead_letter_retention_days")],
 )
 def test_data_buckets_delete_after_30_days_and_keep_no_hidden_copies(bucket, variable):
-    body = TF.resource("google_storage_bucket", bucket)
-    age = _delete_age(body)
+    body = TF.resource("google_storage_bucket", "data")
+    assert body["for_each"] == "${local.data_buckets}"
+    assert _delete_age(body) == "${each.value.retention_days}"
+    age = TF.locals["data_buckets"][bucket]["retention_days"]
     assert age == f"${{var.{variable}}}"
     assert TF.default_of(age) == 30
     # The variable cannot be raised past the 30 days of the seed design.
@@ -153,7 +155,7 @@ def test_dead_letter_bucket_is_restricted_to_the_worker_and_named_readers():
     on_dead_letters = {
         name: b
         for name, b in bindings.items()
-        if "google_storage_bucket.dead_letter" in b["bucket"]
+        if 'google_storage_bucket.data["dead_letter"]' in b["bucket"]
         or b.get("for_each") == "${local.worker_buckets}"
     }
     assert set(on_dead_letters) == {"dead_letter_readers", "worker_object_admin"}
@@ -342,8 +344,8 @@ def test_worker_has_least_privilege_roles():
         ("roles/artifactregistry.reader", "${google_artifact_registry_repository.images.name}"),
     }
     assert TF.locals["worker_buckets"] == {
-        "raw": "${google_storage_bucket.raw.name}",
-        "dead_letter": "${google_storage_bucket.dead_letter.name}",
+        "raw": '${google_storage_bucket.data["raw"].name}',
+        "dead_letter": '${google_storage_bucket.data["dead_letter"].name}',
         "templates": "${google_storage_bucket.templates.name}",
     }
 
