@@ -13,6 +13,7 @@ from transforms.classify import load_policy
 from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
 from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
+from transforms.pricing.table import load_price_table
 
 __all__ = [
     "LogProgress",
@@ -61,6 +62,15 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         "--classification_policy",
         default=_DEFAULTS.policy_path,
         help="Classification policy: builtin:classification.yaml or a YAML file path.",
+    )
+    _add(
+        parser,
+        "--price_table",
+        default=_DEFAULTS.price_table,
+        help=(
+            "Price table for the metrics' estimated cost: builtin:prices.yaml, a YAML file path "
+            "or a gs:// object (read at launch)."
+        ),
     )
     for flag, help_text in (
         ("max_event_bytes", "Events larger than this are dead-lettered as oversize."),
@@ -120,6 +130,7 @@ def core_config(options) -> CoreConfig:
             requests_per_minute=options.dlp_requests_per_minute,
             escalate_class=options.dlp_escalate_class,
         ),
+        price_table=options.price_table,
     )
 
 
@@ -128,8 +139,8 @@ def validate_core(options) -> list[str]:
 
     Checks what would otherwise fail late on the workers: the engine exists and its options
     are complete (DLP project and templates), the key resolves here (launching without the key
-    is an error), the policy loads and knows the escalation class, numbers are positive. No
-    service is called.
+    is an error), the policy loads and knows the escalation class, the price table loads,
+    numbers are positive. No service is called.
     """
     problems = []
     config = core_config(options)
@@ -158,6 +169,10 @@ def validate_core(options) -> list[str]:
             check()
         except (ValueError, OSError, KeyError) as error:
             problems.append(str(error))
+    try:
+        load_price_table(config.price_table)
+    except ValueError as error:
+        problems.append(f"--price_table: {error}")
     return problems
 
 

@@ -24,6 +24,7 @@ from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents
 from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import DlpOptions, RedactionSettings
+from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
 from transforms.redact import RedactPii
 
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
@@ -37,7 +38,8 @@ class CoreConfig(NamedTuple):
     """Every knob of the core transform; pipelines build it from their options.
 
     Durations are in seconds. Defaults are the production defaults. ``dlp`` is used by the
-    ``dlp`` and ``hybrid`` redaction engines only.
+    ``dlp`` and ``hybrid`` redaction engines only. ``price_table`` (``builtin:NAME``, a path or
+    a ``gs://`` object) is read where the pipeline is built and travels with the transform.
     """
 
     redaction_engine: str = "offline"
@@ -52,6 +54,7 @@ class CoreConfig(NamedTuple):
     allowed_lateness_s: int = 3600
     early_firing_s: int = 30
     dlp: DlpOptions = DlpOptions()
+    price_table: str = DEFAULT_PRICE_TABLE
 
 
 class AnalyzeEvents(beam.PTransform):
@@ -108,6 +111,7 @@ class AnalyzeEvents(beam.PTransform):
             window_size_s=c.window_size_s,
             allowed_lateness_s=c.allowed_lateness_s,
             early_firing_s=c.early_firing_s,
+            prices=load_price_table(c.price_table),
         )
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()

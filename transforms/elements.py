@@ -42,6 +42,9 @@ class Event(NamedTuple):
     prompt: str | None
     response: str | None
     unknown_field_count: int
+    # Set instead of user_id when the input already carried the pseudonym (a dead-letter
+    # replay: dead-letter payloads store the user id pseudonymised); user_id is then empty.
+    user_key: str | None = None
 
 
 class RedactedEvent(NamedTuple):
@@ -101,6 +104,12 @@ class MetricRow(NamedTuple):
     pane_index: int
     is_final: bool
     emitted_at: dt.datetime
+    # Nullable in the contract so that existing tables take them in place; the core always
+    # sets them (the defaults only keep older constructors working).
+    source: str | None = None
+    unsplit_token_sum: int | None = None
+    estimated_cost_usd: float | None = None
+    price_table_version: str | None = None
 
 
 class AuditRecord(NamedTuple):
@@ -136,6 +145,7 @@ class DeadLetter(NamedTuple):
     payload_state: str
     payload_sha256: str
     payload_bytes: int
+    replay_of: str | None = None
 
 
 _SCALARS = (str, int, float, bytes, type(None), dt.datetime, dt.date)
