@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import time
 
@@ -18,7 +19,10 @@ from transforms.pricing.table import load_price_table
 __all__ = [
     "LogProgress",
     "add_core_options",
+    "add_date_range_options",
     "core_config",
+    "date_range",
+    "parse_date",
     "validate_core",
 ]
 
@@ -84,6 +88,38 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
     ):
         _add(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
     _add_dlp_options(parser)
+
+
+def add_date_range_options(parser: argparse.ArgumentParser) -> None:
+    """``--start_date``/``--end_date``: the date partitions a batch command reads.
+
+    One definition for the backfill (the archive's ``event_date`` partitions) and the dead-letter
+    replay (the ``dt`` partitions, the UTC date of failure), because Beam parses the flags of
+    every options class with one parser.
+    """
+    _add(
+        parser,
+        "--start_date",
+        help="First date partition to read, YYYY-MM-DD: the archive's event_date (backfill, "
+        "avro) or the dead letters' failure date (replay).",
+    )
+    _add(parser, "--end_date", help="Last date partition to read, inclusive, YYYY-MM-DD.")
+
+
+def parse_date(value: str | None, flag: str, problems: list[str]) -> dt.date | None:
+    """``value`` as a date; None (and a problem naming ``--flag``) when it is not YYYY-MM-DD."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        problems.append(f"--{flag} must be a date YYYY-MM-DD")
+        return None
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every date from ``start`` to ``end``, both included."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _add_dlp_options(parser: argparse.ArgumentParser) -> None:
