@@ -30,8 +30,10 @@ from transforms.redact import RedactPii
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
 
 # json: raw gateway events (bytes). redacted: events read back from the raw archive, already
-# parsed, redacted and classified; a replay starts at deduplication.
-INPUT_FORMATS = ("json", "redacted")
+# parsed, redacted and classified; a replay starts at deduplication. replay: dead-letter payloads
+# (bytes, already redacted, the user id as its pseudonym) re-submitted by a dead-letter replay:
+# the whole chain, with parsing in replay mode.
+INPUT_FORMATS = ("json", "redacted", "replay")
 
 
 class CoreConfig(NamedTuple):
@@ -65,7 +67,9 @@ class AnalyzeEvents(beam.PTransform):
     each event with its event time (from Pub/Sub with ``timestamp_attribute`` they are already
     equal). With ``input_format="redacted"`` (archive replay) the input is
     PCollection[RedactedEvent] timestamped with event time, and the chain starts at
-    deduplication; ``dead_letters`` is then empty.
+    deduplication; ``dead_letters`` is then empty. With ``input_format="replay"`` the input is
+    dead-letter payloads (bytes) and the whole chain runs, parsing in replay mode (a
+    pseudonymised ``user_id`` is kept as the user key).
 
     Returns a dict of PCollections:
       ``events``: ``RedactedEvent``, first copies, timestamped with event time (to archive);
@@ -93,7 +97,9 @@ class AnalyzeEvents(beam.PTransform):
         c = self._config
         redaction = RedactionSettings(c.redaction_engine, c.pseudonym_key, c.dlp)
         parsed = raw | "ParseEvents" >> ParseEvents(
-            redaction, ParseLimits(c.max_event_bytes, c.max_clock_skew_s)
+            redaction,
+            ParseLimits(c.max_event_bytes, c.max_clock_skew_s),
+            replay=self._input_format == "replay",
         )
         redacted = parsed.events | "RedactPii" >> RedactPii(
             redaction, c.policy_path, c.redaction_batch_size

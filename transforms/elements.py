@@ -42,9 +42,12 @@ class Event(NamedTuple):
     prompt: str | None
     response: str | None
     unknown_field_count: int
-    # Set instead of user_id when the input already carried the pseudonym (a dead-letter
-    # replay: dead-letter payloads store the user id pseudonymised); user_id is then empty.
+    # Dead-letter replay only (parse's replay mode). user_key: set instead of user_id when the
+    # payload carried the pseudonym (dead-letter payloads store the user id pseudonymised);
+    # user_id is then empty. input_sha256: SHA-256 of the submitted payload, so that a later
+    # failure of the event (redaction) can be matched to the payload it came from.
     user_key: str | None = None
+    input_sha256: str | None = None
 
 
 class RedactedEvent(NamedTuple):
