@@ -28,8 +28,6 @@ import sys
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
@@ -44,6 +42,7 @@ from pipelines.common import (
     validate_core,
 )
 from pipelines.embedded import WriteEmbedded
+from pipelines.io.files import ReadAvroRecords
 from pipelines.launch import configure_logging, launch
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
@@ -114,14 +113,6 @@ def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
 
 
-class _ReadAvroFn(beam.DoFn):
-    def process(self, readable: fileio.ReadableFile):
-        import fastavro
-
-        with readable.open() as handle:
-            yield from fastavro.reader(handle)
-
-
 def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
     """Wires the graph and returns the core outputs plus the sinks' results."""
     config = core_config(options)
@@ -158,9 +149,7 @@ def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
     return (
         pipeline
         | "Partitions" >> beam.Create(patterns)
-        | "MatchPartitions" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-        | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-        | "ReadAvro" >> beam.ParDo(_ReadAvroFn())
+        | "ReadArchive" >> ReadAvroRecords("redacted_event")
         | "ToEvents" >> beam.Map(_redacted_event)
         | "LogProgress" >> LogProgress("archived events read")
     )
