@@ -63,6 +63,7 @@ __all__ = [
     "UpsertMetrics",
     "bigquery_view_sql",
     "create_warehouse",
+    "delete_metrics_before",
     "duckdb_view_sql",
     "latest_panes",
     "metric_rows_to_arrow",
@@ -388,6 +389,28 @@ def upsert_metric_rows(
         on_retry=on_retry,
     )
     return incoming.num_rows
+
+
+def delete_metrics_before(db_path: str, cutoff: dt.datetime, *, dry_run: bool = False) -> int:
+    """Deletes the ``metrics_minute`` rows whose window starts before ``cutoff`` (retention).
+
+    Returns the number of rows deleted, or with ``dry_run`` the number that would be (nothing is
+    changed). A database file that does not exist holds no rows.
+    """
+    if not os.path.exists(db_path):
+        return 0
+
+    def delete(con: duckdb.DuckDBPyConnection) -> int:
+        (count,) = con.execute(
+            f"SELECT count(*) FROM {METRICS_TABLE} WHERE window_start < ?", [cutoff]
+        ).fetchone()
+        if count and not dry_run:
+            con.execute(f"DELETE FROM {METRICS_TABLE} WHERE window_start < ?", [cutoff])
+        return count
+
+    return _with_connection(
+        db_path, delete, max_attempts=DEFAULT_MAX_ATTEMPTS, first_backoff_s=DEFAULT_FIRST_BACKOFF_S
+    )
 
 
 def read_metrics(db_path: str, relation: str = METRICS_TABLE) -> pd.DataFrame:
