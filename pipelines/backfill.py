@@ -1,4 +1,4 @@
-"""Batch pipeline: backfill from JSON-lines files, or replay the redacted raw archive.
+"""Batch pipeline: backfill from JSON-lines files, or reconcile metrics from the raw archive.
 
 Bounded. The same core transform as streaming; only reading and writing differ.
 
@@ -8,9 +8,17 @@ Bounded. The same core transform as streaming; only reading and writing differ.
 
 With ``--input_format json`` every line is one gateway event; events are parsed, redacted,
 deduplicated over the whole input (exact), aggregated and archived. With ``avro``, ``--input``
-is the root holding ``raw/`` and only the partitions selected by ``--start_date``,
-``--end_date`` and ``--regions`` are read (by path); the events are already redacted, so the
-replay starts at deduplication and does not rewrite the archive.
+is the root holding ``raw/`` (a directory or ``gs://``) and only the partitions selected by
+``--start_date``, ``--end_date`` and ``--regions`` are read (by path); the events are already
+redacted, so the replay starts at deduplication and does not rewrite the archive.
+
+Reconciliation: the archive holds every written event, late or not, and every copy the
+streaming dedupe let through after its TTL. Replaying it is exact where streaming is not:
+dedupe is global over the whole selected range, and on a bounded input nothing is late, so
+every event is in its window. The rows (``source = backfill``, priced with ``--price_table``)
+replace the streaming rows of the same keys in the warehouse, and re-running changes nothing.
+A window must lie within one day for a day's partitions to hold all of it, so a reconciliation
+by date needs ``--window_size_s`` to divide 86,400.
 """
 
 from __future__ import annotations
@@ -20,14 +28,21 @@ import sys
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.common import LogProgress, add_core_options, core_config, validate_core
+from pipelines.common import (
+    LogProgress,
+    add_core_options,
+    add_date_range_options,
+    core_config,
+    date_range,
+    parse_date,
+    validate_core,
+)
 from pipelines.embedded import WriteEmbedded
+from pipelines.io.files import ReadAvroRecords
 from pipelines.launch import configure_logging, launch
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
@@ -36,6 +51,7 @@ from transforms.elements import RedactedEvent
 __all__ = ["BackfillOptions", "build", "partition_patterns", "run"]
 
 INPUT_FORMATS = ("json", "avro")
+SECONDS_PER_DAY = 86_400
 
 
 class BackfillOptions(PipelineOptions):
@@ -48,19 +64,8 @@ class BackfillOptions(PipelineOptions):
             "--input", help="json: glob of JSON-lines files; avro: root holding raw/."
         )
         parser.add_argument("--input_format", default="json", help=f"One of {INPUT_FORMATS}.")
-        parser.add_argument("--start_date", help="avro: first event_date to read (YYYY-MM-DD).")
-        parser.add_argument("--end_date", help="avro: last event_date to read, inclusive.")
+        add_date_range_options(parser)
         parser.add_argument("--regions", help="avro: comma-separated regions (default: all).")
-
-
-def _date(value: str | None, flag: str, problems: list[str]) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        problems.append(f"--{flag} must be a date YYYY-MM-DD")
-        return None
 
 
 def validate(options: BackfillOptions) -> list[str]:
@@ -69,14 +74,19 @@ def validate(options: BackfillOptions) -> list[str]:
         problems.append("--input is required")
     if options.input_format not in INPUT_FORMATS:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
-    start = _date(options.start_date, "start_date", problems)
-    end = _date(options.end_date, "end_date", problems)
+    start = parse_date(options.start_date, "start_date", problems)
+    end = parse_date(options.end_date, "end_date", problems)
     if options.input_format == "json" and (start or end or options.regions):
         problems.append("--start_date/--end_date/--regions select archive partitions: avro only")
     if options.input_format == "avro" and bool(start) != bool(end):
         problems.append("--start_date and --end_date go together")
     if start and end and end < start:
         problems.append("--end_date is before --start_date")
+    if start and options.window_size_s > 0 and SECONDS_PER_DAY % options.window_size_s:
+        problems.append(
+            "--window_size_s must divide a day (86400 s) to reconcile by date: a window across "
+            "midnight would be recomputed from one day's partitions only"
+        )
     return problems
 
 
@@ -88,7 +98,7 @@ def partition_patterns(
     if start is None or end is None:
         dates = ["*"]
     else:
-        dates = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        dates = [d.isoformat() for d in date_range(start, end)]
     return [
         FileSystems.join(root, "raw", f"event_date={d}", f"region={r}", "*.avro")
         for d in dates
@@ -101,14 +111,6 @@ def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     record["policy_flags"] = tuple(record["policy_flags"])
     event = RedactedEvent(**record)
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
-
-
-class _ReadAvroFn(beam.DoFn):
-    def process(self, readable: fileio.ReadableFile):
-        import fastavro
-
-        with readable.open() as handle:
-            yield from fastavro.reader(handle)
 
 
 def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
@@ -140,16 +142,14 @@ def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
     regions = [r.strip() for r in options.regions.split(",")] if options.regions else None
     patterns = partition_patterns(
         options.input,
-        _date(options.start_date, "start_date", []),
-        _date(options.end_date, "end_date", []),
+        parse_date(options.start_date, "start_date", []),
+        parse_date(options.end_date, "end_date", []),
         regions,
     )
     return (
         pipeline
         | "Partitions" >> beam.Create(patterns)
-        | "MatchPartitions" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-        | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-        | "ReadAvro" >> beam.ParDo(_ReadAvroFn())
+        | "ReadArchive" >> ReadAvroRecords("redacted_event")
         | "ToEvents" >> beam.Map(_redacted_event)
         | "LogProgress" >> LogProgress("archived events read")
     )

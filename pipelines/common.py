@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import time
 
@@ -13,11 +14,15 @@ from transforms.classify import load_policy
 from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
 from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
+from transforms.pricing.table import load_price_table
 
 __all__ = [
     "LogProgress",
     "add_core_options",
+    "add_date_range_options",
     "core_config",
+    "date_range",
+    "parse_date",
     "validate_core",
 ]
 
@@ -62,6 +67,15 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS.policy_path,
         help="Classification policy: builtin:classification.yaml or a YAML file path.",
     )
+    _add(
+        parser,
+        "--price_table",
+        default=_DEFAULTS.price_table,
+        help=(
+            "Price table for the metrics' estimated cost: builtin:prices.yaml, a YAML file path "
+            "or a gs:// object (read at launch)."
+        ),
+    )
     for flag, help_text in (
         ("max_event_bytes", "Events larger than this are dead-lettered as oversize."),
         ("max_clock_skew_s", "Event times further ahead of the worker clock are rejected."),
@@ -74,6 +88,38 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
     ):
         _add(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
     _add_dlp_options(parser)
+
+
+def add_date_range_options(parser: argparse.ArgumentParser) -> None:
+    """``--start_date``/``--end_date``: the date partitions a batch command reads.
+
+    One definition for the backfill (the archive's ``event_date`` partitions) and the dead-letter
+    replay (the ``dt`` partitions, the UTC date of failure), because Beam parses the flags of
+    every options class with one parser.
+    """
+    _add(
+        parser,
+        "--start_date",
+        help="First date partition to read, YYYY-MM-DD: the archive's event_date (backfill, "
+        "avro) or the dead letters' failure date (replay).",
+    )
+    _add(parser, "--end_date", help="Last date partition to read, inclusive, YYYY-MM-DD.")
+
+
+def parse_date(value: str | None, flag: str, problems: list[str]) -> dt.date | None:
+    """``value`` as a date; None (and a problem naming ``--flag``) when it is not YYYY-MM-DD."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        problems.append(f"--{flag} must be a date YYYY-MM-DD")
+        return None
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every date from ``start`` to ``end``, both included."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _add_dlp_options(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +166,7 @@ def core_config(options) -> CoreConfig:
             requests_per_minute=options.dlp_requests_per_minute,
             escalate_class=options.dlp_escalate_class,
         ),
+        price_table=options.price_table,
     )
 
 
@@ -128,8 +175,8 @@ def validate_core(options) -> list[str]:
 
     Checks what would otherwise fail late on the workers: the engine exists and its options
     are complete (DLP project and templates), the key resolves here (launching without the key
-    is an error), the policy loads and knows the escalation class, numbers are positive. No
-    service is called.
+    is an error), the policy loads and knows the escalation class, the price table loads,
+    numbers are positive. No service is called.
     """
     problems = []
     config = core_config(options)
@@ -158,6 +205,10 @@ def validate_core(options) -> list[str]:
             check()
         except (ValueError, OSError, KeyError) as error:
             problems.append(str(error))
+    try:
+        load_price_table(config.price_table)
+    except ValueError as error:
+        problems.append(f"--price_table: {error}")
     return problems
 
 

@@ -28,14 +28,17 @@ class WriteEmbedded(beam.PTransform):
     Args:
       output_root: directory of all outputs (created if missing).
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
+      metrics: upsert ``metrics``; False for a dead-letter replay, whose rows would hold the
+        replayed events alone (the reconciliation of their days writes the metrics).
 
     Returns a dict of the file sinks' results, PCollections of (path, record count).
     """
 
-    def __init__(self, output_root: str, archive: bool = True):
+    def __init__(self, output_root: str, archive: bool = True, metrics: bool = True):
         super().__init__()
         self._root = output_root
         self._archive = archive
+        self._metrics = metrics
 
     def expand(self, outputs):
         os.makedirs(self._root, exist_ok=True)
@@ -45,8 +48,9 @@ class WriteEmbedded(beam.PTransform):
         }
         if self._archive:
             written["raw"] = outputs["events"] | "WriteRawEvents" >> WriteRawEvents(self._root)
-        _ = outputs["metrics"] | "UpsertMetrics" >> UpsertMetrics(
-            os.path.join(self._root, WAREHOUSE_DB)
-        )
+        if self._metrics:
+            _ = outputs["metrics"] | "UpsertMetrics" >> UpsertMetrics(
+                os.path.join(self._root, WAREHOUSE_DB)
+            )
         _ = outputs["audit"] | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
         return written

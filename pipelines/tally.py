@@ -141,10 +141,15 @@ def _audit_keys(record) -> list[tuple[str, int]]:
     return keys
 
 
+def _given_keys(item: tuple[str, int]) -> list[tuple[str, int]]:
+    return [item]
+
+
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
-    (``AuditRecord``), ``events`` (written ``RedactedEvent``) and ``metrics`` (``MetricRow``).
-    Output: the totals dicts written (one per firing)."""
+    (``AuditRecord``), ``events`` (written ``RedactedEvent``), optionally ``metrics``
+    (``MetricRow``) and ``counts`` (``(name, n)`` pairs, summed as they are: what a command
+    counts beyond these). Output: the totals dicts written (one per firing)."""
 
     def __init__(self, output_root: str, run_id: str, every_s: int = 10):
         super().__init__()
@@ -158,9 +163,11 @@ class TallyOutcomes(beam.PTransform):
         branches = {
             "Read": (inputs["read"], _read_keys),
             "Outcomes": (inputs["audit"], _audit_keys),
-            "MetricPanes": (inputs["metrics"], _pane_keys),
+            "MetricPanes": (inputs.get("metrics"), _pane_keys),
             "Redactions": (inputs["events"], _redaction_keys),
+            "Counts": (inputs.get("counts"), _given_keys),
         }
+        branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
         if inputs["read"].is_bounded:
             windowing = {}
         else:

@@ -25,8 +25,8 @@ def _build(kind: type, fields: dict[str, Any], overrides: dict[str, Any]) -> Any
 def metric_row(*, latencies_ms: tuple[float, ...] = (100.0, 200.0), **overrides: Any) -> MetricRow:
     """Returns a valid ``MetricRow``; any field can be overridden by keyword.
 
-    ``latencies_ms`` fills the sketch bins and percentiles (via ``transforms.sketches``) and
-    ``request_count``, unless those are overridden.
+    ``latencies_ms`` fills the sketch bins and percentiles (via ``transforms.sketches``),
+    ``request_count`` and the cost (0.25 USD per request), unless those are overridden.
     """
     counts = sketches.new_latency_counts()
     for latency_ms in latencies_ms:
@@ -58,6 +58,10 @@ def metric_row(*, latencies_ms: tuple[float, ...] = (100.0, 200.0), **overrides:
         "pane_index": 0,
         "is_final": False,
         "emitted_at": window_start + dt.timedelta(seconds=65),
+        "source": "streaming",
+        "unsplit_token_sum": 0,
+        "estimated_cost_usd": 0.25 * len(latencies_ms),  # a binary fraction: sums are exact
+        "price_table_version": "test-1",
     }
     return _build(MetricRow, fields, overrides)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 from collections import Counter
+from decimal import Decimal
 
 import apache_beam as beam
 import pytest
@@ -24,10 +25,24 @@ from tests.factories import redacted_event
 from transforms import sketches
 from transforms.aggregate import AggregateMetrics, _key_by_model_region, _MetricsCombineFn
 from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+from transforms.pricing.table import parse_price_table
 
 T0_S = 1_769_508_000  # 2026-01-27T10:00:00Z, a boundary of 60 s windows
 MAPPING = LogarithmicMapping(0.01)
 ZERO_INDEX = -2147483648
+# gemini-2.5-pro is priced (the February price is not in effect yet on 2026-01-27);
+# gemini-2.5-flash is not in the table, so its rows have no cost.
+PRICES = parse_price_table(
+    """
+version: test-1
+currency: USD
+models:
+  gemini-2.5-pro:
+    - {effective_from: 2026-01-01, prompt_per_1k: 0.002, completion_per_1k: 0.008}
+    - {effective_from: 2026-02-01, prompt_per_1k: 0.004, completion_per_1k: 0.016}
+"""
+)
+JANUARY = {"gemini-2.5-pro": (Decimal("0.002"), Decimal("0.008"))}
 
 
 def ev(t_s: float, **overrides) -> RedactedEvent:
@@ -54,12 +69,33 @@ def comparable(row: MetricRow) -> MetricRow:
     return row._replace(emitted_at=None, users_hll=(users.lg_config_k, round(users.get_estimate())))
 
 
+def unsplit_tokens(e: RedactedEvent) -> int:
+    """What token_count has beyond the reported split, for events without both counts."""
+    if e.prompt_tokens is not None and e.completion_tokens is not None:
+        return 0
+    return max(e.token_count - (e.prompt_tokens or 0) - (e.completion_tokens or 0), 0)
+
+
+def expected_cost(events: list[RedactedEvent]) -> float | None:
+    """USD at the January prices of the test table, in decimal, to the 1e-9 USD."""
+    if events[0].model not in JANUARY:
+        return None
+    prompt, completion = JANUARY[events[0].model]
+    total = sum(
+        (e.prompt_tokens or 0) * prompt
+        + ((e.completion_tokens or 0) + unsplit_tokens(e)) * completion
+        for e in events
+    )
+    return float((total / 1000).quantize(Decimal("1e-9")))
+
+
 def expected_row(
     events: list[RedactedEvent],
     *,
     pane_timing: str,
     pane_index: int,
     window_s: int = 60,
+    source: str = "streaming",
 ) -> MetricRow:
     """The comparable row for ``events`` (one window, one key), computed independently."""
     start_s = int(events[0].event_time.timestamp()) // window_s * window_s
@@ -95,6 +131,10 @@ def expected_row(
         pane_index=pane_index,
         is_final=False,  # the Python DirectRunner never marks a pane as the last one
         emitted_at=None,
+        source=source,
+        unsplit_token_sum=sum(unsplit_tokens(e) for e in events),
+        estimated_cost_usd=expected_cost(events),
+        price_table_version="test-1",
     )
 
 
@@ -147,7 +187,7 @@ def test_batch_rows_are_exact_per_window_and_key():
             p
             | beam.Create([E1, E2, E3, E4_NEXT_WINDOW, E5_OTHER_REGION])
             | beam.Map(stamped)
-            | AggregateMetrics()
+            | AggregateMetrics(prices=PRICES)
         )
         # Spelled out by hand for the first window, so the reference builder is checked too.
         first_window = MetricRow(
@@ -179,15 +219,26 @@ def test_batch_rows_are_exact_per_window_and_key():
             pane_index=0,
             is_final=False,
             emitted_at=None,
+            source="backfill",  # bounded input
+            unsplit_token_sum=50,  # E2 reported no split
+            # (204 * 0.002 + (106 + 50) * 0.008) / 1000
+            estimated_cost_usd=0.001656,
+            price_table_version="test-1",
         )
-        assert first_window == expected_row([E1, E2, E3], pane_timing="ON_TIME", pane_index=0)
+        assert first_window == expected_row(
+            [E1, E2, E3], pane_timing="ON_TIME", pane_index=0, source="backfill"
+        )
         assert_that(
             rows | "Comparable" >> beam.Map(comparable),
             equal_to(
                 [
                     first_window,
-                    expected_row([E4_NEXT_WINDOW], pane_timing="ON_TIME", pane_index=0),
-                    expected_row([E5_OTHER_REGION], pane_timing="ON_TIME", pane_index=0),
+                    expected_row(
+                        [E4_NEXT_WINDOW], pane_timing="ON_TIME", pane_index=0, source="backfill"
+                    ),
+                    expected_row(
+                        [E5_OTHER_REGION], pane_timing="ON_TIME", pane_index=0, source="backfill"
+                    ),
                 ]
             ),
             label="CheckRows",
@@ -206,10 +257,18 @@ def test_batch_rows_are_exact_per_window_and_key():
 def test_batch_window_size_is_configurable():
     events = [ev(T0_S + s, event_id=f"e{s}", user_key=f"u{s % 7}") for s in range(0, 3600, 90)]
     with TestPipeline() as p:
-        rows = p | beam.Create(events) | beam.Map(stamped) | AggregateMetrics(window_size_s=3600)
+        rows = (
+            p
+            | beam.Create(events)
+            | beam.Map(stamped)
+            | AggregateMetrics(window_size_s=3600, prices=PRICES)
+        )
+        expected = expected_row(
+            events, pane_timing="ON_TIME", pane_index=0, window_s=3600, source="backfill"
+        )
         assert_that(
             rows | "Comparable" >> beam.Map(comparable),
-            equal_to([expected_row(events, pane_timing="ON_TIME", pane_index=0, window_s=3600)]),
+            equal_to([expected]),
             label="CheckOneHourlyRow",
         )
 
@@ -285,6 +344,37 @@ def test_extracted_output_does_not_change_when_the_accumulator_does():
     assert pane == snapshot
 
 
+def test_unsplit_tokens_are_what_token_count_has_beyond_the_reported_split():
+    fn = _MetricsCombineFn()
+    events = [
+        # Both reported: the split is taken as it is, even if token_count disagrees (0).
+        ev(T0_S, event_id="both", token_count=100, prompt_tokens=70, completion_tokens=20),
+        ev(T0_S, event_id="prompt", token_count=100, prompt_tokens=70, completion_tokens=None),
+        ev(T0_S, event_id="completion", token_count=100, prompt_tokens=None, completion_tokens=40),
+        ev(T0_S, event_id="neither", token_count=100, prompt_tokens=None, completion_tokens=None),
+        # More reported than token_count: nothing unsplit, never negative.
+        ev(T0_S, event_id="over", token_count=10, prompt_tokens=25, completion_tokens=None),
+    ]
+    totals = fn.extract_output(_accumulate(fn, events))
+    assert (
+        totals.token_sum,
+        totals.prompt_token_sum,
+        totals.completion_token_sum,
+        totals.unsplit_token_sum,
+    ) == (410, 165, 60, 0 + 30 + 60 + 100 + 0)
+
+
+def test_accumulators_encoded_before_unsplit_tokens_existed_still_decode():
+    # A streaming job updated in place holds accumulators in the old 9-field encoding.
+    fn = _MetricsCombineFn()
+    coder = fn.get_accumulator_coder()
+    legacy = pickle.dumps(pickle.loads(coder.encode(_accumulate(fn, [E1, E2])))[:9])
+    decoded = coder.decode(legacy)
+    assert (decoded.request_count, decoded.token_sum, decoded.unsplit_token_sum) == (2, 350, 0)
+    decoded = fn.add_input(decoded, _key_by_model_region(E2)[1])
+    assert fn.extract_output(decoded).unsplit_token_sum == 50
+
+
 # --- streaming (unbounded input, TestStream) -------------------------------------------------
 
 
@@ -292,7 +382,7 @@ def run_stream(stream: TestStream, expected: list[MetricRow], **aggregate_kwargs
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        rows = p | stream | AggregateMetrics(**aggregate_kwargs)
+        rows = p | stream | AggregateMetrics(prices=PRICES, **aggregate_kwargs)
         assert_that(
             rows | "Comparable" >> beam.Map(comparable), equal_to(expected), label="CheckPanes"
         )

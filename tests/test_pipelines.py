@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import backfill, streaming
+from pipelines import backfill, replay, retention, streaming
 from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
 from pipelines.summary import summarize
 from schemas.contract import parsed_schema
@@ -277,9 +277,12 @@ def test_invalid_options_fail_with_a_clear_message(module, args, message):
 
 def test_readme_documents_every_option():
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    for options in (streaming.StreamingOptions, backfill.BackfillOptions):
+    parsers = [retention._parser()]
+    for options in (streaming.StreamingOptions, backfill.BackfillOptions, replay.ReplayOptions):
         parser = argparse.ArgumentParser()
         options._add_argparse_args(parser)
+        parsers.append(parser)
+    for parser in parsers:
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag != "-h" and flag != "--help":

@@ -34,6 +34,7 @@ from transforms import sketches
 from transforms.elements import to_record
 
 DAY = dt.date(2026, 1, 27)
+NEXT_DAY = DAY + dt.timedelta(days=1)
 
 
 def _eid(name: str) -> str:
@@ -277,6 +278,71 @@ def test_upsert_metrics_rule_within_one_batch_and_on_equal_pane_index(tmp_path):
     assert _stored_rows(db_path) == _expected(later_same_pane)
 
 
+def test_backfill_rows_replace_streaming_rows_and_never_the_reverse(tmp_path):
+    db_path = str(tmp_path / "metrics.duckdb")
+    warehouse.create_warehouse(db_path)
+    streaming = metric_row(latencies_ms=(1.0, 2.0), pane_timing="LATE", pane_index=4)
+    backfill = metric_row(
+        latencies_ms=(1.0, 2.0, 3.0),
+        source="backfill",
+        emitted_at=streaming.emitted_at + dt.timedelta(days=1),
+    )
+    upsert_metric_rows(db_path, [streaming])
+    # A backfill row (pane 0) replaces a streaming row whatever its pane index...
+    upsert_metric_rows(db_path, [backfill])
+    assert _stored_rows(db_path) == _expected(backfill)
+    # ...and a streaming pane arriving later (a late pane, a restarted job) cannot roll it back.
+    later_pane = streaming._replace(
+        pane_index=9, request_count=4, emitted_at=backfill.emitted_at + dt.timedelta(hours=1)
+    )
+    upsert_metric_rows(db_path, [later_pane])
+    assert _stored_rows(db_path) == _expected(backfill)
+    # Within one batch the same rule picks the row (a batch may touch a key once).
+    assert warehouse.latest_panes([later_pane, backfill, streaming]) == [backfill]
+    # Re-running the backfill with the same content changes nothing, emitted_at included.
+    rerun = backfill._replace(emitted_at=backfill.emitted_at + dt.timedelta(days=1))
+    upsert_metric_rows(db_path, [rerun])
+    assert _stored_rows(db_path) == _expected(backfill)
+    # A backfill with a new price table recomputes the cost: the newer row wins.
+    repriced = rerun._replace(estimated_cost_usd=9.5, price_table_version="test-2")
+    upsert_metric_rows(db_path, [repriced])
+    stored = read_metrics(db_path).iloc[0]
+    assert (stored["estimated_cost_usd"], stored["price_table_version"], stored["source"]) == (
+        9.5,
+        "test-2",
+        "backfill",
+    )
+    assert stored["emitted_at"] == repriced.emitted_at
+
+
+def test_an_existing_warehouse_gets_the_new_columns(tmp_path):
+    db_path = str(tmp_path / "metrics.duckdb")
+    new_columns = ("source", "unsplit_token_sum", "estimated_cost_usd", "price_table_version")
+    old_ddl = "\n".join(  # the table as created before these columns existed
+        line
+        for line in warehouse.metrics_table_ddl().splitlines()
+        if not any(f'"{c}"' in line for c in new_columns)
+    )
+    old_row = metric_row(pane_index=3)
+    with duckdb.connect(db_path) as con:
+        con.execute(old_ddl)
+        con.register("old", warehouse.metric_rows_to_arrow([old_row]).drop_columns(new_columns))
+        con.execute("INSERT INTO metrics_minute SELECT * FROM old")
+    warehouse.create_warehouse(db_path)
+    warehouse.create_warehouse(db_path)  # idempotent
+    stored = read_metrics(db_path)
+    assert list(stored.columns)[-4:] == list(new_columns)
+    assert stored[list(new_columns)].isna().all(axis=None)  # rows from before: NULL
+    # A null source counts as streaming: a newer pane replaces it, and so does a backfill.
+    newer = metric_row(pane_index=4, latencies_ms=(1.0, 2.0, 3.0))
+    upsert_metric_rows(db_path, [newer])
+    assert _stored_rows(db_path) == _expected(newer)
+    backfill = metric_row(latencies_ms=(9.0,), source="backfill")
+    upsert_metric_rows(db_path, [backfill])
+    assert _stored_rows(db_path) == _expected(backfill)
+    assert read_metrics(db_path, "metrics_daily")["backfill_window_count"].tolist() == [1]
+
+
 def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
     db_path = str(tmp_path / "metrics.duckdb")
     early = metric_row(pane_timing="EARLY", pane_index=0)
@@ -351,9 +417,11 @@ def _view_example() -> list:
             pane_timing="LATE",
             pane_index=2,
         ),
-        metric_row(region="us-central1", latencies_ms=(5.0,), policy_flag_counts={}),
+        metric_row(
+            region="us-central1", latencies_ms=(5.0,), policy_flag_counts={}, source="backfill"
+        ),
         metric_row(window_start=next_day, latencies_ms=(7.0, 8.0)),
-        metric_row(model="other-model", latencies_ms=(500.0,)),
+        metric_row(model="other-model", latencies_ms=(500.0,), estimated_cost_usd=None),
     ]
 
 
@@ -382,13 +450,16 @@ def test_daily_views_on_a_hand_computed_example(tmp_path):
             r["token_sum"],
             r["prompt_token_sum"],
             r["completion_token_sum"],
+            None if math.isnan(r["estimated_cost_usd"]) else r["estimated_cost_usd"],
+            r["unpriced_window_count"],
+            r["backfill_window_count"],
         )
         for r in daily.to_dict("records")
     ] == [
-        (DAY, "gemini-2.5-pro", "europe-west1", 2, 7, 900 + 1000, 1400, 700),
-        (DAY, "gemini-2.5-pro", "us-central1", 1, 1, 300, 200, 100),
-        (DAY, "other-model", "europe-west1", 1, 1, 300, 200, 100),
-        (DAY + dt.timedelta(days=1), "gemini-2.5-pro", "europe-west1", 1, 2, 600, 400, 200),
+        (DAY, "gemini-2.5-pro", "europe-west1", 2, 7, 900 + 1000, 1400, 700, 0.75 + 1.0, 0, 0),
+        (DAY, "gemini-2.5-pro", "us-central1", 1, 1, 300, 200, 100, 0.25, 0, 1),
+        (DAY, "other-model", "europe-west1", 1, 1, 300, 200, 100, None, 1, 0),
+        (NEXT_DAY, "gemini-2.5-pro", "europe-west1", 1, 2, 600, 400, 200, 0.5, 0, 0),
     ]
     first = daily.iloc[0]
     expected = _quantiles([main_rows, late_row])
@@ -434,7 +505,8 @@ def test_daily_views_on_a_hand_computed_example(tmp_path):
 
     freshness = read_metrics(db_path, "freshness").sort_values(["window_start", "region"])
     late = freshness[freshness["pane_timing"] == "LATE"].iloc[0]
-    assert (late["freshness_s"], late["pane_index"]) == (15.5, 2)
+    assert (late["freshness_s"], late["pane_index"], late["source"]) == (15.5, 2, "streaming")
+    assert sorted(freshness["source"]) == ["backfill"] + ["streaming"] * 4
     assert set(freshness["freshness_s"]) == {5.0, 15.5}
 
     # The views bucket days in UTC whatever the session time zone is.

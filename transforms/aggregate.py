@@ -3,7 +3,9 @@
 Input: deduplicated ``RedactedEvent`` elements, timestamped with their event time, bounded
 (backfill) or unbounded (streaming). Output: one ``MetricRow`` per pane of each fixed event-time
 window and (model, region). Panes accumulate, so each row carries the whole window seen so far
-and sinks upsert by ``(window_start, model, region)``: the latest pane wins.
+and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
+(``source``) wins over a streaming one. Each row carries its estimated cost from a price table
+(``transforms.pricing.table``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,22 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms import sketches
+from transforms.deadletter import METRICS_NAMESPACE
 from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+from transforms.pricing.table import (
+    DEFAULT_PRICE_TABLE,
+    PriceTable,
+    estimate_cost_usd,
+    load_price_table,
+    price_on,
+)
 
-__all__ = ["AggregateMetrics"]
+__all__ = ["BACKFILL", "SOURCES", "STREAMING", "AggregateMetrics"]
+
+# MetricRow.source: a streaming pane (unbounded input) or a batch recomputation (bounded input).
+STREAMING = "streaming"
+BACKFILL = "backfill"
+SOURCES = (STREAMING, BACKFILL)
 
 _QUANTILES = (0.5, 0.95, 0.99)
 
@@ -59,6 +74,7 @@ class _MetricsAccumulator:
         "redaction_counts",
         "request_count",
         "token_sum",
+        "unsplit_token_sum",
         "users",
     )
 
@@ -67,6 +83,7 @@ class _MetricsAccumulator:
         self.token_sum = 0
         self.prompt_token_sum = 0
         self.completion_token_sum = 0
+        self.unsplit_token_sum = 0
         self.latency_counts: sketches.LatencyCounts = sketches.new_latency_counts()
         self.users = sketches.new_users()
         self.policy_flag_counts: dict[str, int] = {}
@@ -90,6 +107,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.policy_flag_counts,
             acc.data_class_counts,
             acc.redaction_counts,
+            acc.unsplit_token_sum,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -97,6 +115,11 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
 
 def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
     acc = _MetricsAccumulator()
+    fields = pickle.loads(data)
+    if len(fields) == 9:
+        # Encoded before unsplit_token_sum existed (state of a streaming job updated in place):
+        # those windows count no unsplit tokens from before the update.
+        fields = (*fields, 0)
     (
         acc.request_count,
         acc.token_sum,
@@ -107,7 +130,8 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.policy_flag_counts,
         acc.data_class_counts,
         acc.redaction_counts,
-    ) = pickle.loads(data)
+        acc.unsplit_token_sum,
+    ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
 
@@ -138,6 +162,7 @@ class _WindowTotals(NamedTuple):
     token_sum: int
     prompt_token_sum: int
     completion_token_sum: int
+    unsplit_token_sum: int
     latency_p50_ms: float
     latency_p95_ms: float
     latency_p99_ms: float
@@ -182,6 +207,12 @@ class _MetricsCombineFn(beam.CombineFn):
             acc.prompt_token_sum += prompt_tokens
         if completion_tokens is not None:
             acc.completion_token_sum += completion_tokens
+        if prompt_tokens is None or completion_tokens is None:
+            # Tokens without a prompt/completion split: what token_count has beyond the part
+            # that was reported. (With both reported, the split is taken as it is.)
+            acc.unsplit_token_sum += max(
+                token_count - (prompt_tokens or 0) - (completion_tokens or 0), 0
+            )
         sketches.add_latency(acc.latency_counts, latency_ms)
         acc.users.update(user_key)
         if policy_flags:
@@ -205,6 +236,7 @@ class _MetricsCombineFn(beam.CombineFn):
             merged.token_sum += acc.token_sum
             merged.prompt_token_sum += acc.prompt_token_sum
             merged.completion_token_sum += acc.completion_token_sum
+            merged.unsplit_token_sum += acc.unsplit_token_sum
             sketches.merge_latency_counts(merged.latency_counts, acc.latency_counts)
             user_sketches.append(acc.users)
             _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
@@ -221,6 +253,7 @@ class _MetricsCombineFn(beam.CombineFn):
             token_sum=acc.token_sum,
             prompt_token_sum=acc.prompt_token_sum,
             completion_token_sum=acc.completion_token_sum,
+            unsplit_token_sum=acc.unsplit_token_sum,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
             latency_p99_ms=p99,
@@ -274,12 +307,19 @@ class _MergePartialsFn(_MetricsCombineFn):
 
 
 class _FormatMetricRowFn(beam.DoFn):
-    """Turns one pane's ``((model, region), _WindowTotals)`` into a ``MetricRow``.
+    """Turns one pane's ``((model, region), _WindowTotals)`` into a priced ``MetricRow``.
 
     pane_timing is the runner's. Caveat of the Python DirectRunner (not Dataflow): it labels a
     processing-time firing by comparing the processing time with the window end, so an EARLY
     pane that fires after the window's end in wall-clock time is reported as LATE.
     """
+
+    def __init__(self, source: str, prices: PriceTable):
+        self._source = source
+        self._prices = prices
+
+    def setup(self):
+        self._unpriced = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "metric_rows_unpriced")
 
     def process(
         self,
@@ -288,8 +328,20 @@ class _FormatMetricRowFn(beam.DoFn):
         pane: PaneInfo = beam.DoFn.PaneInfoParam,
     ):
         (model, region), totals = element
+        window_start = win.start.to_utc_datetime(has_tz=True)
+        price = price_on(self._prices, model, window_start.date())
+        if price is None:
+            self._unpriced.inc()
+            cost = None
+        else:
+            cost = estimate_cost_usd(
+                price,
+                totals.prompt_token_sum,
+                totals.completion_token_sum,
+                totals.unsplit_token_sum,
+            )
         yield MetricRow(
-            window_start=win.start.to_utc_datetime(has_tz=True),
+            window_start=window_start,
             window_end=win.end.to_utc_datetime(has_tz=True),
             model=model,
             region=region,
@@ -311,6 +363,10 @@ class _FormatMetricRowFn(beam.DoFn):
             pane_index=pane.index,
             is_final=pane.is_last,
             emitted_at=dt.datetime.now(dt.UTC),
+            source=self._source,
+            unsplit_token_sum=totals.unsplit_token_sum,
+            estimated_cost_usd=cost,
+            price_table_version=self._prices.version,
         )
 
 
@@ -336,8 +392,19 @@ class AggregateMetrics(beam.PTransform):
     and are in no row (the raw archive still has them; a backfill recomputes the window).
     Panes accumulate: every row holds everything the window has received so far, so the latest
     pane of a key supersedes the earlier ones. On a bounded input the watermark jumps to the
-    end, so each window and key gets one complete pane (ON_TIME on the DirectRunner), and
-    there are no early firings.
+    end only after every element has been read, so each window and key gets one complete pane
+    (ON_TIME on the DirectRunner) holding every event of the input, whatever its event time:
+    in batch nothing is late, nothing is dropped for lateness, and there are no early firings.
+
+    ``source`` says which of the two a row is: ``streaming`` (unbounded input, approximate:
+    the runner drops events beyond the allowed lateness, and upstream dedupe is exact only
+    within its TTL) or ``backfill`` (bounded input: exact over that input). Sinks let a backfill
+    row replace the streaming row of its key (reconciliation).
+
+    Cost: each row is priced with ``prices`` at the window's UTC start date
+    (``transforms.pricing.table``): ``estimated_cost_usd`` and ``price_table_version``;
+    ``estimated_cost_usd`` is None for a model without a price then (counter
+    ``metric_rows_unpriced``).
 
     ``is_final`` is the runner's ``PaneInfo.is_last``. Only a pane fired when the window
     expires (window end + ``allowed_lateness_s``) has it; the windowing's closing behaviour is
@@ -353,6 +420,8 @@ class AggregateMetrics(beam.PTransform):
         allowed_lateness_s: how long after a window's end (in event time, measured by the
             watermark) late events still update it, in seconds.
         early_firing_s: processing-time delay between speculative EARLY panes, in seconds.
+        prices: the parsed price table (default: the packaged ``prices.yaml``). It travels with
+            the transform, so workers never read the file.
 
     Raises:
         TypeError, ValueError: an argument is not a positive int.
@@ -363,11 +432,13 @@ class AggregateMetrics(beam.PTransform):
         window_size_s: int = 60,
         allowed_lateness_s: int = 3600,
         early_firing_s: int = 30,
+        prices: PriceTable | None = None,
     ) -> None:
         super().__init__()
         self._window_size_s = _positive_int("window_size_s", window_size_s)
         self._allowed_lateness_s = _positive_int("allowed_lateness_s", allowed_lateness_s)
         self._early_firing_s = _positive_int("early_firing_s", early_firing_s)
+        self._prices = prices if prices is not None else load_price_table(DEFAULT_PRICE_TABLE)
 
     def expand(self, events: beam.PCollection[RedactedEvent]) -> beam.PCollection[MetricRow]:
         # Trigger: EARLY panes every early_firing_s of processing time give dashboards a
@@ -422,4 +493,5 @@ class AggregateMetrics(beam.PTransform):
                 | "PreCombinePerBundle" >> beam.ParDo(_PreCombineFn())
                 | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
             )
-        return combined | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn())
+        source = BACKFILL if events.is_bounded else STREAMING
+        return combined | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn(source, self._prices))

@@ -24,20 +24,24 @@ from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents
 from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import DlpOptions, RedactionSettings
+from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
 from transforms.redact import RedactPii
 
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
 
 # json: raw gateway events (bytes). redacted: events read back from the raw archive, already
-# parsed, redacted and classified; a replay starts at deduplication.
-INPUT_FORMATS = ("json", "redacted")
+# parsed, redacted and classified; a replay starts at deduplication. replay: dead-letter payloads
+# (bytes, already redacted, the user id as its pseudonym) re-submitted by a dead-letter replay:
+# the whole chain, with parsing in replay mode.
+INPUT_FORMATS = ("json", "redacted", "replay")
 
 
 class CoreConfig(NamedTuple):
     """Every knob of the core transform; pipelines build it from their options.
 
     Durations are in seconds. Defaults are the production defaults. ``dlp`` is used by the
-    ``dlp`` and ``hybrid`` redaction engines only.
+    ``dlp`` and ``hybrid`` redaction engines only. ``price_table`` (``builtin:NAME``, a path or
+    a ``gs://`` object) is read where the pipeline is built and travels with the transform.
     """
 
     redaction_engine: str = "offline"
@@ -52,6 +56,7 @@ class CoreConfig(NamedTuple):
     allowed_lateness_s: int = 3600
     early_firing_s: int = 30
     dlp: DlpOptions = DlpOptions()
+    price_table: str = DEFAULT_PRICE_TABLE
 
 
 class AnalyzeEvents(beam.PTransform):
@@ -62,7 +67,9 @@ class AnalyzeEvents(beam.PTransform):
     each event with its event time (from Pub/Sub with ``timestamp_attribute`` they are already
     equal). With ``input_format="redacted"`` (archive replay) the input is
     PCollection[RedactedEvent] timestamped with event time, and the chain starts at
-    deduplication; ``dead_letters`` is then empty.
+    deduplication; ``dead_letters`` is then empty. With ``input_format="replay"`` the input is
+    dead-letter payloads (bytes) and the whole chain runs, parsing in replay mode (a
+    pseudonymised ``user_id`` is kept as the user key).
 
     Returns a dict of PCollections:
       ``events``: ``RedactedEvent``, first copies, timestamped with event time (to archive);
@@ -90,7 +97,9 @@ class AnalyzeEvents(beam.PTransform):
         c = self._config
         redaction = RedactionSettings(c.redaction_engine, c.pseudonym_key, c.dlp)
         parsed = raw | "ParseEvents" >> ParseEvents(
-            redaction, ParseLimits(c.max_event_bytes, c.max_clock_skew_s)
+            redaction,
+            ParseLimits(c.max_event_bytes, c.max_clock_skew_s),
+            replay=self._input_format == "replay",
         )
         redacted = parsed.events | "RedactPii" >> RedactPii(
             redaction, c.policy_path, c.redaction_batch_size
@@ -108,6 +117,7 @@ class AnalyzeEvents(beam.PTransform):
             window_size_s=c.window_size_s,
             allowed_lateness_s=c.allowed_lateness_s,
             early_firing_s=c.early_firing_s,
+            prices=load_price_table(c.price_table),
         )
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()

@@ -1,4 +1,5 @@
-"""Audit records: one per event and outcome (written, duplicate, dead_lettered).
+"""Audit records: one per event and outcome (written, duplicate, dead_lettered), and one per
+dead letter a replay re-submitted (replayed).
 
 Audit records carry ids, the data class and redaction counts; never text, never a clear user id.
 ``audit_id`` is derived from the idempotency key, so sinks can upsert and a replay writes the
@@ -19,16 +20,21 @@ __all__ = [
     "DEAD_LETTERED",
     "DUPLICATE",
     "OUTCOMES",
+    "REPLAYED",
     "WRITTEN",
     "RecordOutcomes",
     "audit_dead_letter",
     "audit_event",
+    "audit_replay",
 ]
 
 WRITTEN = "written"
 DUPLICATE = "duplicate"
 DEAD_LETTERED = "dead_lettered"
-OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)
+OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)  # what processing an input ends in
+# Not an outcome of processing: the note that a dead-letter replay re-submitted a dead letter's
+# payload. What became of it is recorded under one of OUTCOMES.
+REPLAYED = "replayed"
 
 
 def _audit_id(*parts: str) -> str:
@@ -62,6 +68,31 @@ def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditReco
         request_id=record.request_id,
         user_key=None,
         outcome=DEAD_LETTERED,
+        reason=record.reason,
+        data_class=None,
+        redaction_counts={},
+        model=None,
+        region=None,
+        event_time=None,
+        dead_letter_id=record.dead_letter_id,
+        recorded_at=recorded_at,
+    )
+
+
+def audit_replay(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
+    """The record that ``record``'s payload was re-submitted by a dead-letter replay.
+
+    Keyed by the dead letter (``audit_id`` from (dead_letter_id, replayed)), with ``event_id``
+    left null so that every replayed dead letter has its own record even when two share an
+    event id; the dead letter and its ``dead_lettered`` record hold the event id. ``reason`` is
+    the reason the record was dead-lettered for.
+    """
+    return AuditRecord(
+        audit_id=_audit_id(record.dead_letter_id, REPLAYED),
+        event_id=None,
+        request_id=record.request_id,
+        user_key=None,
+        outcome=REPLAYED,
         reason=record.reason,
         data_class=None,
         redaction_counts={},

@@ -24,6 +24,7 @@ __all__ = [
     "PAYLOAD_REDACTED",
     "InvalidEvent",
     "count_dead_letter",
+    "dead_letter_id",
     "make_dead_letter",
 ]
 
@@ -45,6 +46,11 @@ class InvalidEvent(Exception):
         self.message = message
 
 
+def dead_letter_id(payload_sha256: str, step: str, reason: str) -> str:
+    """The deterministic id of a dead letter: the same input failing the same way, same id."""
+    return hashlib.sha256(f"{payload_sha256}|{step}|{reason}".encode()).hexdigest()
+
+
 def make_dead_letter(
     *,
     raw: bytes,
@@ -56,12 +62,16 @@ def make_dead_letter(
     failed_at: dt.datetime,
     event_id: str | None = None,
     request_id: str | None = None,
+    input_sha256: str | None = None,
 ) -> DeadLetter:
-    """Builds a dead-letter record. ``payload`` must already be redacted (or None)."""
-    payload_sha256 = hashlib.sha256(raw).hexdigest()
-    dead_letter_id = hashlib.sha256(f"{payload_sha256}|{step}|{reason}".encode()).hexdigest()
+    """Builds a dead-letter record. ``payload`` must already be redacted (or None).
+
+    ``input_sha256`` overrides the hash of ``raw`` when the step knows the input's own hash
+    (a replayed payload that failed after parsing).
+    """
+    payload_sha256 = input_sha256 or hashlib.sha256(raw).hexdigest()
     return DeadLetter(
-        dead_letter_id=dead_letter_id,
+        dead_letter_id=dead_letter_id(payload_sha256, step, reason),
         event_id=event_id,
         request_id=request_id,
         reason=reason,

@@ -42,6 +42,12 @@ class Event(NamedTuple):
     prompt: str | None
     response: str | None
     unknown_field_count: int
+    # Dead-letter replay only (parse's replay mode). user_key: set instead of user_id when the
+    # payload carried the pseudonym (dead-letter payloads store the user id pseudonymised);
+    # user_id is then empty. input_sha256: SHA-256 of the submitted payload, so that a later
+    # failure of the event (redaction) can be matched to the payload it came from.
+    user_key: str | None = None
+    input_sha256: str | None = None
 
 
 class RedactedEvent(NamedTuple):
@@ -101,6 +107,12 @@ class MetricRow(NamedTuple):
     pane_index: int
     is_final: bool
     emitted_at: dt.datetime
+    # Nullable in the contract so that existing tables take them in place; the core always
+    # sets them (the defaults only keep older constructors working).
+    source: str | None = None
+    unsplit_token_sum: int | None = None
+    estimated_cost_usd: float | None = None
+    price_table_version: str | None = None
 
 
 class AuditRecord(NamedTuple):
@@ -136,6 +148,7 @@ class DeadLetter(NamedTuple):
     payload_state: str
     payload_sha256: str
     payload_bytes: int
+    replay_of: str | None = None
 
 
 _SCALARS = (str, int, float, bytes, type(None), dt.datetime, dt.date)

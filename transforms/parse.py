@@ -13,11 +13,17 @@ with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the
 
 Fields the contract does not know are dropped and counted (schema drift), never fatal. The
 output element's timestamp is the event time, in streaming and batch alike.
+
+Replay mode (``ParseEvents(..., replay=True)``, for dead-letter payloads): the same contract,
+except that ``user_id`` may also be the pseudonym a dead-letter payload holds
+(``{"pseudonym": "<hex>"}``); the event then carries it as ``user_key`` and it is not
+pseudonymised again. Never enabled for gateway input, where it would let a caller pick a key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import uuid
 from typing import Annotated, NamedTuple
@@ -38,6 +44,7 @@ from transforms.deadletter import (
 from transforms.elements import Event
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
+from transforms.pii.pseudonym import pseudonym_of
 from transforms.pii.settings import RedactionSettings
 
 __all__ = ["ParseEvents", "ParseLimits", "parse_event"]
@@ -114,13 +121,21 @@ def _normalise_version(value: object) -> str | None:
     return None
 
 
-def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_LIMITS) -> Event:
+def parse_event(
+    raw: bytes,
+    *,
+    now: dt.datetime,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    pseudonymised: bool = False,
+) -> Event:
     """Parses and validates one event. Raises ``InvalidEvent`` with the reason.
 
     Args:
       raw: the JSON bytes of one event.
       now: the current time (aware), for the future-event check.
       limits: size and clock-skew limits.
+      pseudonymised: accept a dead-letter payload's pseudonym as ``user_id`` (replay only); the
+        event then has ``user_key`` set and an empty ``user_id``.
     """
     if len(raw) > limits.max_event_bytes:
         raise InvalidEvent("oversize", f"event is {len(raw)} bytes, limit {limits.max_event_bytes}")
@@ -136,6 +151,9 @@ def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_L
             "unsupported_schema_version",
             f"schema_version must be {SUPPORTED_SCHEMA_VERSION} (as integer or string) or absent",
         )
+    user_key = pseudonym_of(document.get("user_id")) if pseudonymised else None
+    if user_key is not None:
+        document = {**document, "user_id": user_key}  # validated as the string it stands for
     try:
         wire = msgspec.convert(document, _EventV1, strict=True)
     except msgspec.ValidationError as error:
@@ -149,7 +167,7 @@ def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_L
     return Event(
         event_id=str(wire.event_id),
         request_id=wire.request_id,
-        user_id=wire.user_id,
+        user_id="" if user_key is not None else wire.user_id,
         event_time=event_time,
         schema_version=version,
         model=wire.model,
@@ -163,6 +181,7 @@ def parse_event(raw: bytes, *, now: dt.datetime, limits: ParseLimits = DEFAULT_L
         prompt=wire.prompt,
         response=wire.response,
         unknown_field_count=len(document.keys() - KNOWN_FIELDS),
+        user_key=user_key,
     )
 
 
@@ -195,9 +214,10 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
 
 
 class _ParseFn(beam.DoFn):
-    def __init__(self, limits: ParseLimits, redaction: RedactionSettings):
+    def __init__(self, limits: ParseLimits, redaction: RedactionSettings, replay: bool):
         self._limits = limits
         self._redaction = redaction
+        self._replay = replay
 
     def setup(self):
         self._engine, self._key = self._redaction.open()
@@ -209,7 +229,7 @@ class _ParseFn(beam.DoFn):
         self._read.inc()
         now = dt.datetime.now(dt.UTC)
         try:
-            event = parse_event(raw, now=now, limits=self._limits)
+            event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
         except InvalidEvent as error:
             count_dead_letter(error.reason)
             event_id, request_id = (
@@ -224,7 +244,11 @@ class _ParseFn(beam.DoFn):
                     error_message=error.message,
                     step="parse",
                     payload=redact_payload(
-                        raw, self._engine, self._key, max_bytes=self._limits.max_event_bytes
+                        raw,
+                        self._engine,
+                        self._key,
+                        max_bytes=self._limits.max_event_bytes,
+                        keep_pseudonyms=self._replay,
                     ),
                     failed_at=now,
                     event_id=event_id,
@@ -233,6 +257,8 @@ class _ParseFn(beam.DoFn):
             )
             return
         self._parsed.inc()
+        if self._replay:
+            event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
         if event.unknown_field_count:
             self._drift.inc(event.unknown_field_count)
         yield beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
@@ -244,17 +270,24 @@ class ParseEvents(beam.PTransform):
     Input: PCollection[bytes], bounded or unbounded. Outputs (``with_outputs``): the main output
     of ``Event`` (holds clear text; only the redaction step may consume it) and
     ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected input. Every input yields
-    exactly one of the two.
+    exactly one of the two. ``replay``: the input is dead-letter payloads (see the module
+    docstring); never for gateway input.
     """
 
-    def __init__(self, redaction: RedactionSettings, limits: ParseLimits = DEFAULT_LIMITS):
+    def __init__(
+        self,
+        redaction: RedactionSettings,
+        limits: ParseLimits = DEFAULT_LIMITS,
+        replay: bool = False,
+    ):
         super().__init__()
         if limits.max_event_bytes <= 0 or limits.max_clock_skew_s < 0:
             raise ValueError("max_event_bytes must be > 0 and max_clock_skew_s >= 0")
         self._limits = limits
         self._redaction = redaction
+        self._replay = replay
 
     def expand(self, raw):
         return raw | "Parse" >> beam.ParDo(
-            _ParseFn(self._limits, self._redaction)
+            _ParseFn(self._limits, self._redaction, self._replay)
         ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main="events")

@@ -36,7 +36,7 @@ from transforms.deadletter import (
 )
 from transforms.elements import Event, RedactedEvent
 from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, redact_each
-from transforms.pii.pseudonym import pseudonymize
+from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonymize
 from transforms.pii.settings import NO_ESCALATION, RedactionSettings
 
 __all__ = ["TEXT_FIELDS", "RedactPii", "redact_event"]
@@ -74,7 +74,7 @@ def redact_event(
     return RedactedEvent(
         event_id=event.event_id,
         request_id=event.request_id,
-        user_key=pseudonymize(event.user_id, key),
+        user_key=_user_key(event, key),
         event_time=event.event_time,
         event_date=event.event_time.date(),
         schema_version=event.schema_version,
@@ -97,17 +97,30 @@ def redact_event(
     )
 
 
+def _user_key(event: Event, key: bytes) -> str:
+    # A replayed dead-letter payload carries the pseudonym already (parse's replay mode).
+    return event.user_key if event.user_key is not None else pseudonymize(event.user_id, key)
+
+
 def _texts_of(event: Event) -> list[str]:
     return [text for name in TEXT_FIELDS if (text := getattr(event, name)) is not None]
+
+
+_REPLAY_FIELDS = ("user_key", "input_sha256")
 
 
 def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
     """(bytes to hash, payload JSON without text and with the user id pseudonymised)."""
     document = event._asdict()
+    for name in _REPLAY_FIELDS:
+        if document[name] is None:  # hashed as before they existed: the same ids as before
+            document.pop(name)
     full = msgspec.json.encode(document)
-    for name in TEXT_FIELDS:
-        document.pop(name)
-    document["user_id"] = {"pseudonym": pseudonymize(event.user_id, key)}
+    # The payload is shaped like an input, so that a replay can submit it: no text, the
+    # pseudonym in place of the user id, none of the fields parsing adds.
+    for name in (*TEXT_FIELDS, *_REPLAY_FIELDS, "unknown_field_count"):
+        document.pop(name, None)
+    document["user_id"] = {PSEUDONYM_FIELD: _user_key(event, key)}
     return full, msgspec.json.encode(document).decode("utf-8")
 
 
@@ -220,6 +233,7 @@ class _RedactFn(beam.DoFn):
             failed_at=now,
             event_id=event.event_id,
             request_id=event.request_id,
+            input_sha256=event.input_sha256,
         )
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
 

@@ -4,12 +4,23 @@ Table ``metrics_minute`` holds exactly one row per ``(window_start, model, regio
 and types are derived from the BigQuery schema of ``metric_row.avsc`` (so maps are
 ``STRUCT(key, value)[]``, exactly like the BigQuery table), never written by hand.
 
-Upsert rule: a row replaces the stored row of its key only if it is newer, i.e. has a larger
-``pane_index``, or an equal ``pane_index`` and a later ``emitted_at``. Panes accumulate, so the
-newest pane carries the whole window. Replaying the same input changes nothing, and panes that
-arrive out of order (a retried bundle) cannot roll a row back. Caveat: ``pane_index`` restarts at 0
-in a new job, so after a restart (not an in-place update) a window that already has pane 3 keeps it
-until the new job's panes overtake it.
+Upsert rule: a row replaces the stored row of its key only if it is newer: it comes from a
+stronger ``source`` (``backfill`` over ``streaming``; a null source, from before the column
+existed, counts as ``streaming``), or from the same source with a larger ``pane_index``, or an
+equal ``pane_index``, a later ``emitted_at`` and different content. Panes accumulate, so the
+newest pane carries the whole window. A backfill (reconciliation) recomputes a window from all of
+its events, so its row replaces the streaming one, and a streaming pane arriving afterwards for
+that window (a late pane, a restarted job) cannot roll it back; re-running the backfill changes
+nothing unless the content changed (a new price table: the cost is recomputed). Replaying the
+same input changes nothing, and panes that arrive out of order (a retried bundle) cannot roll a
+row back. Caveat: ``pane_index`` restarts at 0 in a new job, so after a restart (not an in-place
+update) a window that already has pane 3 keeps it until the new job's panes overtake it.
+
+Migration: ``create_warehouse`` adds the columns of the contract that an existing table lacks
+(``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``), so a ``warehouse.duckdb`` created before a field
+was added keeps working; rows already there hold NULL in the new columns. Only nullable fields can
+be added this way (the contract adds fields as nullable for that reason, as BigQuery requires);
+a new required field is an error that names the column.
 
 Views (``metrics_daily``, ``latency_percentiles_daily``, ``policy_flag_rates_daily``,
 ``freshness``) are defined once, in BigQuery Standard SQL, in ``pipelines/sql/<view>.sql`` with a
@@ -43,6 +54,7 @@ from sqlglot import exp
 
 from pipelines.io.retry import retry_conflicts
 from schemas.contract import bigquery_schema, load_schema
+from transforms.aggregate import BACKFILL
 from transforms.elements import MetricRow, to_record
 
 __all__ = [
@@ -51,6 +63,7 @@ __all__ = [
     "UpsertMetrics",
     "bigquery_view_sql",
     "create_warehouse",
+    "delete_metrics_before",
     "duckdb_view_sql",
     "latest_panes",
     "metric_rows_to_arrow",
@@ -150,6 +163,11 @@ def metrics_table_ddl() -> str:
     return f"CREATE TABLE IF NOT EXISTS {METRICS_TABLE} (\n{body}\n)"
 
 
+def _source_rank(relation: str) -> str:
+    # The SQL twin of _source_rank_of: backfill rows outrank streaming (and null) ones.
+    return f"(CASE WHEN {relation}.source = '{BACKFILL}' THEN 1 ELSE 0 END)"
+
+
 @cache
 def _upsert_sql() -> str:
     names = [f["name"] for f in _metric_fields()]
@@ -161,12 +179,14 @@ def _upsert_sql() -> str:
     # HLL bytes and estimate are left out of "same values": merge order changes their bytes.
     content = [n for n in names if n not in _KEY_COLUMNS and n not in _NOT_CONTENT]
     differs = " OR ".join(f'excluded."{n}" IS DISTINCT FROM {METRICS_TABLE}."{n}"' for n in content)
+    new_rank, old_rank = _source_rank("excluded"), _source_rank(METRICS_TABLE)
     return (
         f"INSERT INTO {METRICS_TABLE} ({columns}) SELECT {columns} FROM incoming "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
-        f"WHERE excluded.pane_index > {METRICS_TABLE}.pane_index "
+        f"WHERE {new_rank} > {old_rank} "
+        f"OR ({new_rank} = {old_rank} AND (excluded.pane_index > {METRICS_TABLE}.pane_index "
         f"OR (excluded.pane_index = {METRICS_TABLE}.pane_index "
-        f"AND excluded.emitted_at > {METRICS_TABLE}.emitted_at AND ({differs}))"
+        f"AND excluded.emitted_at > {METRICS_TABLE}.emitted_at AND ({differs}))))"
     )
 
 
@@ -207,8 +227,16 @@ def duckdb_view_sql(name: str) -> str:
 # --- rows ----------------------------------------------------------------------------------
 
 
+def _source_rank_of(row: MetricRow) -> int:
+    return 1 if row.source == BACKFILL else 0
+
+
 def _is_newer(row: MetricRow, than: MetricRow) -> bool:
-    return (row.pane_index, row.emitted_at) > (than.pane_index, than.emitted_at)
+    return (_source_rank_of(row), row.pane_index, row.emitted_at) > (
+        _source_rank_of(than),
+        than.pane_index,
+        than.emitted_at,
+    )
 
 
 def _key(row: MetricRow) -> tuple[dt.datetime, str, str]:
@@ -285,17 +313,47 @@ def _with_connection(
     )
 
 
+def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Adds the contract's columns that an existing ``metrics_minute`` lacks; returns them."""
+    existing = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+            [METRICS_TABLE],
+        ).fetchall()
+    }
+    added = []
+    for field in _metric_fields():
+        if field["name"] in existing:
+            continue
+        if field["mode"] != "NULLABLE":
+            raise ValueError(
+                f"{METRICS_TABLE} lacks the required column {field['name']!r}: a required column "
+                "cannot be added to a table that has rows; migrate it by hand"
+            )
+        con.execute(
+            f'ALTER TABLE {METRICS_TABLE} ADD COLUMN IF NOT EXISTS "{field["name"]}" '
+            f"{_duckdb_type(field)}"
+        )
+        added.append(field["name"])
+    return added
+
+
 def create_warehouse(
     db_path: str,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
 ) -> None:
-    """Creates ``metrics_minute`` if missing and (re)creates the views. Idempotent."""
+    """Creates ``metrics_minute`` if missing, adds the contract's new nullable columns to an
+    existing one, and (re)creates the views. Idempotent."""
     os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
 
     def create(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(metrics_table_ddl())
+        added = _add_missing_columns(con)
+        if added:
+            _LOGGER.info("%s: added columns %s", db_path, ", ".join(added))
         for name in VIEW_NAMES:
             con.execute(duckdb_view_sql(name))
 
@@ -331,6 +389,28 @@ def upsert_metric_rows(
         on_retry=on_retry,
     )
     return incoming.num_rows
+
+
+def delete_metrics_before(db_path: str, cutoff: dt.datetime, *, dry_run: bool = False) -> int:
+    """Deletes the ``metrics_minute`` rows whose window starts before ``cutoff`` (retention).
+
+    Returns the number of rows deleted, or with ``dry_run`` the number that would be (nothing is
+    changed). A database file that does not exist holds no rows.
+    """
+    if not os.path.exists(db_path):
+        return 0
+
+    def delete(con: duckdb.DuckDBPyConnection) -> int:
+        (count,) = con.execute(
+            f"SELECT count(*) FROM {METRICS_TABLE} WHERE window_start < ?", [cutoff]
+        ).fetchone()
+        if count and not dry_run:
+            con.execute(f"DELETE FROM {METRICS_TABLE} WHERE window_start < ?", [cutoff])
+        return count
+
+    return _with_connection(
+        db_path, delete, max_attempts=DEFAULT_MAX_ATTEMPTS, first_backoff_s=DEFAULT_FIRST_BACKOFF_S
+    )
 
 
 def read_metrics(db_path: str, relation: str = METRICS_TABLE) -> pd.DataFrame:

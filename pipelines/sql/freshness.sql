@@ -1,6 +1,9 @@
 -- How long after its window closed each metrics row was emitted (its latest pane).
 -- BigQuery Standard SQL; the dataset placeholder names the dataset of metrics_minute.
--- freshness_s = emitted_at - window_end in seconds (negative for EARLY panes).
+-- freshness_s = emitted_at - window_end in seconds (negative for EARLY panes). A reconciled row
+-- (source = 'backfill') was emitted by the backfill, so its freshness is the backfill's delay,
+-- not the streaming job's: measure the freshness SLO on source = 'streaming' (or NULL, rows
+-- from before the column existed).
 SELECT
   window_start,
   window_end,
@@ -9,6 +12,7 @@ SELECT
   pane_timing,
   pane_index,
   is_final,
+  source,
   emitted_at,
   TIMESTAMP_DIFF(emitted_at, window_end, MICROSECOND) / 1000000 AS freshness_s
 FROM `{dataset}.metrics_minute`

@@ -5,6 +5,9 @@
 -- first bin whose running count exceeds q * (count - 1), and the bin's value is
 -- 2 * gamma^index / (gamma + 1) with gamma = (1 + a) / (1 - a); index -2147483648 means 0 ms.
 -- The relative accuracy a is a pipeline constant; MAX only picks it.
+-- estimated_cost_usd sums the rows' costs (SUM skips rows without one: a model without a price
+-- or rows from before the column existed); unpriced_window_count counts those rows, so a partial
+-- cost is visible as such. backfill_window_count counts the reconciled windows of the day.
 WITH totals AS (
   SELECT
     DATE(DATETIME(window_start, 'UTC')) AS day,
@@ -15,6 +18,9 @@ WITH totals AS (
     SUM(token_sum) AS token_sum,
     SUM(prompt_token_sum) AS prompt_token_sum,
     SUM(completion_token_sum) AS completion_token_sum,
+    SUM(estimated_cost_usd) AS estimated_cost_usd,
+    COUNTIF(estimated_cost_usd IS NULL) AS unpriced_window_count,
+    COUNTIF(source = 'backfill') AS backfill_window_count,
     MAX(latency_sketch_relative_accuracy) AS relative_accuracy
   FROM `{dataset}.metrics_minute`
   GROUP BY day, model, region
@@ -74,6 +80,9 @@ SELECT
   token_sum,
   prompt_token_sum,
   completion_token_sum,
+  estimated_cost_usd,
+  unpriced_window_count,
+  backfill_window_count,
   IF(p50_index = -2147483648, 0.0, 2 * POW(gamma, p50_index) / (gamma + 1)) AS latency_p50_ms,
   IF(p95_index = -2147483648, 0.0, 2 * POW(gamma, p95_index) / (gamma + 1)) AS latency_p95_ms,
   IF(p99_index = -2147483648, 0.0, 2 * POW(gamma, p99_index) / (gamma + 1)) AS latency_p99_ms

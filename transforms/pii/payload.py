@@ -6,6 +6,10 @@ through the redaction engine. When the payload is not a JSON object the whole te
 the engine and anything shaped like a ``"user_id": "..."`` pair is pseudonymised. When that cannot
 be done safely (oversize input, engine failure) the payload is omitted and only its hash and size
 are kept: fail closed.
+
+A dead-letter replay re-submits such payloads; when one fails again its payload is redacted
+again with ``keep_pseudonyms``, so the user id, already a pseudonym, is kept as it is instead of
+being pseudonymised twice (which would lose the link to the user).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import msgspec
 
 from transforms.pii.engine import RedactionEngine, RedactionError
-from transforms.pii.pseudonym import pseudonymize
+from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonym_of, pseudonymize
 
 __all__ = ["redact_payload"]
 
@@ -48,32 +52,43 @@ def _replace_strings(value: Any, redacted: list[str], position: list[int]) -> An
     return value
 
 
-def _redact_json(document: Any, engine: RedactionEngine, key: bytes) -> str:
+def _redact_json(document: Any, engine: RedactionEngine, key: bytes, keep: bool) -> str:
     if isinstance(document, dict) and _USER_ID_FIELD in document:
         clear = document[_USER_ID_FIELD]
-        if clear is not None:
-            document[_USER_ID_FIELD] = {"pseudonym": pseudonymize(str(clear), key)}
+        if clear is not None and not (keep and pseudonym_of(clear)):
+            document[_USER_ID_FIELD] = {PSEUDONYM_FIELD: pseudonymize(str(clear), key)}
     strings: list[str] = []
     _collect_strings(document, strings)
     redacted = [r.text for r in engine.redact(strings)] if strings else []
     return msgspec.json.encode(_replace_strings(document, redacted, [0])).decode("utf-8")
 
 
-def _redact_text(raw: bytes, engine: RedactionEngine, key: bytes) -> str:
+def _redact_text(raw: bytes, engine: RedactionEngine, key: bytes, keep: bool) -> str:
     text = raw.decode("utf-8", errors="replace")
-    text = _USER_ID_PAIR.sub(
-        lambda m: f'{m.group(1)}pseudonym:{pseudonymize(m.group(2), key)}"', text
-    )
+
+    def pseudonymised(match: re.Match) -> str:
+        if keep and pseudonym_of(match.group(2)) and match.group(3):
+            return match.group(0)
+        return f'{match.group(1)}{PSEUDONYM_FIELD}:{pseudonymize(match.group(2), key)}"'
+
+    text = _USER_ID_PAIR.sub(pseudonymised, text)
     return engine.redact([text])[0].text
 
 
 def redact_payload(
-    raw: bytes, engine: RedactionEngine, key: bytes, *, max_bytes: int
+    raw: bytes,
+    engine: RedactionEngine,
+    key: bytes,
+    *,
+    max_bytes: int,
+    keep_pseudonyms: bool = False,
 ) -> str | None:
     """Returns ``raw`` redacted for a dead-letter record, or None when it must be omitted.
 
     The pseudonymised user id is written as ``{"pseudonym": "<hex>"}`` in JSON payloads (and as
-    ``pseudonym:<hex>`` in non-JSON text), so a replay can tell it from a clear id.
+    ``pseudonym:<hex>`` in non-JSON text), so a replay can tell it from a clear id. With
+    ``keep_pseudonyms`` (a replayed payload failing again) a user id already in one of these
+    forms is kept; every other string still goes through the engine.
     """
     if len(raw) > max_bytes:
         return None
@@ -81,7 +96,7 @@ def redact_payload(
         try:
             document = msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            return _redact_text(raw, engine, key)
-        return _redact_json(document, engine, key)
+            return _redact_text(raw, engine, key, keep_pseudonyms)
+        return _redact_json(document, engine, key, keep_pseudonyms)
     except RedactionError:
         return None

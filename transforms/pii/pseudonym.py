@@ -21,15 +21,36 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["MIN_KEY_BYTES", "load_key", "pseudonymize"]
+__all__ = ["MIN_KEY_BYTES", "PSEUDONYM_FIELD", "load_key", "pseudonym_of", "pseudonymize"]
 
 MIN_KEY_BYTES = 16
+# Dead-letter payloads write a pseudonymised user id as {"pseudonym": "<hex>"} (JSON) or
+# "pseudonym:<hex>" (other text), so that a replay can tell it from a clear id.
+PSEUDONYM_FIELD = "pseudonym"
+_PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
 
 def pseudonymize(user_id: str, key: bytes) -> str:
     """Returns the hex HMAC-SHA256 of ``user_id`` under ``key`` (64 characters)."""
     return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def pseudonym_of(value: object) -> str | None:
+    """The pseudonym a dead-letter payload wrote for a user id, or None if ``value`` is not one.
+
+    Accepts exactly ``{"pseudonym": "<64 lowercase hex>"}`` (JSON payloads) or
+    ``"pseudonym:<64 lowercase hex>"`` (text payloads), the forms ``pseudonymize`` output takes
+    there. Only a dead-letter replay may take these as given: from a gateway they would let a
+    caller choose its own user key.
+    """
+    if isinstance(value, dict) and set(value) == {PSEUDONYM_FIELD}:
+        value = value[PSEUDONYM_FIELD]
+    elif isinstance(value, str) and value.startswith(f"{PSEUDONYM_FIELD}:"):
+        value = value.removeprefix(f"{PSEUDONYM_FIELD}:")
+    else:
+        return None
+    return value if isinstance(value, str) and _PSEUDONYM.fullmatch(value) else None
 
 
 def _decode(material: str) -> bytes:
