@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from typing import NamedTuple
 
 from pipelines.embedded import AUDIT_DB, WAREHOUSE_DB
-from pipelines.tally import read_tally
+from pipelines.tally import FRESHNESS_PREFIX, read_tally
 
 __all__ = [
     "EXAMPLE_QUERY",
@@ -28,8 +29,11 @@ class Summary(NamedTuple):
     redactions: dict[str, int]
     metric_rows: int
     events_in_metrics: int
-    freshness_p50_s: float | None
+    freshness_p50_s: float | None  # streaming EARLY/ON_TIME panes: emission - newest event time
     freshness_p99_s: float | None
+    freshness_panes: int
+    late_panes: int
+    late_freshness_p99_s: float | None
     elapsed_s: float
 
     @property
@@ -46,26 +50,31 @@ class Summary(NamedTuple):
         return self.events_read == self.written + self.duplicates + self.dead_lettered
 
 
-def _freshness(output_root: str, since: dt.datetime) -> tuple[float | None, float | None]:
-    """Freshness p50/p99 (emitted_at - window_end, s) of the windows this run emitted.
+def _quantiles(histogram: dict[int, int], quantiles: tuple[float, ...]) -> list[float | None]:
+    """Nearest-rank quantiles of a {value: count} histogram (None when it is empty)."""
+    total = sum(histogram.values())
+    if not total:
+        return [None] * len(quantiles)
+    ordered = sorted(histogram.items())
+    results = []
+    for q in quantiles:
+        rank, seen = max(1, math.ceil(q * total)), 0
+        for value, count in ordered:
+            seen += count
+            if seen >= rank:
+                results.append(float(value))
+                break
+    return results
 
-    Windows that ended before the run started hold only late events; their lag is the
-    lateness itself, not the pipeline's, so they are left out."""
-    import duckdb
 
-    path = os.path.join(output_root, WAREHOUSE_DB)
-    if not os.path.exists(path):
-        return None, None
-    with duckdb.connect(path, read_only=True) as db:
-        p50, p99 = db.execute(
-            """
-            SELECT quantile_cont(epoch(emitted_at) - epoch(window_end), 0.5),
-                   quantile_cont(epoch(emitted_at) - epoch(window_end), 0.99)
-            FROM metrics_minute WHERE emitted_at >= ? AND window_end > ?
-            """,
-            [since, since],
-        ).fetchone()
-    return (None if p50 is None else float(p50)), (None if p99 is None else float(p99))
+def _freshness(counters: dict[str, int], timing: str) -> tuple[list[float | None], int]:
+    """Freshness p50/p99 (emission minus newest event time, whole seconds) of the streaming
+    panes of one timing (``on_time``: EARLY and ON_TIME; ``late``), and the number of panes."""
+    prefix = f"{FRESHNESS_PREFIX}{timing}."
+    histogram = {
+        int(name.removeprefix(prefix)): n for name, n in counters.items() if name.startswith(prefix)
+    }
+    return _quantiles(histogram, (0.5, 0.99)), sum(histogram.values())
 
 
 def new_run_id(started_at: dt.datetime) -> str:
@@ -75,7 +84,8 @@ def new_run_id(started_at: dt.datetime) -> str:
 def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary:
     """Builds the summary of the finished run ``run_id`` started at ``started_at``."""
     counters = read_tally(output_root, run_id)
-    p50, p99 = _freshness(output_root, started_at)
+    (p50, p99), panes = _freshness(counters, "on_time")
+    (_, late_p99), late_panes = _freshness(counters, "late")
     return Summary(
         output_root=output_root,
         events_read=counters.get("read", 0),
@@ -93,8 +103,11 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         },
         metric_rows=counters.get("metrics.windows", 0),
         events_in_metrics=counters.get("metrics.requests_counted", 0),
-        freshness_p50_s=None if p50 is None else float(p50),
-        freshness_p99_s=None if p99 is None else float(p99),
+        freshness_p50_s=p50,
+        freshness_p99_s=p99,
+        freshness_panes=panes,
+        late_panes=late_panes,
+        late_freshness_p99_s=late_p99,
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
     )
 
@@ -128,7 +141,8 @@ def print_summary(summary: Summary) -> None:
     lines += [
         f"metric rows        {s.metric_rows:>10}   (windows x model x region this run)",
         f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
-        "   (pane emission - window end)",
+        f"   (pane emission - newest event it counts; {s.freshness_panes} early/on-time"
+        f" streaming panes; {s.late_panes} LATE panes, p99 {_fmt(s.late_freshness_p99_s)})",
         "outputs:",
         f"    raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
         f"    dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",

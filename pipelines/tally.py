@@ -23,7 +23,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.windowing import in_global_window
 
-__all__ = ["TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
+__all__ = ["FRESHNESS_PREFIX", "TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
 
 
 def tally_path(output_root: str, run_id: str) -> str:
@@ -102,8 +102,20 @@ class _MergePartialsFn(_SumCountsFn):
         return self.merge_accumulators([accumulator, partial])
 
 
-def _pane_keys(row) -> list[tuple[tuple, int]]:
-    return [(("pane", (row.window_start, row.model, row.region)), row.request_count)]
+FRESHNESS_PREFIX = "freshness_s."
+
+
+def _pane_keys(row) -> list[tuple[tuple | str, int]]:
+    keys: list[tuple[tuple | str, int]] = [
+        (("pane", (row.window_start, row.model, row.region)), row.request_count)
+    ]
+    if row.source == "streaming" and row.latest_event_time is not None:
+        # Freshness of every streaming pane, by whole second: emission minus the newest event
+        # it counts. LATE panes apart: their lag starts with the data's own lateness.
+        lag_s = max(int((row.emitted_at - row.latest_event_time).total_seconds()), 0)
+        timing = "late" if row.pane_timing == "LATE" else "on_time"
+        keys.append((f"{FRESHNESS_PREFIX}{timing}.{lag_s}", 1))
+    return keys
 
 
 def _read_keys(_) -> list[tuple[str, int]]:

@@ -135,6 +135,7 @@ def expected_row(
         unsplit_token_sum=sum(unsplit_tokens(e) for e in events),
         estimated_cost_usd=expected_cost(events),
         price_table_version="test-1",
+        latest_event_time=max(e.event_time for e in events),
     )
 
 
@@ -224,6 +225,7 @@ def test_batch_rows_are_exact_per_window_and_key():
             # (204 * 0.002 + (106 + 50) * 0.008) / 1000
             estimated_cost_usd=0.001656,
             price_table_version="test-1",
+            latest_event_time=E3.event_time,  # the newest of the three: 59.999 s in
         )
         assert first_window == expected_row(
             [E1, E2, E3], pane_timing="ON_TIME", pane_index=0, source="backfill"

@@ -17,6 +17,7 @@ import pytest
 
 from pipelines import backfill, replay, retention, streaming
 from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
+from pipelines.summary import _quantiles as summary_quantiles
 from pipelines.summary import summarize
 from schemas.contract import parsed_schema
 
@@ -239,6 +240,24 @@ def test_streaming_run_on_the_embedded_default(tmp_path):
     assert not [v for v in generator.pii_values if v in written]
     rows = table(f"{root}/warehouse.duckdb", "SELECT sum(request_count) FROM metrics_minute")
     assert rows[0][0] == summary.events_in_metrics == summary.written - summary.late_dropped
+    # Freshness comes from every streaming pane (emission - newest event it counts); each
+    # window and key has at least one pane, LATE only when all its data came late.
+    assert summary.freshness_panes + summary.late_panes >= summary.metric_rows > 0
+    assert 0 <= summary.freshness_p50_s <= summary.freshness_p99_s
+    newest = table(
+        f"{root}/warehouse.duckdb",
+        "SELECT count(*) FROM metrics_minute WHERE latest_event_time > window_end "
+        "OR latest_event_time < window_start OR latest_event_time IS NULL",
+    )
+    assert newest[0][0] == 0  # the newest event of a window lies in it
+
+
+@pytest.mark.parametrize(
+    ("histogram", "expected"),
+    [({0: 50, 1: 49, 10: 1}, [0.0, 1.0]), ({5: 1}, [5.0, 5.0]), ({}, [None, None])],
+)
+def test_summary_quantiles_are_nearest_rank(histogram, expected):
+    assert summary_quantiles(histogram, (0.5, 0.99)) == expected
 
 
 @pytest.mark.parametrize(

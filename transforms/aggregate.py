@@ -40,13 +40,15 @@ _QUANTILES = (0.5, 0.95, 0.99)
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
-# completion_tokens, policy_flags, data_class, redaction_counts). Projecting before the combine
-# keeps prompt and response text out of shuffles and, on runners that buffer a window's elements
-# instead of lifting the combiner (the DirectRunner with non-default windowing), out of state
-# held for up to the allowed lateness. A plain tuple, because Beam's default coder round-trips
-# it in ~2 µs and 48 bytes, against ~11 µs for a NamedTuple of the same fields (which carries
-# its type) and ~30 µs and 400 bytes for the whole RedactedEvent (measured).
-_Usage = tuple[str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int]]
+# completion_tokens, policy_flags, data_class, redaction_counts, event_time). Projecting before
+# the combine keeps prompt and response text out of shuffles and, on runners that buffer a
+# window's elements instead of lifting the combiner (the DirectRunner with non-default
+# windowing), out of state held for up to the allowed lateness. A plain tuple, because Beam's
+# default coder round-trips it in ~2 µs and 48 bytes, against ~11 µs for a NamedTuple of the
+# same fields (which carries its type) and ~30 µs and 400 bytes for the whole RedactedEvent.
+_Usage = tuple[
+    str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int], dt.datetime
+]
 
 
 def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]:
@@ -59,6 +61,7 @@ def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]
         event.policy_flags,
         event.data_class,
         event.redaction_counts,
+        event.event_time,
     )
 
 
@@ -69,6 +72,7 @@ class _MetricsAccumulator:
         "completion_token_sum",
         "data_class_counts",
         "latency_counts",
+        "latest_event_time",
         "policy_flag_counts",
         "prompt_token_sum",
         "redaction_counts",
@@ -89,6 +93,7 @@ class _MetricsAccumulator:
         self.policy_flag_counts: dict[str, int] = {}
         self.data_class_counts: dict[str, int] = {}
         self.redaction_counts: dict[str, int] = {}
+        self.latest_event_time: dt.datetime | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The HLL sketch is a native object that pickle refuses; go through bytes.
@@ -108,6 +113,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.data_class_counts,
             acc.redaction_counts,
             acc.unsplit_token_sum,
+            acc.latest_event_time,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -120,6 +126,8 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         # Encoded before unsplit_token_sum existed (state of a streaming job updated in place):
         # those windows count no unsplit tokens from before the update.
         fields = (*fields, 0)
+    if len(fields) == 10:
+        fields = (*fields, None)  # before latest_event_time: known from the next event on
     (
         acc.request_count,
         acc.token_sum,
@@ -131,6 +139,7 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.data_class_counts,
         acc.redaction_counts,
         acc.unsplit_token_sum,
+        acc.latest_event_time,
     ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
@@ -172,6 +181,7 @@ class _WindowTotals(NamedTuple):
     policy_flag_counts: dict[str, int]
     data_class_counts: dict[str, int]
     redaction_counts: dict[str, int]
+    latest_event_time: dt.datetime | None
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -200,6 +210,7 @@ class _MetricsCombineFn(beam.CombineFn):
             policy_flags,
             data_class,
             redaction_counts,
+            event_time,
         ) = usage
         acc.request_count += 1
         acc.token_sum += token_count
@@ -224,6 +235,8 @@ class _MetricsCombineFn(beam.CombineFn):
         class_counts[data_class] = class_counts.get(data_class, 0) + 1
         if redaction_counts:
             _add_counts(acc.redaction_counts, redaction_counts)
+        if acc.latest_event_time is None or event_time > acc.latest_event_time:
+            acc.latest_event_time = event_time
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
@@ -242,6 +255,11 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
             _add_counts(merged.data_class_counts, acc.data_class_counts)
             _add_counts(merged.redaction_counts, acc.redaction_counts)
+            if merged.latest_event_time is None or (
+                acc.latest_event_time is not None
+                and acc.latest_event_time > merged.latest_event_time
+            ):
+                merged.latest_event_time = acc.latest_event_time
         if len(user_sketches) > 1:
             merged.users = sketches.merge_users(user_sketches)
         return merged
@@ -263,6 +281,7 @@ class _MetricsCombineFn(beam.CombineFn):
             policy_flag_counts=dict(acc.policy_flag_counts),
             data_class_counts=dict(acc.data_class_counts),
             redaction_counts=dict(acc.redaction_counts),
+            latest_event_time=acc.latest_event_time,
         )
 
     def get_accumulator_coder(self) -> beam.coders.Coder:
@@ -367,6 +386,7 @@ class _FormatMetricRowFn(beam.DoFn):
             unsplit_token_sum=totals.unsplit_token_sum,
             estimated_cost_usd=cost,
             price_table_version=self._prices.version,
+            latest_event_time=totals.latest_event_time,
         )
 
 

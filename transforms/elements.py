@@ -113,6 +113,7 @@ class MetricRow(NamedTuple):
     unsplit_token_sum: int | None = None
     estimated_cost_usd: float | None = None
     price_table_version: str | None = None
+    latest_event_time: dt.datetime | None = None
 
 
 class AuditRecord(NamedTuple):
