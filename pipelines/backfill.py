@@ -1,6 +1,7 @@
 """Batch pipeline: backfill from JSON-lines files, or replay the redacted raw archive.
 
-Bounded. The same core transform as streaming; only reading and writing differ.
+Bounded. The same core transform as streaming; only reading and writing differ. Sinks
+(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.gcp``), as in streaming.
 
     python -m pipelines.backfill --input 'events/*.jsonl' --output_root ./out
     python -m pipelines.backfill --input_format avro --input ./out \\
@@ -27,8 +28,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.common import LogProgress, add_core_options, core_config, validate_core
-from pipelines.embedded import WriteEmbedded
 from pipelines.launch import configure_logging, launch
+from pipelines.sinks import (
+    add_sink_options,
+    describe_sinks,
+    output_lines,
+    validate_sinks,
+    write_outputs,
+)
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
@@ -44,6 +51,7 @@ class BackfillOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_core_options(parser)
+        add_sink_options(parser)
         parser.add_argument(
             "--input", help="json: glob of JSON-lines files; avro: root holding raw/."
         )
@@ -64,7 +72,7 @@ def _date(value: str | None, flag: str, problems: list[str]) -> dt.date | None:
 
 
 def validate(options: BackfillOptions) -> list[str]:
-    problems = validate_core(options)
+    problems = validate_core(options) + validate_sinks(options)
     if not options.input:
         problems.append("--input is required")
     if options.input_format not in INPUT_FORMATS:
@@ -122,13 +130,11 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
             | "LogProgress" >> LogProgress("lines read")
         )
         outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config)
-        outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root)
+        outputs["written"] = write_outputs(outputs, options)
     else:
         raw = _read_archive(pipeline, options)
         outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
-        outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(
-            options.output_root, archive=False
-        )
+        outputs["written"] = write_outputs(outputs, options, archive=False)
     outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
         options.output_root, options.run_id or "latest"
     )
@@ -160,9 +166,11 @@ def run(argv: list[str] | None = None) -> int:
     backfill = options.view_as(BackfillOptions)
     described = (
         f"backfill: input_format={backfill.input_format} output_root={backfill.output_root} "
-        f"engine={backfill.redaction_engine}"
+        f"{describe_sinks(backfill)} engine={backfill.redaction_engine}"
     )
-    return launch(options, backfill, validate(backfill), build, described)
+    return launch(
+        options, backfill, validate(backfill), build, described, outputs=output_lines(backfill)
+    )
 
 
 if __name__ == "__main__":

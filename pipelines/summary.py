@@ -31,6 +31,7 @@ class Summary(NamedTuple):
     freshness_p50_s: float | None
     freshness_p99_s: float | None
     elapsed_s: float
+    sink_dead_letters: dict[str, int]  # rows a Google Cloud sink could not write, per reason
 
     @property
     def dead_lettered(self) -> int:
@@ -96,6 +97,11 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         freshness_p50_s=None if p50 is None else float(p50),
         freshness_p99_s=None if p99 is None else float(p99),
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
+        sink_dead_letters={
+            name.removeprefix("sink_dead_letter."): n
+            for name, n in sorted(counters.items())
+            if name.startswith("sink_dead_letter.")
+        },
     )
 
 
@@ -103,8 +109,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
-def print_summary(summary: Summary) -> None:
-    """Prints the summary for a person (stdout)."""
+def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
+    """Prints the summary for a person (stdout); ``outputs`` lists where the outputs are
+    (default: the embedded layout under the output root)."""
     s = summary
     rate = s.events_read / s.elapsed_s if s.elapsed_s > 0 else 0.0
     lines = [
@@ -116,6 +123,9 @@ def print_summary(summary: Summary) -> None:
         f"  dead-lettered    {s.dead_lettered:>10}",
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
+    if s.sink_dead_letters:
+        lines.append("sink rows dead-lettered (not events: rows a sink could not write):")
+        lines += [f"    {reason:<32} {n:>6}" for reason, n in s.sink_dead_letters.items()]
     check = "OK" if s.balanced else "MISMATCH"
     lines += [
         f"read = written + duplicates + dead-lettered: {check}",
@@ -130,10 +140,16 @@ def print_summary(summary: Summary) -> None:
         f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
         "   (pane emission - window end)",
         "outputs:",
-        f"    raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
-        f"    dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",
-        f"    metrics          {os.path.join(s.output_root, WAREHOUSE_DB)}  (table metrics_minute)",
-        f"    audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
+    ]
+    lines += [
+        f"    {line}"
+        for line in outputs
+        or [
+            f"raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
+            f"dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",
+            f"metrics          {os.path.join(s.output_root, WAREHOUSE_DB)}  (table metrics_minute)",
+            f"audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
+        ]
     ]
     print("\n".join(lines), flush=True)
 

@@ -123,13 +123,22 @@ class _WriteTallyFn(beam.DoFn):
 
 
 def tally_inputs(read, outputs: dict) -> dict:
-    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs."""
-    return {
+    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs (and the
+    sinks' dead letters, when the sinks report any: ``outputs["written"]["sink_dead_letters"]``)."""
+    inputs = {
         "read": read,
         "audit": outputs["audit"],
         "events": outputs["events"],
         "metrics": outputs["metrics"],
     }
+    sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
+    if sink_dead_letters is not None:
+        inputs["sink_dead_letters"] = sink_dead_letters
+    return inputs
+
+
+def _sink_dead_letter_keys(record) -> list[tuple[str, int]]:
+    return [(f"sink_dead_letter.{record.reason}", 1)]
 
 
 def _audit_keys(record) -> list[tuple[str, int]]:
@@ -141,7 +150,8 @@ def _audit_keys(record) -> list[tuple[str, int]]:
 
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
-    (``AuditRecord``), ``events`` (written ``RedactedEvent``) and ``metrics`` (``MetricRow``).
+    (``AuditRecord``), ``events`` (written ``RedactedEvent``) and ``metrics`` (``MetricRow``),
+    and optionally ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
     Output: the totals dicts written (one per firing)."""
 
     def __init__(self, output_root: str, run_id: str, every_s: int = 10):
@@ -159,6 +169,8 @@ class TallyOutcomes(beam.PTransform):
             "MetricPanes": (inputs["metrics"], _pane_keys),
             "Redactions": (inputs["events"], _redaction_keys),
         }
+        if "sink_dead_letters" in inputs:
+            branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
         if inputs["read"].is_bounded:
             windowing = {}
         else:
