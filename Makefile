@@ -30,7 +30,14 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Unit and integration tests. Starts the local Google Cloud stand-ins unless they already run
+# (then they are left running), and stops what it started even when a test fails.
 test: venv lint
+	@if ! $(STACK) status --quiet; then \
+		trap '$(STACK) down' EXIT; \
+		$(STACK) up > /dev/null || exit 1; \
+	fi; \
+	set -a; . $(STACK_ENV); set +a; \
 	$(BIN)/pytest
 
 # A local pseudonym key, made once and kept (pseudonyms stay stable across runs).
@@ -95,3 +102,19 @@ template-run-streaming: venv
 
 template-run-backfill: venv
 	$(FLEX) run backfill $(PARAMS)
+# --- Local Google Cloud stand-ins (scripts/local_stack.py) --------------------------------
+# Pub/Sub emulator, Cloud Storage emulator, bqemulator (own venv), fake ADC token server and a
+# throw-away PostgreSQL 15, all on 127.0.0.1. `make stack-up` prints the variables to export.
+STACK := $(BIN)/python -m scripts.local_stack
+STACK_ENV := .local/stack/env.sh
+
+.PHONY: stack-up stack-down stack-status
+
+stack-up: venv
+	$(STACK) up
+
+stack-down:
+	$(PYTHON) -m scripts.local_stack down
+
+stack-status:
+	$(PYTHON) -m scripts.local_stack status

@@ -1,6 +1,7 @@
 """Batch pipeline: backfill from JSON-lines files, or reconcile metrics from the raw archive.
 
-Bounded. The same core transform as streaming; only reading and writing differ.
+Bounded. The same core transform as streaming; only reading and writing differ. Sinks
+(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.gcp``), as in streaming.
 
     python -m pipelines.backfill --input 'events/*.jsonl' --output_root ./out
     python -m pipelines.backfill --input_format avro --input ./out \\
@@ -41,9 +42,15 @@ from pipelines.common import (
     parse_date,
     validate_core,
 )
-from pipelines.embedded import WriteEmbedded
 from pipelines.io.files import ReadAvroRecords
 from pipelines.launch import configure_logging, launch
+from pipelines.sinks import (
+    add_sink_options,
+    describe_sinks,
+    output_lines,
+    validate_sinks,
+    write_outputs,
+)
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
@@ -60,6 +67,7 @@ class BackfillOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_core_options(parser)
+        add_sink_options(parser)
         parser.add_argument(
             "--input", help="json: glob of JSON-lines files; avro: root holding raw/."
         )
@@ -69,7 +77,7 @@ class BackfillOptions(PipelineOptions):
 
 
 def validate(options: BackfillOptions) -> list[str]:
-    problems = validate_core(options)
+    problems = validate_core(options) + validate_sinks(options)
     if not options.input:
         problems.append("--input is required")
     if options.input_format not in INPUT_FORMATS:
@@ -124,13 +132,11 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
             | "LogProgress" >> LogProgress("lines read")
         )
         outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config)
-        outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root)
+        outputs["written"] = write_outputs(outputs, options)
     else:
         raw = _read_archive(pipeline, options)
         outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
-        outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(
-            options.output_root, archive=False
-        )
+        outputs["written"] = write_outputs(outputs, options, archive=False)
     outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
         options.output_root, options.run_id or "latest"
     )
@@ -160,9 +166,11 @@ def run(argv: list[str] | None = None) -> int:
     backfill = options.view_as(BackfillOptions)
     described = (
         f"backfill: input_format={backfill.input_format} output_root={backfill.output_root} "
-        f"engine={backfill.redaction_engine}"
+        f"{describe_sinks(backfill)} engine={backfill.redaction_engine}"
     )
-    return launch(options, backfill, validate(backfill), build, described)
+    return launch(
+        options, backfill, validate(backfill), build, described, outputs=output_lines(backfill)
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
@@ -29,12 +29,16 @@ def launch(
     problems: list[str],
     build: Callable[[beam.Pipeline, object], dict],
     described: str,
+    outputs: list[str] | None = None,
 ) -> int:
     """Runs a pipeline whose flags are ``view`` (a view of ``options``) to the end.
 
     Stops with the list of ``problems`` if there are any; otherwise logs ``described`` (flags,
     never secrets), builds with ``build``, waits for the pipeline to finish and prints the run
-    summary and an example query. Returns the process exit code.
+    summary (listing ``outputs``, default the embedded layout) and an example query. On Dataflow
+    it returns once the job is submitted (a streaming job runs until drained or cancelled).
+    Locally, Ctrl-C cancels the pipeline (the way to stop an unbounded source such as Pub/Sub)
+    and still prints the summary of what was processed. Returns the process exit code.
     """
     if problems:
         raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
@@ -43,7 +47,25 @@ def launch(
     view.run_id = view.run_id or new_run_id(started_at)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)
-    pipeline.run().wait_until_finish()
-    print_summary(summarize(view.output_root, view.run_id, started_at))
+    result = pipeline.run()
+    runner = options.view_as(StandardOptions).runner or ""
+    if str(runner).lower().removesuffix("runner") == "dataflow":
+        _LOGGER.info("submitted to Dataflow: job %s", getattr(result, "job_id", lambda: "?")())
+        return 0
+    cancelled = False
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        _LOGGER.info("interrupted: cancelling the pipeline")
+        result.cancel()
+        cancelled = True
+    print_summary(summarize(view.output_root, view.run_id, started_at), outputs)
+    if cancelled:
+        print(
+            "(cancelled: the totals are those of the last periodic write, every 10 s; windows "
+            "still open when it was cancelled never emitted, so late-dropped counts their "
+            "events too)",
+            flush=True,
+        )
     print_example_query(view.output_root)
     return 0

@@ -8,9 +8,14 @@ late events (event time minutes in the past), and malformed events of every dead
 CLI::
 
     python -m pipelines.loadgen --events 10000 --output events.jsonl [--seed 7] [--pii_share 0.2]
+    python -m pipelines.loadgen --pubsub_topic projects/P/topics/T --rate 1000 --duration_s 120 \
+        --burst_factor 5 --burst_every_s 60 --burst_s 10
 
-writes JSON lines (one event per line) for ``pipelines.backfill``. In a pipeline,
-``GenerateEvents`` emits the same traffic at a fixed rate for a fixed duration, then ends.
+The first writes JSON lines (one event per line) for ``pipelines.backfill``. The second
+publishes to Pub/Sub in real time: ``--rate`` messages/s, ``--burst_factor`` times that for
+``--burst_s`` seconds every ``--burst_every_s`` seconds, each message with attributes
+``event_id`` and ``event_time`` (``pipelines.io.pubsub``). In a pipeline, ``GenerateEvents``
+emits the same traffic at a fixed rate for a fixed duration, then ends.
 """
 
 from __future__ import annotations
@@ -272,10 +277,39 @@ class GenerateEvents(beam.PTransform):
 _PROFILE_DEFAULTS = LoadProfile._field_defaults
 
 
+def _publish(args: argparse.Namespace, generator: EventGenerator) -> int:
+    from pipelines.io.pubsub import BurstProfile, publish_paced, publisher_client
+
+    profile = BurstProfile(args.rate, args.burst_factor, args.burst_every_s, args.burst_s)
+    stats = publish_paced(
+        publisher_client(),
+        args.pubsub_topic,
+        lambda n, now: [g.payload for g in generator.batch(n, now)],
+        profile,
+        args.duration_s,
+    )
+    print(
+        f"published {stats.published} messages to {args.pubsub_topic} in {stats.elapsed_s:.1f} s "
+        f"(base {args.rate:g}/s, peak {stats.peak_rate:g}/s)",
+        flush=True,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.loadgen", description=__doc__)
-    parser.add_argument("--events", type=int, default=10_000, help="messages to write")
-    parser.add_argument("--output", required=True, help="JSON-lines file to write ('-': stdout)")
+    parser.add_argument("--events", type=int, default=10_000, help="file: messages to write")
+    parser.add_argument("--output", help="JSON-lines file to write ('-': stdout)")
+    parser.add_argument("--pubsub_topic", help="publish to projects/P/topics/T instead")
+    parser.add_argument("--rate", type=float, default=1000.0, help="pubsub: base messages/s")
+    parser.add_argument("--duration_s", type=float, default=60.0, help="pubsub: how long")
+    parser.add_argument(
+        "--burst_factor", type=float, default=1.0, help="pubsub: rate multiplier in bursts"
+    )
+    parser.add_argument(
+        "--burst_every_s", type=float, default=60.0, help="pubsub: a burst starts this often"
+    )
+    parser.add_argument("--burst_s", type=float, default=10.0, help="pubsub: burst length")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--duplicate_share", type=float, default=_PROFILE_DEFAULTS["duplicate_share"]
@@ -287,6 +321,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pii_share", type=float, default=_PROFILE_DEFAULTS["pii_share"])
     parser.add_argument("--spread_s", type=int, default=3600, help="event times span this many s")
     args = parser.parse_args(argv)
+    if bool(args.output) == bool(args.pubsub_topic):
+        parser.error("give exactly one of --output and --pubsub_topic")
+    if args.pubsub_topic:
+        from pipelines.io.pubsub import BurstProfile, is_topic_path
+
+        problems = BurstProfile(
+            args.rate, args.burst_factor, args.burst_every_s, args.burst_s
+        ).problems()
+        if not is_topic_path(args.pubsub_topic):
+            problems.append("--pubsub_topic must be projects/PROJECT/topics/TOPIC")
+        if args.duration_s <= 0:
+            problems.append("--duration_s must be > 0")
+        if problems:
+            parser.error("; ".join(problems))
     profile = LoadProfile(
         duplicate_share=args.duplicate_share,
         late_share=args.late_share,
@@ -294,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         pii_share=args.pii_share,
     )
     generator = EventGenerator(args.seed, profile)
+    if args.pubsub_topic:
+        return _publish(args, generator)
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=args.spread_s)
     out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
     with out:

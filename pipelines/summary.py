@@ -35,6 +35,7 @@ class Summary(NamedTuple):
     late_panes: int
     late_freshness_p99_s: float | None
     elapsed_s: float
+    sink_dead_letters: dict[str, int]  # rows a Google Cloud sink could not write, per reason
 
     @property
     def dead_lettered(self) -> int:
@@ -109,6 +110,11 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         late_panes=late_panes,
         late_freshness_p99_s=late_p99,
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
+        sink_dead_letters={
+            name.removeprefix("sink_dead_letter."): n
+            for name, n in sorted(counters.items())
+            if name.startswith("sink_dead_letter.")
+        },
     )
 
 
@@ -116,8 +122,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
-def print_summary(summary: Summary) -> None:
-    """Prints the summary for a person (stdout)."""
+def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
+    """Prints the summary for a person (stdout); ``outputs`` lists where the outputs are
+    (default: the embedded layout under the output root)."""
     s = summary
     rate = s.events_read / s.elapsed_s if s.elapsed_s > 0 else 0.0
     lines = [
@@ -129,6 +136,9 @@ def print_summary(summary: Summary) -> None:
         f"  dead-lettered    {s.dead_lettered:>10}",
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
+    if s.sink_dead_letters:
+        lines.append("sink rows dead-lettered (not events: rows a sink could not write):")
+        lines += [f"    {reason:<32} {n:>6}" for reason, n in s.sink_dead_letters.items()]
     check = "OK" if s.balanced else "MISMATCH"
     lines += [
         f"read = written + duplicates + dead-lettered: {check}",
@@ -144,10 +154,16 @@ def print_summary(summary: Summary) -> None:
         f"   (pane emission - newest event it counts; {s.freshness_panes} early/on-time"
         f" streaming panes; {s.late_panes} LATE panes, p99 {_fmt(s.late_freshness_p99_s)})",
         "outputs:",
-        f"    raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
-        f"    dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",
-        f"    metrics          {os.path.join(s.output_root, WAREHOUSE_DB)}  (table metrics_minute)",
-        f"    audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
+    ]
+    lines += [
+        f"    {line}"
+        for line in outputs
+        or [
+            f"raw archive      {os.path.join(s.output_root, 'raw')}/event_date=*/region=*/",
+            f"dead letters     {os.path.join(s.output_root, 'dead_letter')}/dt=*/",
+            f"metrics          {os.path.join(s.output_root, WAREHOUSE_DB)}  (table metrics_minute)",
+            f"audit log        {os.path.join(s.output_root, AUDIT_DB)}  (table audit_log)",
+        ]
     ]
     print("\n".join(lines), flush=True)
 

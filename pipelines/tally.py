@@ -137,13 +137,22 @@ class _WriteTallyFn(beam.DoFn):
 
 
 def tally_inputs(read, outputs: dict) -> dict:
-    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs."""
-    return {
+    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs (and the
+    sinks' dead letters, when the sinks report any: ``outputs["written"]["sink_dead_letters"]``)."""
+    inputs = {
         "read": read,
         "audit": outputs["audit"],
         "events": outputs["events"],
         "metrics": outputs["metrics"],
     }
+    sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
+    if sink_dead_letters is not None:
+        inputs["sink_dead_letters"] = sink_dead_letters
+    return inputs
+
+
+def _sink_dead_letter_keys(record) -> list[tuple[str, int]]:
+    return [(f"sink_dead_letter.{record.reason}", 1)]
 
 
 def _audit_keys(record) -> list[tuple[str, int]]:
@@ -160,8 +169,9 @@ def _given_keys(item: tuple[str, int]) -> list[tuple[str, int]]:
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
     (``AuditRecord``), ``events`` (written ``RedactedEvent``), optionally ``metrics``
-    (``MetricRow``) and ``counts`` (``(name, n)`` pairs, summed as they are: what a command
-    counts beyond these). Output: the totals dicts written (one per firing)."""
+    (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
+    beyond these) and ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
+    Output: the totals dicts written (one per firing)."""
 
     def __init__(self, output_root: str, run_id: str, every_s: int = 10):
         super().__init__()
@@ -179,6 +189,8 @@ class TallyOutcomes(beam.PTransform):
             "Redactions": (inputs["events"], _redaction_keys),
             "Counts": (inputs.get("counts"), _given_keys),
         }
+        if "sink_dead_letters" in inputs:
+            branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
         branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
         if inputs["read"].is_bounded:
             windowing = {}

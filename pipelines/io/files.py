@@ -17,13 +17,15 @@ of adding a duplicate file. Locally a file is written under a hidden temporary n
 into place (readers never see half a file); on GCS an object only appears when its upload closes.
 
 Delivery: every input element is written (at least once, idempotent per group). Nothing is dropped
-for lateness: see the trigger comment in ``_WriteAvroPartitions.expand``.
+for lateness: see ``pipelines.io.batches.batch_windowing``. A failed write fails the bundle, or,
+on the Google Cloud path, is retried with backoff and then dead-lettered (``WriteRawEvents``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import urllib.parse
 import uuid
 import zlib
@@ -36,13 +38,17 @@ import fastavro
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms import trigger, window
 
+from pipelines.io.batches import SinkRetry, batch_windowing, sink_dead_letters
+from pipelines.io.retry import retry_conflicts
 from schemas.contract import parsed_schema
+from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.elements import DeadLetter, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
 __all__ = ["ReadAvroRecords", "WriteDeadLetters", "WriteRawEvents", "dead_letter_patterns"]
+
+_LOGGER = logging.getLogger(__name__)
 
 # snappy (through cramjam, a dependency): Avro's usual codec, read by BigQuery, Spark and Beam.
 # Measured here on redacted events: ~30 µs per record to write against ~70 for deflate, for
@@ -151,29 +157,89 @@ def _key_by_destination(
     return (directory_fn(element), shard_of(getattr(element, id_field), num_shards)), element
 
 
-class _WriteAvroFilesFn(beam.DoFn):
-    """Writes one group (a destination and shard) as one or more Avro files."""
+def _is_storage_error(error: Exception) -> bool:
+    """Errors a later write attempt may not meet: I/O, connection and service errors."""
+    from google.api_core import exceptions as api_exceptions
 
-    def __init__(self, output_root: str, schema_name: str, id_field: str, max_records: int):
+    return isinstance(error, OSError | api_exceptions.GoogleAPICallError)
+
+
+class _WriteAvroFilesFn(beam.DoFn):
+    """Writes one group (a destination and shard) as one or more Avro files.
+
+    Without ``retry`` a failed write fails the bundle. With it, storage errors are retried with
+    backoff; a group that still fails fails the bundle, or with ``dead_letter_failures``
+    becomes dead letters (``sink_failed:gcs``) on the ``DEAD_LETTER_TAG`` output.
+    """
+
+    def __init__(
+        self,
+        output_root: str,
+        schema_name: str,
+        id_field: str,
+        max_records: int,
+        retry: SinkRetry | None = None,
+        dead_letter_failures: bool = False,
+    ):
         self._output_root = output_root
         self._schema_name = schema_name
         self._id_field = id_field
         self._max_records = max_records
+        self._retry = retry
+        self._dead_letter_failures = dead_letter_failures
         self._files = beam.metrics.Metrics.counter(__name__, f"{schema_name}_files_written")
         self._records = beam.metrics.Metrics.counter(__name__, f"{schema_name}_records_written")
+        self._failed_attempts = beam.metrics.Metrics.counter(
+            __name__, f"{schema_name}_failed_write_attempts"
+        )
 
     def setup(self) -> None:
         parsed_schema(self._schema_name)  # Fail on a broken contract before the first write.
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Any]]) -> Iterable[FileWritten]:
-        (directory, _shard), elements = element
-        for path, count in write_avro_files(
+    def _write(self, directory: str, elements: Sequence[Any]) -> list[FileWritten]:
+        return write_avro_files(
             FileSystems.join(self._output_root, directory),
-            (to_record(e) for e in elements),
+            [to_record(e) for e in elements],
             schema_name=self._schema_name,
             id_field=self._id_field,
             max_records=self._max_records,
-        ):
+        )
+
+    def _note_failure(self) -> None:
+        self._failed_attempts.inc()
+        _LOGGER.warning("%s: write attempt failed; retrying", self._schema_name)
+
+    def process(self, element: tuple[tuple[str, int], Iterable[Any]]):
+        (directory, _shard), grouped = element
+        elements = list(grouped)
+        if self._retry is None:
+            written = self._write(directory, elements)
+        else:
+            try:
+                written = retry_conflicts(
+                    lambda: self._write(directory, elements),
+                    is_conflict=_is_storage_error,
+                    max_attempts=self._retry.max_attempts,
+                    first_backoff_s=self._retry.first_backoff_s,
+                    max_backoff_s=self._retry.max_backoff_s,
+                    on_retry=self._note_failure,
+                )
+            except Exception as error:
+                if not (self._dead_letter_failures and _is_storage_error(error)):
+                    raise
+                _LOGGER.error("%s: %d records dead-lettered", self._schema_name, len(elements))
+                for letter in sink_dead_letters(
+                    elements,
+                    sink_name="gcs",
+                    step=f"write_{self._schema_name}",
+                    error=error,
+                    attempts=self._retry.max_attempts,
+                    failed_at=dt.datetime.now(dt.UTC),
+                ):
+                    count_dead_letter(letter.reason)
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+                return
+        for path, count in written:
             self._files.inc()
             self._records.inc(count)
             yield path, count
@@ -228,15 +294,19 @@ class _WriteAvroPartitions(beam.PTransform):
         id_field: str,
         directory_fn: Callable[[Any], str],
         max_records: int,
-        flush_s: float,
+        flush_s: int,
         num_shards: int,
+        retry: SinkRetry | None = None,
+        dead_letter_failures: bool = False,
     ):
         super().__init__()
+        if dead_letter_failures and retry is None:
+            raise ValueError("dead_letter_failures needs a retry policy")
         if not output_root:
             raise ValueError("output_root must be a directory or a gs:// prefix")
-        if max_records < 1 or flush_s <= 0 or num_shards < 1:
+        if max_records < 1 or flush_s < 1 or num_shards < 1:
             raise ValueError(
-                f"need max_records >= 1, flush_s > 0 and num_shards >= 1; got {max_records}, "
+                f"need max_records >= 1, flush_s >= 1 and num_shards >= 1; got {max_records}, "
                 f"{flush_s}, {num_shards}"
             )
         parsed_schema(schema_name)  # Validate the schema name at construction.
@@ -248,47 +318,37 @@ class _WriteAvroPartitions(beam.PTransform):
         self._max_records = max_records
         self._flush_s = flush_s
         self._num_shards = num_shards
+        self._retry = retry
+        self._dead_letter_failures = dead_letter_failures
 
     def expand(self, pcoll):
         keyed = pcoll | "KeyByDestination" >> beam.Map(
             _key_by_destination, self._directory_fn, self._id_field, self._num_shards
         ).with_output_types(tuple[tuple[str, int], self._element_type])
+        # Batch: one pane per key at the end (no re-window step when the input is already in
+        # the global window); the writer cuts each group into files of max_records, sorted by
+        # id, so a re-run writes the same files. Streaming: a pane per key flush_s of processing
+        # time after its first record, cut into files of max_records; nothing is ever dropped
+        # for lateness (the trigger is explained in batch_windowing). Keys are (partition,
+        # shard): few, so the per-key trigger state stays small.
         if pcoll.is_bounded:
-            # Batch: one pane per key at the end. The writer cuts each group into files of
-            # max_records, sorted by id, so a re-run writes the same files.
             rewindowed = in_global_window(keyed, "Rewindow")
         else:
-            # Streaming: the archive partitions by event date, and events can be hours late in
-            # event time. An event-time window would drop them at the GroupByKey once past the
-            # allowed lateness, so re-window into the global window, where nothing is ever late,
-            # and fire on processing time or size, whichever comes first: a file per key at most
-            # every flush_s, or sooner once max_records are buffered. DISCARDING, because each
-            # pane is written as its own file; accumulating would rewrite earlier records.
-            # The data-driven firings are the early firings of AfterWatermark rather than a bare
-            # Repeatedly(...): the same panes, plus an explicit final pane when the watermark
-            # reaches the end of the global window (drain, or the end of a finite stream). On the
-            # Python DirectRunner a bare Repeatedly(...) never fires the records left at the end
-            # and the pipeline stalls. Empty panes can fire; the writer writes nothing for them.
-            # Keys are (partition, shard): few, so the per-key trigger state stays small.
-            rewindowed = keyed | "Rewindow" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.AfterWatermark(
-                    early=trigger.AfterAny(
-                        trigger.AfterCount(self._max_records),
-                        trigger.AfterProcessingTime(self._flush_s),
-                    )
-                ),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-            )
+            rewindowed = keyed | "Rewindow" >> batch_windowing(True, self._flush_s)
         return (
             rewindowed
             | "GroupByDestination" >> beam.GroupByKey()
             | "WriteAvroFiles"
             >> beam.ParDo(
                 _WriteAvroFilesFn(
-                    self._output_root, self._schema_name, self._id_field, self._max_records
+                    self._output_root,
+                    self._schema_name,
+                    self._id_field,
+                    self._max_records,
+                    self._retry,
+                    self._dead_letter_failures,
                 )
-            )
+            ).with_outputs(DEAD_LETTER_TAG, main="files")
         )
 
 
@@ -300,16 +360,25 @@ class WriteRawEvents(beam.PTransform):
 
     Layout: ``{output_root}/raw/event_date=YYYY-MM-DD/region=<region>/part-<hash>.avro``,
     schema ``redacted_event.avsc``, snappy. Unbounded input is flushed per partition and shard
-    every ``flush_s`` seconds of processing time or ``max_records`` records, whichever comes
-    first; bounded input is written at the end. Late events are never dropped. Files are named by
-    the hash of their sorted event ids, so retries overwrite instead of duplicating.
+    ``flush_s`` seconds of processing time after its first buffered record, in files of at most
+    ``max_records``; bounded input is written at the end. Late events are never dropped. Files
+    are named by the hash of their sorted event ids, so retries overwrite instead of
+    duplicating.
+
+    Failures: by default a failed write fails the bundle (the runner retries it). With
+    ``retry`` (the Google Cloud path) storage errors are retried with backoff first, and with
+    ``dead_letter_failures`` too the records of a group that still fails become dead letters
+    (reason ``sink_failed:gcs``, the redacted event as payload); the transform then returns a
+    dict: ``files`` (the output above) and ``dead_letters`` (PCollection[DeadLetter]).
 
     Args:
         output_root: a local directory or a ``gs://bucket/prefix``.
-        max_records: most records per file (and the size trigger when unbounded).
+        max_records: most records per file.
         flush_s: processing-time delay after a partition's first buffered record before it is
             written (unbounded input only).
         num_shards: groups per partition, for parallel writes of a busy partition.
+        retry: bounded retries of a group's write (None: no retries here).
+        dead_letter_failures: dead-letter what still fails instead of failing the bundle.
     """
 
     def __init__(
@@ -317,10 +386,13 @@ class WriteRawEvents(beam.PTransform):
         output_root: str,
         *,
         max_records: int = DEFAULT_MAX_RECORDS,
-        flush_s: float = DEFAULT_FLUSH_S,
+        flush_s: int = DEFAULT_FLUSH_S,
         num_shards: int = DEFAULT_NUM_SHARDS,
+        retry: SinkRetry | None = None,
+        dead_letter_failures: bool = False,
     ):
         super().__init__()
+        self._dead_letter_failures = dead_letter_failures
         self._writer = _WriteAvroPartitions(
             output_root,
             element_type=RedactedEvent,
@@ -330,10 +402,15 @@ class WriteRawEvents(beam.PTransform):
             max_records=max_records,
             flush_s=flush_s,
             num_shards=num_shards,
+            retry=retry,
+            dead_letter_failures=dead_letter_failures,
         )
 
     def expand(self, pcoll):
-        return pcoll | "WriteAvroPartitions" >> self._writer
+        outputs = pcoll | "WriteAvroPartitions" >> self._writer
+        if self._dead_letter_failures:
+            return {"files": outputs.files, "dead_letters": outputs[DEAD_LETTER_TAG]}
+        return outputs.files
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -349,9 +426,12 @@ class WriteDeadLetters(beam.PTransform):
 
     Args:
         output_root: a local directory or a ``gs://bucket/prefix``.
-        max_records: most records per file (and the size trigger when unbounded).
+        max_records: most records per file.
         flush_s: processing-time delay before a partition's buffered records are written.
         num_shards: groups per partition.
+        retry: bounded retries of a group's write before the bundle fails (None: none here).
+            Dead letters that cannot be stored have nowhere further to go, so the bundle fails
+            and the runner retries it.
     """
 
     def __init__(
@@ -359,8 +439,9 @@ class WriteDeadLetters(beam.PTransform):
         output_root: str,
         *,
         max_records: int = DEFAULT_MAX_RECORDS,
-        flush_s: float = DEFAULT_FLUSH_S,
+        flush_s: int = DEFAULT_FLUSH_S,
         num_shards: int = 1,
+        retry: SinkRetry | None = None,
     ):
         super().__init__()
         self._writer = _WriteAvroPartitions(
@@ -372,7 +453,8 @@ class WriteDeadLetters(beam.PTransform):
             max_records=max_records,
             flush_s=flush_s,
             num_shards=num_shards,
+            retry=retry,
         )
 
     def expand(self, pcoll):
-        return pcoll | "WriteAvroPartitions" >> self._writer
+        return (pcoll | "WriteAvroPartitions" >> self._writer).files

@@ -22,12 +22,15 @@ def retry_conflicts(
     max_attempts: int,
     first_backoff_s: float,
     on_retry: Callable[[], None] = lambda: None,
+    max_backoff_s: float = MAX_BACKOFF_S,
 ) -> _T:
     """Calls ``attempt`` until it returns, retrying only errors ``is_conflict`` accepts.
 
     At most ``max_attempts`` calls; the backoff doubles from ``first_backoff_s`` up to
-    ``MAX_BACKOFF_S``, fuzzed so competing processes do not retry in step. Any other error, or
-    the last conflict, propagates (the runner then retries the bundle).
+    ``max_backoff_s``, fuzzed so competing processes do not retry in step. Any other error, or
+    the last conflict, propagates (the caller decides: fail the bundle, or dead-letter).
+    ``on_retry`` is called for each failed attempt that ``is_conflict`` accepts, the last
+    one included.
     """
 
     def should_retry(error: Exception) -> bool:
@@ -39,7 +42,7 @@ def retry_conflicts(
     return retry.with_exponential_backoff(
         num_retries=max_attempts - 1,
         initial_delay_secs=first_backoff_s,
-        max_delay_secs=MAX_BACKOFF_S,
+        max_delay_secs=max_backoff_s,
         retry_filter=should_retry,
         logger=_LOGGER.debug,
     )(attempt)()

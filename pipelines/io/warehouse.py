@@ -23,9 +23,10 @@ be added this way (the contract adds fields as nullable for that reason, as BigQ
 a new required field is an error that names the column.
 
 Views (``metrics_daily``, ``latency_percentiles_daily``, ``policy_flag_rates_daily``,
-``freshness``) are defined once, in BigQuery Standard SQL, in ``pipelines/sql/<view>.sql`` with a
-``{dataset}`` placeholder; ``bigquery_view_sql`` gives the BigQuery DDL and the DuckDB DDL is
-translated from it by sqlglot, so both warehouses run the same definitions.
+``model_utilization_daily``, ``freshness``) are defined once, in BigQuery Standard SQL, in
+``pipelines/sql/<view>.sql`` with a ``{dataset}`` placeholder; ``bigquery_view_sql`` gives the
+BigQuery DDL and the DuckDB DDL is translated from it by sqlglot, so both warehouses run the same
+definitions.
 
 Concurrency: DuckDB lets one process at a time open the file for writing. Rows are buffered per
 bundle and written in one transaction per flush with a short-lived connection, so several worker
@@ -58,7 +59,9 @@ from transforms.aggregate import BACKFILL
 from transforms.elements import MetricRow, to_record
 
 __all__ = [
+    "KEY_COLUMNS",
     "METRICS_TABLE",
+    "NOT_CONTENT",
     "VIEW_NAMES",
     "UpsertMetrics",
     "bigquery_view_sql",
@@ -70,6 +73,7 @@ __all__ = [
     "metrics_table_ddl",
     "read_metrics",
     "upsert_metric_rows",
+    "warehouse_record",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,9 +84,10 @@ VIEW_NAMES: tuple[str, ...] = (
     "metrics_daily",
     "latency_percentiles_daily",
     "policy_flag_rates_daily",
+    "model_utilization_daily",
     "freshness",
 )
-_KEY_COLUMNS = ("window_start", "model", "region")
+KEY_COLUMNS = ("window_start", "model", "region")
 _DATASET_PLACEHOLDER = "{dataset}"
 # Stands in for {dataset} while translating to DuckDB, then removed: DuckDB views name tables
 # unqualified, so they resolve in the database file they live in, whatever it is attached as.
@@ -158,7 +163,7 @@ def metrics_table_ddl() -> str:
         f'  "{f["name"]}" {_duckdb_type(f)}' + (" NOT NULL" if f["mode"] != "NULLABLE" else "")
         for f in _metric_fields()
     ]
-    key = ", ".join(f'"{c}"' for c in _KEY_COLUMNS)
+    key = ", ".join(f'"{c}"' for c in KEY_COLUMNS)
     body = ",\n".join([*columns, f"  PRIMARY KEY ({key})"])
     return f"CREATE TABLE IF NOT EXISTS {METRICS_TABLE} (\n{body}\n)"
 
@@ -172,12 +177,12 @@ def _source_rank(relation: str) -> str:
 def _upsert_sql() -> str:
     names = [f["name"] for f in _metric_fields()]
     columns = ", ".join(f'"{n}"' for n in names)
-    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in _KEY_COLUMNS)
-    key = ", ".join(f'"{c}"' for c in _KEY_COLUMNS)
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in KEY_COLUMNS)
+    key = ", ".join(f'"{c}"' for c in KEY_COLUMNS)
     # A pane with the same index and the same values is a replay (a retried bundle, a re-run
     # backfill): leave the row alone, emitted_at included, so replays change nothing. The
     # HLL bytes and estimate are left out of "same values": merge order changes their bytes.
-    content = [n for n in names if n not in _KEY_COLUMNS and n not in _NOT_CONTENT]
+    content = [n for n in names if n not in KEY_COLUMNS and n not in NOT_CONTENT]
     differs = " OR ".join(f'excluded."{n}" IS DISTINCT FROM {METRICS_TABLE}."{n}"' for n in content)
     new_rank, old_rank = _source_rank("excluded"), _source_rank(METRICS_TABLE)
     return (
@@ -191,7 +196,7 @@ def _upsert_sql() -> str:
 
 
 # Columns that describe the pane or vary between identical recomputations, not the metrics.
-_NOT_CONTENT = frozenset(
+NOT_CONTENT = frozenset(
     {"pane_index", "pane_timing", "is_final", "emitted_at", "users_hll", "distinct_users_approx"}
 )
 
@@ -256,7 +261,8 @@ def latest_panes(rows: Iterable[MetricRow]) -> list[MetricRow]:
     return list(newest.values())
 
 
-def _warehouse_record(row: MetricRow) -> dict[str, Any]:
+def warehouse_record(row: MetricRow) -> dict[str, Any]:
+    """``row`` as a dict in the warehouse layout (maps as key/value lists sorted by key)."""
     record = to_record(row)
     for column in _map_columns():
         record[column] = [{"key": k, "value": v} for k, v in sorted(record[column].items())]
@@ -265,7 +271,7 @@ def _warehouse_record(row: MetricRow) -> dict[str, Any]:
 
 def metric_rows_to_arrow(rows: Iterable[MetricRow]) -> pa.Table:
     """Returns ``rows`` as an Arrow table with the warehouse schema (maps as key/value lists)."""
-    return pa.Table.from_pylist([_warehouse_record(r) for r in rows], schema=_arrow_schema())
+    return pa.Table.from_pylist([warehouse_record(r) for r in rows], schema=_arrow_schema())
 
 
 # --- DuckDB access with retries ------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""The Google Cloud sinks (``--sink gcp``), applied by both pipelines to the core's outputs.
+
+The same outputs as the embedded default (``pipelines.embedded``), written to the production
+services; only the sink classes differ, every transform before them is shared:
+
+* ``events`` -> the raw archive, Avro, ``<raw_root>/raw/event_date=.../region=.../`` on Cloud
+  Storage, through the same writer as the embedded default (``WriteRawEvents``);
+* ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key (``MergeMetrics``);
+* ``audit`` -> PostgreSQL ``audit_log`` (``InsertAuditLog``) and BigQuery ``audit_log``
+  (``AppendAuditLog``): dual-written, each with its own retries;
+* ``dead_letters`` -> Avro under ``<dead_letter_root>/dead_letter/dt=.../`` and, if configured,
+  a Pub/Sub dead-letter topic.
+
+Every sink retries with bounded exponential backoff (``SinkRetry``). Rows a sink still cannot
+write become dead letters with reason ``sink_failed:<gcs|bigquery|postgres>``, counted, and go to
+the same dead-letter outputs as the core's rejections, with the row as payload for a replay.
+If the dead-letter outputs themselves keep failing, the bundle fails and the runner retries it:
+nothing is dropped silently. Clients follow the usual environment: Application Default
+Credentials, and ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and
+``BIGQUERY_EMULATOR_HOST`` against the local stack (``scripts/local_stack.py``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.transforms import window
+
+from pipelines.io.batches import SinkRetry
+from pipelines.io.bigquery import AppendAuditLog, MergeMetrics
+from pipelines.io.files import WriteDeadLetters, WriteRawEvents
+from pipelines.io.postgres import InsertAuditLog
+from pipelines.io.pubsub import PublishDeadLetters
+
+__all__ = ["GcpConfig", "WriteGcp"]
+
+
+class GcpConfig(NamedTuple):
+    """Where and how the Google Cloud sinks write.
+
+    ``raw_root`` and ``dead_letter_root`` are ``gs://bucket/prefix`` (any Beam file system
+    works); ``bigquery_dataset`` is ``PROJECT.DATASET``; ``audit_db_url`` a reference
+    (``env:NAME``, ``file:PATH`` or a URL without password); ``flush_s`` bounds how long the
+    table and topic sinks buffer, ``file_flush_s`` how long the file sinks do (whole seconds:
+    Beam's processing-time triggers take whole seconds).
+    """
+
+    raw_root: str
+    dead_letter_root: str
+    bigquery_dataset: str
+    audit_db_url: str
+    dead_letter_topic: str | None = None
+    retry: SinkRetry = SinkRetry()
+    flush_s: int = 10
+    file_flush_s: int = 60
+
+
+class WriteGcp(beam.PTransform):
+    """Writes the core outputs (the dict ``AnalyzeEvents`` returns) to Google Cloud.
+
+    Args:
+      config: the ``GcpConfig``.
+      archive: write ``events`` to the raw archive; False when replaying the archive itself.
+
+    Returns a dict: ``raw`` and ``dead_letters``, PCollections of (path, record count) per file
+    written, and ``sink_dead_letters``, the ``DeadLetter`` records of rows the sinks could not
+    write (also written with the other dead letters).
+    """
+
+    def __init__(self, config: GcpConfig, archive: bool = True):
+        super().__init__()
+        problems = config.retry.problems()
+        if config.flush_s < 1 or config.file_flush_s < 1:
+            problems.append("flush_s and file_flush_s must be >= 1 (whole seconds)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._config = config
+        self._archive = archive
+
+    def expand(self, outputs):
+        c = self._config
+        written = {}
+        failures = []
+        if self._archive:
+            raw = outputs["events"] | "WriteRawEvents" >> WriteRawEvents(
+                c.raw_root, flush_s=c.file_flush_s, retry=c.retry, dead_letter_failures=True
+            )
+            written["raw"] = raw["files"]
+            failures.append(raw["dead_letters"])
+        failures.append(
+            outputs["metrics"]
+            | "MergeMetrics" >> MergeMetrics(c.bigquery_dataset, retry=c.retry, flush_s=c.flush_s)
+        )
+        failures.append(
+            outputs["audit"]
+            | "InsertAuditLog" >> InsertAuditLog(c.audit_db_url, retry=c.retry, flush_s=c.flush_s)
+        )
+        failures.append(
+            outputs["audit"]
+            | "AppendAuditLog"
+            >> AppendAuditLog(c.bigquery_dataset, retry=c.retry, flush_s=c.flush_s)
+        )
+        # Each branch comes out of its own triggered global window: re-window before the
+        # Flatten so the dead-letter writers see one plain windowing.
+        sink_failures = [
+            pcoll | f"RewindowSinkFailures{i}" >> beam.WindowInto(window.GlobalWindows())
+            for i, pcoll in enumerate(failures)
+        ] | "FlattenSinkFailures" >> beam.Flatten()
+        dead_letters = (
+            outputs["dead_letters"]
+            | "RewindowDeadLetters" >> beam.WindowInto(window.GlobalWindows()),
+            sink_failures,
+        ) | "FlattenDeadLetters" >> beam.Flatten()
+        written["dead_letters"] = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            c.dead_letter_root, flush_s=c.file_flush_s, retry=c.retry
+        )
+        if c.dead_letter_topic:
+            _ = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(
+                c.dead_letter_topic, retry=c.retry, flush_s=c.flush_s
+            )
+        written["sink_dead_letters"] = sink_failures
+        return written

@@ -1,0 +1,269 @@
+"""The audit log in PostgreSQL (Cloud SQL in production), written with psycopg 3.
+
+Table ``audit_log``: one column per field of ``audit_record.avsc`` (strings TEXT, longs BIGINT,
+timestamps TIMESTAMPTZ, maps JSONB), NOT NULL where the contract says so, ``audit_id`` the
+PRIMARY KEY and ``(event_id, outcome)`` UNIQUE, plus an index on ``recorded_at``. The DDL is
+derived from the Avro schema (``audit_table_ddl``).
+
+Idempotency: rows are inserted with ``INSERT ... ON CONFLICT DO NOTHING``, batched
+(``executemany``, pipelined by psycopg) in one transaction per batch. The conflict target is left
+out on purpose: it then covers both unique keys, so a replayed record is a no-op whichever key
+it meets first (``audit_id`` for dead-lettered inputs without an event id, ``(event_id,
+outcome)`` otherwise); the first stored copy is kept.
+
+Connection: ``--audit_db_url`` is a reference, resolved on the worker, so a password never
+appears in pipeline options or logs: ``env:NAME`` (a variable holding the URL), ``file:PATH``
+(a file holding it), or a literal ``postgresql://`` URL without a password (e.g. Cloud SQL IAM
+authentication through the Auth Proxy). One connection per worker thread, reopened after an
+error. Errors a retry may cure are transient: ``OperationalError`` (server down, restarted,
+unreachable; serialization failures and deadlocks) and a missing table (created again by the
+next attempt); the batch is retried with backoff and then dead-lettered
+(``sink_failed:postgres``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines.io.batches import BatchSink, SinkRetry, WriteInBatches
+from schemas.contract import load_schema
+from transforms.elements import AuditRecord, to_record
+
+__all__ = [
+    "AUDIT_TABLE",
+    "InsertAuditLog",
+    "audit_table_ddl",
+    "create_audit_table",
+    "describe_db_url",
+    "insert_audit_rows",
+    "resolve_db_url",
+]
+
+AUDIT_TABLE = "audit_log"
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_MS = 30_000
+_PRIMARY_KEY = "audit_id"
+_UNIQUE_KEY = ("event_id", "outcome")
+_PRIMITIVE_TO_POSTGRES = {
+    "string": "TEXT",
+    "bytes": "BYTEA",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "float": "REAL",
+    "double": "DOUBLE PRECISION",
+    "boolean": "BOOLEAN",
+}
+_LOGICAL_TO_POSTGRES = {
+    "timestamp-micros": "TIMESTAMPTZ",
+    "timestamp-millis": "TIMESTAMPTZ",
+    "date": "DATE",
+    "uuid": "UUID",
+}
+
+
+def resolve_db_url(reference: str) -> str:
+    """The PostgreSQL URL ``reference`` points at (``env:NAME``, ``file:PATH`` or a URL).
+
+    Raises ValueError with a message that never contains the URL.
+    """
+    if reference.startswith("env:"):
+        name = reference[len("env:") :]
+        url = os.environ.get(name, "")
+        if not url:
+            raise ValueError(f"--audit_db_url: environment variable {name} is not set")
+    elif reference.startswith("file:"):
+        with open(reference[len("file:") :], encoding="utf-8") as handle:
+            url = handle.read().strip()
+    else:
+        url = reference
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--audit_db_url must resolve to a postgresql:// URL")
+    return url
+
+
+def describe_db_url(reference: str) -> str:
+    """``reference`` safe for logs: the reference itself, or a URL without its credentials."""
+    if reference.startswith(("env:", "file:")):
+        return reference
+    scheme, _, rest = reference.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def _column_type(avro_type: Any) -> tuple[str, bool, bool]:
+    """(PostgreSQL type, nullable, is JSON) of an Avro field type."""
+    nullable = isinstance(avro_type, list) and "null" in avro_type
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    if isinstance(avro_type, str):
+        return _PRIMITIVE_TO_POSTGRES[avro_type], nullable, False
+    logical = avro_type.get("logicalType")
+    if logical in _LOGICAL_TO_POSTGRES:
+        return _LOGICAL_TO_POSTGRES[logical], nullable, False
+    if avro_type["type"] in ("map", "array", "record"):
+        return "JSONB", nullable, True
+    return _PRIMITIVE_TO_POSTGRES[avro_type["type"]], nullable, False
+
+
+@cache
+def _columns() -> tuple[tuple[str, str, bool, bool], ...]:
+    return tuple(
+        (f["name"], *_column_type(f["type"])) for f in load_schema("audit_record")["fields"]
+    )
+
+
+def audit_table_ddl() -> str:
+    """``CREATE TABLE IF NOT EXISTS audit_log`` (and its index), derived from the contract."""
+    lines = []
+    for name, pg_type, nullable, _ in _columns():
+        constraint = "" if nullable else " NOT NULL"
+        if name == _PRIMARY_KEY:
+            constraint += " PRIMARY KEY"
+        lines.append(f"  {name} {pg_type}{constraint}")
+    lines.append(f"  UNIQUE ({', '.join(_UNIQUE_KEY)})")
+    body = ",\n".join(lines)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (\n{body}\n);\n"
+        f"CREATE INDEX IF NOT EXISTS {AUDIT_TABLE}_recorded_at ON {AUDIT_TABLE} (recorded_at)"
+    )
+
+
+@cache
+def _insert_sql() -> str:
+    names = [c[0] for c in _columns()]
+    marks = ", ".join("%s" for _ in names)
+    return f"INSERT INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+
+
+def _row(record: AuditRecord) -> tuple[Any, ...]:
+    from psycopg.types.json import Jsonb
+
+    values = to_record(record)
+    return tuple(
+        Jsonb(values[name]) if is_json and values[name] is not None else values[name]
+        for name, _, _, is_json in _columns()
+    )
+
+
+def create_audit_table(conn) -> None:
+    """Creates ``audit_log`` if missing. Idempotent (concurrent creators are serialised)."""
+    with conn.transaction():
+        # CREATE TABLE IF NOT EXISTS can still collide with a concurrent creator; a
+        # transaction-scoped advisory lock makes creators take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('genai_audit_log_ddl'))")
+        for statement in audit_table_ddl().split(";\n"):
+            conn.execute(statement)
+
+
+def insert_audit_rows(conn, records: Sequence[AuditRecord]) -> int:
+    """Inserts ``records`` in one transaction; returns how many were new."""
+    if not records:
+        return 0
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(_insert_sql(), [_row(r) for r in records], returning=False)
+        return max(cursor.rowcount, 0)
+
+
+# --- Beam adapter --------------------------------------------------------------------------
+
+_LOCAL = threading.local()
+_CREATED: set[str] = set()
+_CREATED_LOCK = threading.Lock()
+
+
+def _connection(url: str):
+    """This thread's open connection to ``url`` (table created once per process)."""
+    import psycopg
+
+    connections = _LOCAL.__dict__.setdefault("connections", {})
+    conn = connections.get(url)
+    if conn is None or conn.closed or conn.broken:
+        conn = psycopg.connect(
+            url,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        )
+        connections[url] = conn
+    with _CREATED_LOCK:
+        if url not in _CREATED:
+            create_audit_table(conn)
+            _CREATED.add(url)
+    return conn
+
+
+def _drop_connection(url: str) -> None:
+    conn = _LOCAL.__dict__.get("connections", {}).pop(url, None)
+    if conn is not None:
+        conn.close()
+
+
+class _AuditSink(BatchSink):
+    name = "postgres"
+    step = "write_audit_postgres"
+
+    def __init__(self, db_url: str):
+        self._reference = db_url
+
+    def setup(self) -> None:
+        self._url = resolve_db_url(self._reference)
+
+    def write(self, batch: Sequence[AuditRecord]) -> None:
+        import psycopg
+
+        try:
+            insert_audit_rows(_connection(self._url), batch)
+        except Exception as error:
+            _drop_connection(self._url)  # reconnect on the next attempt
+            if isinstance(error, psycopg.errors.UndefinedTable):
+                with _CREATED_LOCK:  # dropped (or a new server): create it again
+                    _CREATED.discard(self._url)
+            raise
+
+    def is_transient(self, error: Exception) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.OperationalError | psycopg.errors.UndefinedTable)
+
+
+class InsertAuditLog(beam.PTransform):
+    """Inserts ``AuditRecord`` elements into PostgreSQL ``audit_log``, idempotently.
+
+    Input: PCollection[AuditRecord], bounded or unbounded. Output: PCollection[DeadLetter] of
+    the records that could not be inserted after ``retry`` (reason ``sink_failed:postgres``).
+    Guarantee: one row per ``audit_id`` and per ``(event_id, outcome)``; replays and retries
+    insert nothing new.
+
+    Args:
+        db_url: reference to the URL (``env:NAME``, ``file:PATH`` or a URL without password).
+        retry: backoff and attempts per batch.
+        flush_s: longest wait before buffered records are inserted (unbounded input).
+        max_batch_rows: most rows per transaction.
+        num_shards: parallel writers (connections).
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
+        flush_s: int = 10,
+        max_batch_rows: int = 1000,
+        num_shards: int = 4,
+    ):
+        super().__init__()
+        self._write = WriteInBatches(
+            _AuditSink(db_url),
+            id_field="audit_id",
+            retry=retry,
+            flush_s=flush_s,
+            max_batch_rows=max_batch_rows,
+            num_shards=num_shards,
+        )
+
+    def expand(self, pcoll):
+        return pcoll | "InsertBatches" >> self._write

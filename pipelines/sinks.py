@@ -1,0 +1,181 @@
+"""Sink selection, shared by both pipelines: the embedded default or Google Cloud (``--sink``).
+
+``add_sink_options`` adds the flags, ``validate_sinks`` checks them before anything is built, and
+``write_outputs`` applies the chosen sinks to the core's outputs under a stable step label
+(``WriteEmbedded`` or ``WriteGcp``; Dataflow matches labels when a job is updated in place).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.common import _add
+from pipelines.embedded import WriteEmbedded
+from pipelines.gcp import GcpConfig, WriteGcp
+from pipelines.io.batches import SinkRetry
+from pipelines.io.bigquery import split_dataset
+from pipelines.io.postgres import describe_db_url, resolve_db_url
+from pipelines.io.pubsub import is_topic_path
+
+__all__ = [
+    "SINKS",
+    "add_sink_options",
+    "describe_sinks",
+    "gcp_config",
+    "output_lines",
+    "validate_sinks",
+    "write_outputs",
+]
+
+SINKS = ("embedded", "gcp")
+_RETRY = SinkRetry()
+
+
+def add_sink_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the sink flags (no ``required=True``: ``validate_sinks`` checks them)."""
+    _add(parser, "--sink", default="embedded", help=f"Where outputs go, one of {SINKS}.")
+    _add(
+        parser,
+        "--raw_root",
+        default="",
+        help="gcp: root of the raw archive, e.g. gs://bucket/prefix (default: --output_root).",
+    )
+    _add(
+        parser,
+        "--dead_letter_root",
+        default="",
+        help="gcp: root of the dead-letter files, access-restricted (default: --raw_root).",
+    )
+    _add(
+        parser,
+        "--dead_letter_topic",
+        default="",
+        help="gcp: also publish dead letters to projects/P/topics/T (default: files only).",
+    )
+    _add(
+        parser,
+        "--bigquery_dataset",
+        default="",
+        help="gcp: PROJECT.DATASET holding metrics_minute, audit_log and the views.",
+    )
+    _add(
+        parser,
+        "--audit_db_url",
+        default="env:GENAI_AUDIT_DB_URL",
+        help="gcp: PostgreSQL audit store: env:NAME, file:PATH or a postgresql:// URL "
+        "without password.",
+    )
+    _add(
+        parser,
+        "--sink_max_attempts",
+        type=int,
+        default=_RETRY.max_attempts,
+        help="gcp: attempts per write before its rows are dead-lettered.",
+    )
+    _add(
+        parser,
+        "--sink_first_backoff_s",
+        type=float,
+        default=_RETRY.first_backoff_s,
+        help="gcp: first wait between attempts; it doubles (fuzzed).",
+    )
+    _add(
+        parser,
+        "--sink_max_backoff_s",
+        type=float,
+        default=_RETRY.max_backoff_s,
+        help="gcp: longest wait between attempts.",
+    )
+    _add(
+        parser,
+        "--sink_flush_s",
+        type=int,
+        default=10,
+        help="gcp: longest wait before buffered rows go to BigQuery, PostgreSQL or Pub/Sub.",
+    )
+    _add(
+        parser,
+        "--file_flush_s",
+        type=int,
+        default=60,
+        help="gcp: longest wait before buffered records are written as an Avro object.",
+    )
+
+
+def _retry(options) -> SinkRetry:
+    return SinkRetry(
+        options.sink_max_attempts, options.sink_first_backoff_s, options.sink_max_backoff_s
+    )
+
+
+def gcp_config(options) -> GcpConfig:
+    """The ``GcpConfig`` of parsed options."""
+    raw_root = options.raw_root or options.output_root
+    return GcpConfig(
+        raw_root=raw_root,
+        dead_letter_root=options.dead_letter_root or raw_root,
+        bigquery_dataset=options.bigquery_dataset,
+        audit_db_url=options.audit_db_url,
+        dead_letter_topic=options.dead_letter_topic or None,
+        retry=_retry(options),
+        flush_s=options.sink_flush_s,
+        file_flush_s=options.file_flush_s,
+    )
+
+
+def validate_sinks(options) -> list[str]:
+    """Problems with the sink flags (empty when fine). The audit URL must resolve here."""
+    if options.sink not in SINKS:
+        return [f"--sink must be one of {SINKS}, got {options.sink!r}"]
+    if options.sink != "gcp":
+        return []
+    problems = [f"--sink_{p}" for p in _retry(options).problems()]
+    if options.sink_flush_s < 1 or options.file_flush_s < 1:
+        problems.append("--sink_flush_s and --file_flush_s must be >= 1 (whole seconds)")
+    try:
+        split_dataset(options.bigquery_dataset)
+    except ValueError:
+        problems.append("--bigquery_dataset must be PROJECT.DATASET (required with --sink gcp)")
+    try:
+        resolve_db_url(options.audit_db_url)
+    except (ValueError, OSError) as error:
+        problems.append(str(error))
+    if options.dead_letter_topic and not is_topic_path(options.dead_letter_topic):
+        problems.append("--dead_letter_topic must be projects/PROJECT/topics/TOPIC")
+    return problems
+
+
+def describe_sinks(options) -> str:
+    """The sink settings for the start-up log line (never a secret)."""
+    if options.sink != "gcp":
+        return f"sink=embedded output_root={options.output_root}"
+    c = gcp_config(options)
+    return (
+        f"sink=gcp raw_root={c.raw_root} dead_letter_root={c.dead_letter_root} "
+        f"bigquery_dataset={c.bigquery_dataset} audit_db={describe_db_url(c.audit_db_url)} "
+        f"dead_letter_topic={c.dead_letter_topic or '-'}"
+    )
+
+
+def output_lines(options) -> list[str] | None:
+    """Where the outputs are, for the run summary (None: the embedded layout)."""
+    if options.sink != "gcp":
+        return None
+    c = gcp_config(options)
+    lines = [
+        f"raw archive      {c.raw_root.rstrip('/')}/raw/event_date=*/region=*/",
+        f"dead letters     {c.dead_letter_root.rstrip('/')}/dead_letter/dt=*/",
+        f"metrics          BigQuery {c.bigquery_dataset}.metrics_minute (+ daily views)",
+        f"audit log        PostgreSQL {describe_db_url(c.audit_db_url)} and BigQuery "
+        f"{c.bigquery_dataset}.audit_log",
+    ]
+    if c.dead_letter_topic:
+        lines.append(f"dead-letter topic {c.dead_letter_topic}")
+    return lines
+
+
+def write_outputs(outputs: dict, options, *, archive: bool = True) -> dict:
+    """Applies the chosen sinks to the core's outputs; returns what they return."""
+    if options.sink == "gcp":
+        return outputs | "WriteGcp" >> WriteGcp(gcp_config(options), archive=archive)
+    return outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root, archive=archive)
