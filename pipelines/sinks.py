@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+# The same once-only flag registration as the core flags: both pipelines add these.
 from pipelines.common import _add
 from pipelines.embedded import WriteEmbedded
 from pipelines.gcp import GcpConfig, WriteGcp

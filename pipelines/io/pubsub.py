@@ -40,6 +40,7 @@ __all__ = [
     "EVENT_TIME_ATTRIBUTE",
     "BurstProfile",
     "PublishDeadLetters",
+    "PublishStats",
     "ReadGatewayEvents",
     "id_label_for",
     "is_subscription_path",
