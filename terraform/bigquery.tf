@@ -6,8 +6,14 @@ locals {
   bigquery_location = coalesce(var.bigquery_location, var.region)
   dataset_ref       = "${var.project_id}.${google_bigquery_dataset.analytics.dataset_id}"
   # pipelines/io/warehouse.py VIEW_NAMES (a test keeps them equal).
-  view_names = ["metrics_daily", "latency_percentiles_daily", "policy_flag_rates_daily", "freshness"]
-  day_ms     = 86400000
+  view_names = [
+    "metrics_daily",
+    "latency_percentiles_daily",
+    "policy_flag_rates_daily",
+    "model_utilization_daily",
+    "freshness",
+  ]
+  day_ms = 86400000
 }
 
 resource "google_bigquery_dataset" "analytics" {
@@ -73,6 +79,23 @@ resource "google_bigquery_table" "views" {
   }
 
   depends_on = [google_bigquery_table.metrics_minute]
+}
+
+# audit_log is append-only (streaming inserts are at least once): this view shows one row per
+# audit record (pipelines/sql/audit_log_unique.sql, the view the pipeline also creates).
+resource "google_bigquery_table" "audit_log_unique" {
+  project             = var.project_id
+  dataset_id          = google_bigquery_dataset.analytics.dataset_id
+  table_id            = "audit_log_unique"
+  deletion_protection = false
+  labels              = var.labels
+
+  view {
+    query          = replace(file("${path.module}/../pipelines/sql/audit_log_unique.sql"), "{dataset}", local.dataset_ref)
+    use_legacy_sql = false
+  }
+
+  depends_on = [google_bigquery_table.audit_log]
 }
 
 # Window functions and UNNEST need a non-incremental materialized view, which requires

@@ -5,9 +5,13 @@
 locals {
   streaming_metadata        = jsondecode(file("${path.module}/../templates/streaming/metadata.json"))
   streaming_parameter_names = [for parameter in local.streaming_metadata.parameters : parameter.name]
-  streaming_parameters      = merge(local.launch_parameters, var.streaming_parameters)
-  staging_location          = "gs://${google_storage_bucket.templates.name}/staging"
-  temp_location             = "gs://${google_storage_bucket.templates.name}/temp"
+  streaming_parameters = merge(
+    local.launch_parameters,
+    { source = "pubsub", subscription = google_pubsub_subscription.events.id },
+    var.streaming_parameters,
+  )
+  staging_location = "gs://${google_storage_bucket.templates.name}/staging"
+  temp_location    = "gs://${google_storage_bucket.templates.name}/temp"
 }
 
 resource "google_dataflow_flex_template_job" "streaming" {

@@ -45,6 +45,13 @@ locals {
   template_parameters = {
     pseudonym_key    = "secret:projects/${var.project_id}/secrets/${google_secret_manager_secret.pseudonym_key.secret_id}/versions/${var.pseudonym_key_version}"
     redaction_engine = var.redaction_engine
+    # The Google Cloud sinks (--sink gcp) on this stack's buckets, dataset and audit database.
+    sink             = "gcp"
+    raw_root         = "gs://${google_storage_bucket.data["raw"].name}"
+    dead_letter_root = "gs://${google_storage_bucket.data["dead_letter"].name}"
+    bigquery_dataset = local.dataset_ref
+    # IAM login of the worker's database user on the private IP (no password anywhere).
+    audit_db_url = "postgresql://${google_sql_user.worker.name}@${google_sql_database_instance.audit.private_ip_address}:5432/${google_sql_database.audit.name}"
   }
   # With a DLP engine (dlp, hybrid): the templates this stack creates, in their location.
   dlp_parameters = {

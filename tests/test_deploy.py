@@ -102,7 +102,7 @@ def test_streaming_run_uses_streaming_engine_and_the_job_name_of_the_alerts():
     [
         ("backfill", {"input_format": "avro"}, "missing required parameter 'input'"),
         ("backfill", {"input": "gs://my-bucket/x", "start_date": "2026-13-01"}, "start_date="),
-        ("streaming", {"subscription": "projects/p/subscriptions/s"}, "unknown parameter"),
+        ("streaming", {"subscriptions": "projects/p/subscriptions/s"}, "unknown parameter"),
         ("streaming", {"window_size_s": "0"}, "window_size_s='0' does not match"),
     ],
 )

@@ -35,13 +35,16 @@ ENUMS = {
 EXAMPLE = re.compile(r"Example: (\S+)$")
 # A valid run of each pipeline, so that one flag can be judged in context (the backfill's flags
 # depend on each other); the flag under test is appended and overrides.
+# The gcp sink's required flags are valid too, so that --sink=gcp is judged on its own.
+_GCP_SINK_ARGS = ["--bigquery_dataset=my-project.genai", "--audit_db_url=postgresql://u@h/db"]
 VALID_ARGS = {
-    "streaming": [],
+    "streaming": [*_GCP_SINK_ARGS, "--subscription=projects/my-project/subscriptions/events"],
     "backfill": [
         "--input=gs://my-bucket/archive",
         "--input_format=avro",
         "--start_date=2026-11-01",
         "--end_date=2026-11-07",
+        *_GCP_SINK_ARGS,
     ],
 }
 

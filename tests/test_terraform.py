@@ -248,6 +248,13 @@ def test_views_are_the_pipelines_sql_with_the_dataset_filled_in():
         assert _terraform_view_query(name, "p.d") == expected
 
 
+def test_audit_view_is_the_pipelines_sql_on_the_audit_table():
+    view = TF.resource("google_bigquery_table", "audit_log_unique")
+    assert view["table_id"] == "audit_log_unique"
+    assert "pipelines/sql/audit_log_unique.sql" in block(view, "view")["query"]
+    assert view["depends_on"] == ["${google_bigquery_table.audit_log}"]
+
+
 def test_materialized_views_are_non_incremental_copies_of_daily_views():
     mv = TF.resource("google_bigquery_table", "materialized_views")
     definition = block(mv, "materialized_view")
@@ -461,7 +468,8 @@ def test_streaming_job_drains_and_takes_only_declared_parameters():
     assert job["ip_configuration"] == "WORKER_IP_PRIVATE"
     assert job["parameters"] == "${local.streaming_parameters}"
     assert TF.locals["streaming_parameters"] == (
-        "${merge(local.launch_parameters, var.streaming_parameters)}"
+        '${merge(local.launch_parameters, {source = "pubsub", subscription = '
+        "google_pubsub_subscription.events.id}, var.streaming_parameters)}"
     )
     # At plan time every parameter name must be declared in the template's metadata.json.
     assert "templates/streaming/metadata.json" in TF.locals["streaming_metadata"]
@@ -474,5 +482,6 @@ def test_parameters_set_by_terraform_are_template_parameters(pipeline):
     metadata = json.loads((ROOT / "templates" / pipeline / "metadata.json").read_text())
     names = {p["name"] for p in metadata["parameters"]}
     assert set(TF.locals["template_parameters"]) <= names
+    assert {"source", "subscription", "sink", "bigquery_dataset"} <= names or pipeline == "backfill"
     assert set(TF.locals["dlp_parameters"]) <= names
     assert "local.dlp_parameters" in TF.locals["launch_parameters"]
