@@ -225,6 +225,8 @@ def test_merge_sql_is_valid_bigquery_and_prunes_partitions():
     assert "t.window_start BETWEEN @min_window_start AND @max_window_start" in sql
     assert "FROM_BASE64(r.`users_hll`)" in sql
     assert "s.pane_index > t.pane_index" in sql
+    # A backfill row outranks a streaming one whatever its pane index, as in DuckDB.
+    assert "(CASE WHEN s.source = 'backfill' THEN 1 ELSE 0 END) > (CASE WHEN t.source" in sql
 
 
 def test_rows_parameter_shape():

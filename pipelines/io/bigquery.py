@@ -52,6 +52,7 @@ from pipelines.io.warehouse import (
     VIEW_NAMES,
     bigquery_view_sql,
     latest_panes,
+    source_rank_sql,
     warehouse_record,
 )
 from schemas.contract import bigquery_schema, load_schema
@@ -214,6 +215,10 @@ def metrics_merge_sql(dataset: str) -> str:
     columns = ", ".join(f"`{n}`" for n in names)
     values = ", ".join(f"s.`{n}`" for n in names)
     differs = " OR ".join(_differs(f) for f in content)
+    # The warehouse's upsert rule (pipelines.io.warehouse): a backfill row outranks a streaming
+    # one (or one from before the column existed), then the newest pane wins, and a replay of
+    # the same pane with the same values changes nothing.
+    new_rank, old_rank = source_rank_sql("s"), source_rank_sql("t")
     # Columns named one by one: the emulator does not expand `SELECT *` over an array of structs.
     source = ", ".join(_source_column(f) for f in _metric_fields())
     return (
@@ -221,8 +226,9 @@ def metrics_merge_sql(dataset: str) -> str:
         f"USING (SELECT {source} FROM UNNEST(@rows) AS r) AS s\n"
         # The constant range lets BigQuery prune the target to the touched partitions.
         f"ON {on} AND t.window_start BETWEEN @min_window_start AND @max_window_start\n"
-        "WHEN MATCHED AND (s.pane_index > t.pane_index OR (s.pane_index = t.pane_index AND "
-        f"s.emitted_at > t.emitted_at AND ({differs}))) THEN\n"
+        f"WHEN MATCHED AND ({new_rank} > {old_rank} OR ({new_rank} = {old_rank} AND "
+        "(s.pane_index > t.pane_index OR (s.pane_index = t.pane_index AND "
+        f"s.emitted_at > t.emitted_at AND ({differs}))))) THEN\n"
         f"  UPDATE SET {updates}\n"
         f"WHEN NOT MATCHED THEN\n  INSERT ({columns}) VALUES ({values})"
     )

@@ -72,6 +72,7 @@ __all__ = [
     "metric_rows_to_arrow",
     "metrics_table_ddl",
     "read_metrics",
+    "source_rank_sql",
     "upsert_metric_rows",
     "warehouse_record",
 ]
@@ -168,7 +169,7 @@ def metrics_table_ddl() -> str:
     return f"CREATE TABLE IF NOT EXISTS {METRICS_TABLE} (\n{body}\n)"
 
 
-def _source_rank(relation: str) -> str:
+def source_rank_sql(relation: str) -> str:
     # The SQL twin of _source_rank_of: backfill rows outrank streaming (and null) ones.
     return f"(CASE WHEN {relation}.source = '{BACKFILL}' THEN 1 ELSE 0 END)"
 
@@ -184,7 +185,7 @@ def _upsert_sql() -> str:
     # HLL bytes and estimate are left out of "same values": merge order changes their bytes.
     content = [n for n in names if n not in KEY_COLUMNS and n not in NOT_CONTENT]
     differs = " OR ".join(f'excluded."{n}" IS DISTINCT FROM {METRICS_TABLE}."{n}"' for n in content)
-    new_rank, old_rank = _source_rank("excluded"), _source_rank(METRICS_TABLE)
+    new_rank, old_rank = source_rank_sql("excluded"), source_rank_sql(METRICS_TABLE)
     return (
         f"INSERT INTO {METRICS_TABLE} ({columns}) SELECT {columns} FROM incoming "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
