@@ -29,9 +29,11 @@ class Summary(NamedTuple):
     redactions: dict[str, int]
     metric_rows: int
     events_in_metrics: int
-    freshness_p50_s: float | None  # streaming EARLY/ON_TIME panes: emission - newest event time
+    freshness_p50_s: float | None  # streaming EARLY panes: emission - newest event time
     freshness_p99_s: float | None
     freshness_panes: int
+    on_time_panes: int
+    on_time_freshness_p99_s: float | None
     late_panes: int
     late_freshness_p99_s: float | None
     elapsed_s: float
@@ -70,7 +72,7 @@ def _quantiles(histogram: dict[int, int], quantiles: tuple[float, ...]) -> list[
 
 def _freshness(counters: dict[str, int], timing: str) -> tuple[list[float | None], int]:
     """Freshness p50/p99 (emission minus newest event time, whole seconds) of the streaming
-    panes of one timing (``on_time``: EARLY and ON_TIME; ``late``), and the number of panes."""
+    panes of one timing (``early``, ``on_time``, ``late``), and the number of panes."""
     prefix = f"{FRESHNESS_PREFIX}{timing}."
     histogram = {
         int(name.removeprefix(prefix)): n for name, n in counters.items() if name.startswith(prefix)
@@ -85,7 +87,8 @@ def new_run_id(started_at: dt.datetime) -> str:
 def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary:
     """Builds the summary of the finished run ``run_id`` started at ``started_at``."""
     counters = read_tally(output_root, run_id)
-    (p50, p99), panes = _freshness(counters, "on_time")
+    (p50, p99), panes = _freshness(counters, "early")
+    (_, on_time_p99), on_time_panes = _freshness(counters, "on_time")
     (_, late_p99), late_panes = _freshness(counters, "late")
     return Summary(
         output_root=output_root,
@@ -107,6 +110,8 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         freshness_p50_s=p50,
         freshness_p99_s=p99,
         freshness_panes=panes,
+        on_time_panes=on_time_panes,
+        on_time_freshness_p99_s=on_time_p99,
         late_panes=late_panes,
         late_freshness_p99_s=late_p99,
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
@@ -151,8 +156,9 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
     lines += [
         f"metric rows        {s.metric_rows:>10}   (windows x model x region this run)",
         f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
-        f"   (pane emission - newest event it counts; {s.freshness_panes} early/on-time"
-        f" streaming panes; {s.late_panes} LATE panes, p99 {_fmt(s.late_freshness_p99_s)})",
+        f"   (pane emission - newest event it counts, {s.freshness_panes} EARLY streaming panes;"
+        f" ON_TIME: {s.on_time_panes} panes, p99 {_fmt(s.on_time_freshness_p99_s)};"
+        f" LATE: {s.late_panes} panes, p99 {_fmt(s.late_freshness_p99_s)})",
         "outputs:",
     ]
     lines += [

@@ -110,11 +110,12 @@ def _pane_keys(row) -> list[tuple[tuple | str, int]]:
         (("pane", (row.window_start, row.model, row.region)), row.request_count)
     ]
     if row.source == "streaming" and row.latest_event_time is not None:
-        # Freshness of every streaming pane, by whole second: emission minus the newest event
-        # it counts. LATE panes apart: their lag starts with the data's own lateness.
+        # Freshness of every streaming pane, by whole second and pane timing: emission minus the
+        # newest event it counts. EARLY panes fire while their window is open, so all they count
+        # came on time; an ON_TIME or LATE pane can be the first for a window that only ever got
+        # late data, whose lag starts with the data's own lateness.
         lag_s = max(int((row.emitted_at - row.latest_event_time).total_seconds()), 0)
-        timing = "late" if row.pane_timing == "LATE" else "on_time"
-        keys.append((f"{FRESHNESS_PREFIX}{timing}.{lag_s}", 1))
+        keys.append((f"{FRESHNESS_PREFIX}{row.pane_timing.lower()}.{lag_s}", 1))
     return keys
 
 
