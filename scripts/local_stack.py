@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -383,9 +385,17 @@ def _ensure_postgres_user() -> None:
         )
 
 
+def _pg_base() -> Path:
+    """The cluster's directory. PostgreSQL runs as the postgres user, which cannot enter a
+    checkout under a root-only directory (a CI workspace, ``mktemp -d``), so the cluster lives in
+    the system temp directory, one per state directory."""
+    digest = hashlib.sha256(str(STATE).encode("utf-8")).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"genai-local-stack-pg-{digest}"
+
+
 def _start_postgres(keep_data: bool) -> int:
     _ensure_postgres_user()
-    base = STATE / "pg"
+    base = _pg_base()
     data = base / "data"
     fresh = not (keep_data and (data / "PG_VERSION").exists())
     if fresh:
@@ -455,7 +465,7 @@ def _postgres_ready() -> bool:
 
 
 def _stop_postgres(pid: int) -> None:
-    data = STATE / "pg" / "data"
+    data = _pg_base() / "data"
     stopped = _pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop", check=False)
     if stopped.returncode != 0 or _alive(pid):
         _terminate(pid)
