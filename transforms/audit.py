@@ -60,14 +60,15 @@ def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) ->
     )
 
 
-def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
-    """The audit record of a dead-lettered input."""
+def _dead_letter_record(
+    record: DeadLetter, outcome: str, event_id: str | None, recorded_at: dt.datetime
+) -> AuditRecord:
     return AuditRecord(
-        audit_id=_audit_id(record.dead_letter_id, DEAD_LETTERED),
-        event_id=record.event_id,
+        audit_id=_audit_id(record.dead_letter_id, outcome),
+        event_id=event_id,
         request_id=record.request_id,
         user_key=None,
-        outcome=DEAD_LETTERED,
+        outcome=outcome,
         reason=record.reason,
         data_class=None,
         redaction_counts={},
@@ -77,6 +78,11 @@ def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditReco
         dead_letter_id=record.dead_letter_id,
         recorded_at=recorded_at,
     )
+
+
+def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
+    """The audit record of a dead-lettered input."""
+    return _dead_letter_record(record, DEAD_LETTERED, record.event_id, recorded_at)
 
 
 def audit_replay(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
@@ -87,21 +93,7 @@ def audit_replay(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
     event id; the dead letter and its ``dead_lettered`` record hold the event id. ``reason`` is
     the reason the record was dead-lettered for.
     """
-    return AuditRecord(
-        audit_id=_audit_id(record.dead_letter_id, REPLAYED),
-        event_id=None,
-        request_id=record.request_id,
-        user_key=None,
-        outcome=REPLAYED,
-        reason=record.reason,
-        data_class=None,
-        redaction_counts={},
-        model=None,
-        region=None,
-        event_time=None,
-        dead_letter_id=record.dead_letter_id,
-        recorded_at=recorded_at,
-    )
+    return _dead_letter_record(record, REPLAYED, None, recorded_at)
 
 
 def _now() -> dt.datetime:
