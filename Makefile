@@ -117,4 +117,4 @@ stack-down:
 	$(PYTHON) -m scripts.local_stack down
 
 stack-status:
-	$(PYTHON) -m scripts.local_stack status
+	@$(PYTHON) -m scripts.local_stack status || echo "(not every service is up: make stack-up starts them)"
