@@ -202,7 +202,7 @@ class Detector(NamedTuple):
         # Same matches as finditer when every finditer match starts at a candidate: a
         # candidate inside the previous match is skipped, as finditer resumes at its end.
         resume, match_at = 0, self.pattern.match
-        for start in sorted(starts):
+        for start in sorted(set(starts)):
             if start >= resume:
                 match = match_at(text, start)
                 if match is not None:
@@ -352,7 +352,8 @@ def has_version_context(text: str, start: int, end: int, *, follow_range: bool =
     stripped = window.rstrip(" \t")
     if stripped.endswith(("==", ">=", "<=", "~=", "!=", "^=")):
         return True
-    words = stripped.replace("=", " = ").replace(":", " : ").lower().split()
+    # Only the last two words count: split off at most two.
+    words = stripped.replace("=", " = ").replace(":", " : ").lower().rsplit(None, 2)
     if len(words) > 1 and words[-1] in _VERSION_VERB_LINKS:
         if words[-2] in _VERSION_VERBS or words[-2].rstrip(".") in _VERSION_NOUNS:
             return True  # "upgraded to 1.2.3.4", "version from 1.2.3.4"
@@ -363,7 +364,7 @@ def has_version_context(text: str, start: int, end: int, *, follow_range: bool =
     if _VERSION_AFTER.match(text, end):
         return True
     # One level only: "1.2.3.4 to 1.2.3.5" yes, but no chains through a list of numbers.
-    words = stripped.split()
+    words = stripped.rsplit(None, 2)
     if (
         follow_range
         and len(words) >= 2
@@ -510,7 +511,28 @@ class _NationalShapes(NamedTuple):
     country_code: str
     international_prefix: re.Pattern[str]
     national_prefix: re.Pattern[str] | None
-    descriptions: tuple[re.Pattern[str], ...]  # of every region on the calling code
+    # Of every region on the calling code: its general description, and one pattern for all
+    # its number types (fixed line, mobile, toll free...). Valid means matching both.
+    descriptions: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...]
+
+
+# The number types ``phonenumbers`` checks in ``is_valid_number`` (``_number_type_helper``).
+_NUMBER_TYPES = (
+    "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+    "voicemail", "fixed_line", "mobile",
+)  # fmt: skip
+
+
+def _region_patterns(metadata) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    types = [
+        f"(?:{desc.national_number_pattern})"
+        for name in _NUMBER_TYPES
+        if (desc := getattr(metadata, name)) is not None and desc.national_number_pattern
+    ]
+    return (
+        re.compile(metadata.general_desc.national_number_pattern),
+        re.compile("|".join(types) or "(?!)"),
+    )
 
 
 @functools.cache
@@ -526,7 +548,7 @@ def _national_shapes(region: str) -> _NationalShapes | None:
         international_prefix=re.compile(metadata.international_prefix or "(?!)"),
         national_prefix=re.compile(prefix) if prefix else None,
         descriptions=tuple(
-            re.compile(other.general_desc.national_number_pattern)
+            _region_patterns(other)
             for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[metadata.country_code]
             if (other := phonenumbers.PhoneMetadata.metadata_for_region(code)) is not None
         ),
@@ -537,8 +559,9 @@ def _may_be_valid_national(digits: str, region: str) -> bool:
     """False only when ``phonenumbers`` could not find ``digits`` valid in ``region``.
 
     A number is valid only if its national significant number (the digits, or the digits
-    after the national prefix that parsing strips) matches the general description of a
-    region on its calling code; that check is a regex (~1 µs), parse plus validation ~30 µs.
+    after the national prefix that parsing strips) matches the general description and one
+    number type of a region on its calling code; those checks are two regexes (~1 µs), parse
+    plus validation ~30 µs.
     """
     shapes = _national_shapes(region)
     if shapes is None or shapes.international_prefix.match(digits):
@@ -553,7 +576,11 @@ def _may_be_valid_national(digits: str, region: str) -> bool:
             while (match := shapes.national_prefix.match(candidate)) and match.end():
                 candidate = candidate[match.end() :]
                 candidates.append(candidate)
-    return any(d.fullmatch(c) for d in shapes.descriptions for c in candidates)
+    return any(
+        general.fullmatch(c) and types.fullmatch(c)
+        for general, types in shapes.descriptions
+        for c in candidates
+    )
 
 
 def _is_valid_national(main: str, digits: str, regions: Sequence[str], context: str | None) -> bool:
