@@ -11,7 +11,7 @@ DURATION_S ?= 60
 OUTPUT_ROOT ?= out
 KEY_FILE := .local/pseudonym.key
 
-.PHONY: venv lint format test run key bench-redaction bench-pipeline bench-dlp clean
+.PHONY: venv compiled lint format test run key bench-redaction bench-pipeline bench-dlp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The redaction engine's hot modules compiled with Cython (transforms/pii/compiled.py): rebuilt
+# when they change; without a C compiler the sources run as plain Python, except in CI.
+COMPILED := transforms/pii/_compiled/manifest.json
+$(COMPILED): $(STAMP) transforms/pii/detectors.py transforms/pii/offline.py \
+		transforms/pii/compiled.py scripts/compile_redaction.py
+	$(BIN)/python -m scripts.compile_redaction $(if $(filter true,$(CI)),--require)
+
+compiled: $(COMPILED)
 
 lint: venv
 	$(BIN)/ruff format --check .
@@ -32,7 +41,7 @@ format: venv
 
 # Unit and integration tests. Starts the local Google Cloud stand-ins unless they already run
 # (then they are left running), and stops what it started even when a test fails.
-test: venv lint
+test: venv lint compiled
 	@if ! $(STACK) status --quiet; then \
 		trap '$(STACK) down' EXIT; \
 		$(STACK) up > /dev/null || exit 1; \
@@ -48,21 +57,21 @@ $(KEY_FILE):
 
 key: $(KEY_FILE)
 
-run: venv $(KEY_FILE)
+run: venv compiled $(KEY_FILE)
 	$(BIN)/python -m pipelines.streaming --rate $(RATE) --duration_s $(DURATION_S) \
 		--output_root $(OUTPUT_ROOT) --pseudonym_key file:$(KEY_FILE)
 
-bench-pipeline: venv
+bench-pipeline: venv compiled
 	$(BIN)/python benchmarks/pipeline.py
 
-bench-redaction: venv
+bench-redaction: venv compiled
 	$(BIN)/python benchmarks/redaction.py
 
-bench-dlp: venv
+bench-dlp: venv compiled
 	$(BIN)/python benchmarks/dlp_hybrid.py
 
 clean:
-	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache transforms/pii/_compiled
 
 # --- Deploy to Google Cloud: Flex Templates and Terraform (README "Deploy to Google Cloud") ----
 # The template-* targets print the exact gcloud commands; EXECUTE=1 also runs them (it needs
@@ -78,10 +87,10 @@ BUILD_REQUIRES := import tomllib; print("\n".join(tomllib.load(open("pyproject.t
 
 .PHONY: lock schemas deploy-settings template-build template-run-streaming template-run-backfill
 
-# Hash-pinned lock of the image: pyproject.toml's dependencies and build requirements, resolved
-# for the workers' platform (Linux x86_64, Python 3.11).
+# Hash-pinned lock of the image: pyproject.toml's dependencies, its accel extra (Cython) and build
+# requirements, resolved for the workers' platform (Linux x86_64, Python 3.11).
 lock: venv
-	$(BIN)/python -c '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile pyproject.toml - \
+	$(BIN)/python -c '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile pyproject.toml - --extra accel \
 		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--custom-compile-command "make lock" --output-file templates/requirements.lock
 

@@ -11,7 +11,9 @@ locator matched. A single alternation reports one match per position, so where p
 overlap the first alternative consumes the text: "Bearer <JWT>" becomes one AUTH_TOKEN and
 "(123-45-6789" a rejected phone candidate, which is why its JWT and SSN recall is lower.
 The engine's ``re`` fallback (no hyperscan) is timed too. One process, pinned to one CPU
-where the OS allows it; CPU time, best of ``--repeats`` runs.
+where the OS allows it; CPU time, best of ``--repeats`` runs. The engine runs as built: compiled
+(``make`` builds ``transforms/pii/_compiled``; see ``transforms.pii.compiled``) or, with
+``GENAI_PURE_PYTHON=1`` or without a build, plain Python; the header says which.
 
 Prints throughput (texts/s, µs per event), recall per info type and precision against the
 ground truth for both, and PASS/FAIL for the targets: engine >= 5x baseline throughput at
@@ -31,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import transforms.pii.detectors
 from pipelines.synthetic import EMPTY_SCORE, Score, SyntheticEvent, make_event, new_faker, score
 from transforms.pii.detectors import Detector, Finding, build_detectors
 from transforms.pii.engine import INFO_TYPES, Redaction
@@ -142,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"corpus: {len(events)} events, {chars:.0f} chars/event, {with_pii:.1%} with PII, "
         f"seed {args.seed}; timings: CPU time, best of {args.repeats}"
     )
+    compiled = not transforms.pii.detectors.__file__.endswith(".py")
+    print(f"engine build: {'compiled (Cython)' if compiled else 'plain Python'}")
     calibration = calibration_texts_per_s(events, args.repeats)
     print(
         f"machine check: a plain 6-type re alternation runs {calibration:,.0f} texts/s here "

@@ -24,7 +24,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from pipelines.io import warehouse
-from pipelines.io.audit import WriteAuditLog, read_audit_log
+from pipelines.io.audit import (
+    WriteAuditLog,
+    _Connection,
+    create_audit_log,
+    insert_audit_records,
+    read_audit_log,
+)
 from pipelines.io.files import WriteDeadLetters, WriteRawEvents
 from pipelines.io.warehouse import UpsertMetrics, read_metrics, upsert_metric_rows
 from schemas.contract import parsed_schema
@@ -594,6 +600,33 @@ def test_write_audit_log_is_idempotent(tmp_path):
     )
     with sqlite3.connect(db_path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_audit_flushes_share_a_connection_and_retry_a_lock_conflict(tmp_path):
+    db_path = str(tmp_path / "audit.sqlite")
+    create_audit_log(db_path)
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    conflicts = []
+
+    def release_after_first_conflict():
+        conflicts.append(1)
+        holder.execute("COMMIT")
+
+    connection = _Connection(db_path, busy_timeout_s=0)
+    inserted = insert_audit_records(
+        db_path,
+        [audit_record(event_id="evt-a")],
+        connection=connection,
+        first_backoff_s=0.01,
+        on_retry=release_after_first_conflict,
+    )
+    assert (inserted, len(conflicts)) == (1, 1)  # retried after the conflict
+    again = insert_audit_records(db_path, [audit_record(event_id="evt-b")], connection=connection)
+    assert again == 1
+    connection.close()
+    holder.close()
+    assert sorted(read_audit_log(db_path)["event_id"]) == ["evt-a", "evt-b"]
 
 
 def test_write_audit_log_streaming(tmp_path):

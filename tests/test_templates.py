@@ -266,6 +266,13 @@ def test_image_installs_the_hash_pinned_lock_then_the_package_without_resolving(
         assert f"COPY {top} {top}" in DOCKERFILE, f"package {top} is not copied into the image"
 
 
+def test_image_compiles_the_redaction_modules_it_installed():
+    # From /tmp, so the build targets the installed package (site-packages), not /template.
+    assert "cd /tmp && python compile_redaction.py --require" in DOCKERFILE
+    assert DOCKERFILE.index("--no-build-isolation .") < DOCKERFILE.index("compile_redaction.py")
+    assert _canonical("cython") in {_canonical(k) for k in _lock_pins()}
+
+
 def test_lock_is_complete_and_hash_pinned():
     entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK.split("\n", 2)[2])
     for entry in entries:

@@ -10,10 +10,12 @@ Idempotency: ``audit_id`` (a hash of the record's idempotency key) is the PRIMAR
 retried record is a no-op and the first stored copy is kept.
 
 Concurrency: WAL journal (readers never block the writer), a busy timeout, and one short
-``BEGIN IMMEDIATE`` transaction per flush from a fresh connection; a flush that still finds the
-database locked is retried with exponential backoff, and then fails the bundle (the runner
-retries it, which the idempotent insert makes safe). The database is a local file, for the local
-stack and single-machine runs (production writes the audit log to PostgreSQL).
+``BEGIN IMMEDIATE`` transaction per flush; a flush that still finds the database locked is
+retried with exponential backoff, and then fails the bundle (the runner retries it, which the
+idempotent insert makes safe). The writer keeps one connection for the flushes of a bundle, so
+its page cache stays warm (inserts with random keys into a large table mostly cost page reads),
+and drops it after any error. The database is a local file, for the local stack and
+single-machine runs (production writes the audit log to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ AUDIT_TABLE = "audit_log"
 _PRIMARY_KEY = "audit_id"
 _UNIQUE_KEY = ("event_id", "outcome")
 
-DEFAULT_MAX_BUFFERED_ROWS = 1000
+# Larger transactions write each touched index page once for more rows: measured here, 10,000
+# rows per flush cost ~12 µs a row against ~30 at 1,000 (random keys in a 100k-row table).
+DEFAULT_MAX_BUFFERED_ROWS = 10_000
+_CACHE_KIB = 64 * 1024  # page cache per connection (allocated as used)
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_FIRST_BACKOFF_S = 0.05
 DEFAULT_BUSY_TIMEOUT_S = 5.0
@@ -161,6 +166,36 @@ def _immediate_transaction(con: sqlite3.Connection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def _connect(db_path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    con = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)
+    con.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+    return con
+
+
+class _Connection:
+    """One connection reused across flushes, opened on first use; closed after any error (a
+    failed transaction is discarded by closing, see ``_immediate_transaction``)."""
+
+    def __init__(self, db_path: str, busy_timeout_s: float):
+        self._db_path = db_path
+        self._busy_timeout_s = busy_timeout_s
+        self._con: sqlite3.Connection | None = None
+
+    def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._con is None:
+            self._con = _connect(self._db_path, self._busy_timeout_s)
+        try:
+            return work(self._con)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
 def _with_connection(
     db_path: str,
     work: Callable[[sqlite3.Connection], _T],
@@ -169,17 +204,19 @@ def _with_connection(
     first_backoff_s: float,
     busy_timeout_s: float,
     on_retry: Callable[[], None] = lambda: None,
+    connection: _Connection | None = None,
 ) -> _T:
-    """Runs ``work`` on a fresh connection (autocommit mode), retrying lock conflicts.
+    """Runs ``work`` on a connection (autocommit mode), retrying lock conflicts.
 
     The busy timeout waits inside SQLite first; backoff (doubling from ``first_backoff_s`` up to
-    2 s, with jitter) covers what is left. The connection is closed after each attempt.
+    2 s, with jitter) covers what is left. Without ``connection`` each attempt opens and closes
+    its own; with it, attempts share it until one fails (see ``_Connection``).
     """
 
     def attempt() -> _T:
-        with contextlib.closing(
-            sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)
-        ) as con:
+        if connection is not None:
+            return connection.run(work)
+        with contextlib.closing(_connect(db_path, busy_timeout_s)) as con:
             return work(con)
 
     return retry_conflicts(
@@ -218,10 +255,11 @@ def insert_audit_records(
     first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     on_retry: Callable[[], None] = lambda: None,
+    connection: _Connection | None = None,
 ) -> int:
     """Inserts ``records`` in one transaction, ignoring ones already stored; returns new rows.
 
-    The table must exist (``create_audit_log``).
+    The table must exist (``create_audit_log``). ``connection``: reuse it (the writer's).
     """
     rows = [audit_row(r) for r in records]
     if not rows:
@@ -240,6 +278,7 @@ def insert_audit_records(
         first_backoff_s=first_backoff_s,
         busy_timeout_s=busy_timeout_s,
         on_retry=on_retry,
+        connection=connection,
     )
 
 
@@ -283,6 +322,7 @@ class _WriteAuditLogFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._buffer = []
+        self._connection = _Connection(self._db_path, self._busy_timeout_s)
 
     def process(self, record: AuditRecord) -> None:
         self._buffer.append(record)
@@ -290,7 +330,10 @@ class _WriteAuditLogFn(beam.DoFn):
             self._flush()
 
     def finish_bundle(self) -> None:
-        self._flush()
+        try:
+            self._flush()
+        finally:
+            self._connection.close()  # not kept across bundles (nor DoFn instances)
 
     def _flush(self) -> None:
         if not self._buffer:
@@ -302,6 +345,7 @@ class _WriteAuditLogFn(beam.DoFn):
             first_backoff_s=self._first_backoff_s,
             busy_timeout_s=self._busy_timeout_s,
             on_retry=self._retries.inc,
+            connection=self._connection,
         )
         self._inserted.inc(inserted)
         self._ignored.inc(len(self._buffer) - inserted)
