@@ -2,6 +2,10 @@
 
     python benchmarks/pipeline.py                      # 200k-event backfill + 3 min streaming
     python benchmarks/pipeline.py --events 50000 --stream_s 60 --rate 1000
+    python benchmarks/pipeline.py --skip_backfill --stream_s 600 --allowed_lateness_s 120
+
+Flags this script does not know are passed on to the pipeline(s) it runs (any core option, such
+as ``--allowed_lateness_s`` or ``--dedupe_ttl_s``, which bound how long state is kept).
 
 Backfill: generates N events (``pipelines.loadgen``) to a JSON-lines file, then runs
 ``python -m pipelines.backfill`` on it as a subprocess and reports events/s (events read over
@@ -67,7 +71,7 @@ def _figure(pattern: str, text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def bench_backfill(events: int, workers: int, env: dict, workdir: Path) -> None:
+def bench_backfill(events: int, workers: int, env: dict, workdir: Path, extra: list[str]) -> None:
     source = workdir / "events.jsonl"
     subprocess.run(
         [sys.executable, "-m", "pipelines.loadgen", "--events", str(events), "--output", source],
@@ -83,6 +87,7 @@ def bench_backfill(events: int, workers: int, env: dict, workdir: Path) -> None:
         str(source),
         "--output_root",
         str(workdir / "backfill"),
+        *extra,
     ]
     if workers > 1:
         cmd += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
@@ -97,7 +102,9 @@ def bench_backfill(events: int, workers: int, env: dict, workdir: Path) -> None:
     print("balanced   ", "yes" if "dead-lettered: OK" in out else "NO")
 
 
-def bench_streaming(rate: float, seconds: float, env: dict, workdir: Path) -> None:
+def bench_streaming(
+    rate: float, seconds: float, env: dict, workdir: Path, extra: list[str]
+) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -108,6 +115,7 @@ def bench_streaming(rate: float, seconds: float, env: dict, workdir: Path) -> No
         str(seconds),
         "--output_root",
         str(workdir / "streaming"),
+        *extra,
     ]
     out, wall, samples = _run(cmd, env)
     read = int(_figure(r"events read\s+(\d+)", out) or 0)
@@ -141,6 +149,8 @@ def bench_streaming(rate: float, seconds: float, env: dict, workdir: Path) -> No
             f"max {max(rss):.0f}   (first-half mean {sum(rss[:half]) / half:.0f}, "
             f"second-half mean {sum(rss[half:]) / max(len(rss) - half, 1):.0f})"
         )
+        minutes = [f"{t / 60:.0f} min {kb / 1024:.0f}" for t, kb in samples if t % 60 < 5]
+        print(f"RSS by time {', '.join(minutes)}   (MB; flat once state stops growing)")
 
 
 def main() -> int:
@@ -151,15 +161,15 @@ def main() -> int:
     parser.add_argument("--stream_s", type=float, default=180.0)
     parser.add_argument("--skip_backfill", action="store_true")
     parser.add_argument("--skip_streaming", action="store_true")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
     env = dict(os.environ)
     env.setdefault("GENAI_PSEUDONYM_KEY", "benchmark-only-pseudonym-key-0123456789")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="genai-bench-") as tmp:
         if not args.skip_backfill:
-            bench_backfill(args.events, args.workers, env, Path(tmp))
+            bench_backfill(args.events, args.workers, env, Path(tmp), extra)
         if not args.skip_streaming:
-            bench_streaming(args.rate, args.stream_s, env, Path(tmp))
+            bench_streaming(args.rate, args.stream_s, env, Path(tmp), extra)
     return 0
 
 

@@ -335,6 +335,11 @@ class _WriteAuditLogFn(beam.DoFn):
         finally:
             self._connection.close()  # not kept across bundles (nor DoFn instances)
 
+    def teardown(self) -> None:
+        connection = getattr(self, "_connection", None)
+        if connection is not None:  # a bundle that failed before finish_bundle
+            connection.close()
+
     def _flush(self) -> None:
         if not self._buffer:
             return
