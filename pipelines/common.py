@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import threading
 import time
+import uuid
 
 import apache_beam as beam
 
@@ -219,27 +221,37 @@ def _check_escalation(policy, escalate_class: str) -> None:
         )
 
 
+# Progress counts live in the process, one per step (its token survives pickling): the
+# DirectRunner in streaming sets up a new DoFn instance for every bundle, so a count kept on the
+# instance would start again at every bundle and a long run would never log.
+_PROGRESS: dict[str, list[float]] = {}  # token -> [started, last logged, count]
+_PROGRESS_LOCK = threading.Lock()
+
+
 class _ProgressFn(beam.DoFn):
-    """Logs elements/s every ``every_s`` seconds of wall time (never per element)."""
+    """Logs elements/s every ``every_s`` seconds of wall time (never per element): the count
+    of this step in this worker process, across its bundles and DoFn instances."""
 
     def __init__(self, label: str, every_s: float):
         self._label = label
         self._every_s = every_s
-
-    def setup(self):
-        self._started = self._last = time.monotonic()
-        self._count = 0
+        self._token = uuid.uuid4().hex
 
     def process(self, element):
-        self._count += 1
         now = time.monotonic()
-        if now - self._last >= self._every_s:
-            self._last = now
+        with _PROGRESS_LOCK:
+            progress = _PROGRESS.setdefault(self._token, [now, now, 0])
+            progress[2] += 1
+            due = now - progress[1] >= self._every_s
+            if due:
+                progress[1] = now
+                started, count = progress[0], int(progress[2])
+        if due:
             _LOGGER.info(
                 "progress: %d %s so far, %.0f/s",
-                self._count,
+                count,
                 self._label,
-                self._count / (now - self._started),
+                count / max(now - started, 1e-6),
             )
         yield element
 

@@ -4,8 +4,10 @@ import argparse
 import datetime as dt
 import glob
 import json
+import logging
 import os
 import pathlib
+import pickle
 import re
 import sqlite3
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 from pipelines import backfill, replay, retention, streaming
+from pipelines.common import _ProgressFn
 from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
 from pipelines.summary import _quantiles as summary_quantiles
 from pipelines.summary import summarize
@@ -322,3 +325,15 @@ def test_tally_file_is_json(backfilled):
         totals["read"]
         == totals["outcome.written"] + totals["outcome.duplicate"] + totals["outcome.dead_lettered"]
     )
+
+
+def test_progress_counts_across_bundles_and_dofn_instances(caplog):
+    # The DirectRunner in streaming sets up a new DoFn instance (unpickled) for every bundle:
+    # the count must carry on, or a long streaming run never logs its progress.
+    step = _ProgressFn("events read", every_s=0.0)
+    other = _ProgressFn("events read", every_s=0.0)  # another step counts on its own
+    with caplog.at_level(logging.INFO, logger="pipelines.common"):
+        for fn in (step, step, other, step):
+            assert list(pickle.loads(pickle.dumps(fn)).process("event")) == ["event"]
+    counts = [r.args[0] for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert counts == [1, 2, 1, 3]
