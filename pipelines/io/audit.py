@@ -54,8 +54,9 @@ AUDIT_TABLE = "audit_log"
 _PRIMARY_KEY = "audit_id"
 _UNIQUE_KEY = ("event_id", "outcome")
 
-# Larger transactions write each touched index page once for more rows: measured here, 10,000
-# rows per flush cost ~12 µs a row against ~30 at 1,000 (random keys in a 100k-row table).
+# Larger transactions write each touched index page once for more rows (random keys): with this
+# and the kept connection, the audit write's share of a 100k-event backfill profile (py-spy) fell
+# from 11.5% to 5.0%.
 DEFAULT_MAX_BUFFERED_ROWS = 10_000
 _CACHE_KIB = 64 * 1024  # page cache per connection (allocated as used)
 DEFAULT_MAX_ATTEMPTS = 8
