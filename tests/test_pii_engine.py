@@ -165,6 +165,32 @@ def test_every_info_type_has_a_positive_case(engine):
     assert found == set(INFO_TYPES)
 
 
+# A bare number counts only after a phone word, with at most 30 characters between them and
+# no digit or line break among those (the detector matches the number and looks back).
+BARE_NUMBER_CASES = [
+    ("call me on 4155552671 or 4155552672", "call me on [PHONE_NUMBER] or 4155552672"),
+    ("order by phone 4155552671", "order by phone [PHONE_NUMBER]"),
+    ("電話番号 4155552671", "電話番号 [PHONE_NUMBER]"),
+    ("WhatsApp -" + " " * 20 + "4155552671", "WhatsApp -" + " " * 20 + "[PHONE_NUMBER]"),
+    ("WhatsApp -" + " " * 40 + "4155552671", None),  # the word is too far
+    ("Telefon\n4155552671", None),  # a line break between
+    ("call 2 people at 4155552671", None),  # a digit between
+    ("phone: order 4155552671", None),  # an id word is nearer
+    ("recall 4155552671", None),  # not a phone word
+    ("call me. 4155552671", None),  # another sentence
+    ("call #4155552671", None),  # glued to an identifier
+    ("Call: 415555267100000000", None),  # too long
+    ("4155552671", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BARE_NUMBER_CASES)
+@pytest.mark.parametrize("prefilter", ["hyperscan", "re", "none"])
+def test_bare_numbers_need_a_phone_word_just_before(text, expected, prefilter):
+    engine = OfflineEngine(prefilter=prefilter)
+    assert engine.redact_text(text).text == (text if expected is None else expected)
+
+
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_negative_cases_are_left_alone(engine, text):
     assert engine.redact([text]) == [Redaction(text, {})]

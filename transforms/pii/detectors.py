@@ -29,8 +29,9 @@ PHONE_NUMBER
       without one, be written in digit groups that coarsen the number's national format
       (``020 7946 0958``, ``020 79460958``; not ``271 130 517 789``, a list of numbers), or
       be a bare trunk-prefixed number of 9-12 digits (``07700900123``). Any other bare digit
-      run (``4155552671``) counts only right after a phone word (``WhatsApp 4155552671``),
-      as such runs are ids and counts far more often than phone numbers;
+      run (``4155552671``) counts only right after a phone word (``WhatsApp 4155552671``:
+      at most 30 characters between them, none a digit or a line break), as such runs are
+      ids and counts far more often than phone numbers;
     * not be nearer to an id word (``order``, ``invoice``, ``ticket``, ``id``, ``ref`` …)
       than to a phone word;
     * not be a date (``2024-03-15``, ``15.03.2024``), a dotted quad, a dotted version after
@@ -93,8 +94,7 @@ import functools
 import ipaddress
 import itertools
 import re
-import string
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 import phonenumbers
@@ -141,6 +141,10 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
 
 _CONTEXT_WINDOW = 32  # characters before a phone candidate searched for context words
 
+# Parsing compiles metadata patterns on the fly; keep them all compiled rather than let them
+# compete for the ``re`` module's bounded cache with everyone else's patterns.
+phonenumbers.enable_pattern_cache()
+
 
 class Finding(NamedTuple):
     """One accepted span of ``text[start:end]``; never carries the matched value."""
@@ -169,8 +173,6 @@ class Detector(NamedTuple):
         validator: None to accept every match as is.
         priority: overlap resolution; below 10 marks a secret, which beats any PII;
             otherwise a tie-break between equal-length overlaps, lower wins.
-        keywords: non-ASCII literals where ``pattern`` can also start (CJK phone words);
-            hyperscan scans an ASCII rendering, so these are found with ``str.find``.
     """
 
     name: str
@@ -180,9 +182,8 @@ class Detector(NamedTuple):
     locators: tuple[str, ...]
     validator: Validator | None
     priority: int
-    keywords: tuple[str, ...] = ()
 
-    def find(self, text: str, starts: Iterable[int] | None = None) -> list[Finding]:
+    def find(self, text: str, starts: Collection[int] | None = None) -> list[Finding]:
         """Accepted findings in ``text``, like ``finditer`` but only trying ``starts``.
 
         Args:
@@ -202,7 +203,7 @@ class Detector(NamedTuple):
         # Same matches as finditer when every finditer match starts at a candidate: a
         # candidate inside the previous match is skipped, as finditer resumes at its end.
         resume, match_at = 0, self.pattern.match
-        for start in sorted(set(starts)):
+        for start in sorted(set(starts)) if len(starts) > 1 else starts:
             if start >= resume:
                 match = match_at(text, start)
                 if match is not None:
@@ -223,7 +224,6 @@ def _detector(
     locators: Sequence[str],
     priority: int,
     validator: Validator | None = None,
-    keywords: Sequence[str] = (),
 ) -> Detector:
     return Detector(
         name=name,
@@ -233,7 +233,6 @@ def _detector(
         locators=tuple(locators),
         validator=validator,
         priority=priority,
-        keywords=tuple(keywords),
     )
 
 
@@ -254,9 +253,11 @@ def luhn_ok(digits: str) -> bool:
 # Issuer prefixes required of *bare* digit runs only (grouped numbers are card-shaped by
 # themselves): Visa, Mastercard (51-55, 2221-2720), Amex, Discover, JCB, Diners, UnionPay,
 # Maestro, RuPay, Mir. Faker's Maestro 0604 and JCB 1800/2131 ranges are included.
-_BARE_CARD_PREFIX = re.compile(r"4|5[0-8]|2[2-7]|3[0-9]|6|1800|2131|0604|8[12]", re.ASCII)
-_MAESTRO_PREFIX = re.compile(r"50|5[6-8]|6|0604", re.ASCII)
-_SEPARATORS = str.maketrans("", "", " -")
+_BARE_CARD_PREFIXES = (
+    "4", *(f"5{d}" for d in "012345678"), *(f"2{d}" for d in "234567"),
+    *(f"3{d}" for d in "0123456789"), "6", "1800", "2131", "0604", "81", "82",
+)  # fmt: skip
+_MAESTRO_PREFIXES = ("50", "56", "57", "58", "6", "0604")
 
 
 def is_valid_card_number(digits: str, *, bare: bool) -> bool:
@@ -266,16 +267,16 @@ def is_valid_card_number(digits: str, *, bare: bool) -> bool:
     """
     if not 12 <= len(digits) <= 19 or digits == digits[0] * len(digits):
         return False
-    if len(digits) == 12 and not _MAESTRO_PREFIX.match(digits):
+    if len(digits) == 12 and not digits.startswith(_MAESTRO_PREFIXES):
         return False
-    if bare and not _BARE_CARD_PREFIX.match(digits):
+    if bare and not digits.startswith(_BARE_CARD_PREFIXES):
         return False
     return luhn_ok(digits)
 
 
 def _validate_card(text: str, start: int, end: int) -> tuple[int, int] | None:
     candidate = text[start:end]
-    digits = candidate.translate(_SEPARATORS)
+    digits = candidate.replace(" ", "").replace("-", "")
     bare = len(digits) == len(candidate)
     return (start, end) if is_valid_card_number(digits, bare=bare) else None
 
@@ -291,7 +292,7 @@ _FIRST_DIGIT = re.compile(r"\d", re.ASCII)
 def _validate_ssn(text: str, start: int, end: int) -> tuple[int, int] | None:
     # A context match starts with its label ("SSN: "), which holds no digit: skip it.
     number_start = _FIRST_DIGIT.search(text, start, end).start()  # type: ignore[union-attr]
-    digits = text[number_start:end].translate(_SEPARATORS)
+    digits = text[number_start:end].replace(" ", "").replace("-", "")
     if not is_valid_ssn(digits[:3], digits[3:5], digits[5:]):
         return None
     return number_start, end
@@ -429,8 +430,8 @@ _PHONE_NEGATIVE = _words(
 # CJK has no spaces: these count when contained in a word.
 _PHONE_POSITIVE_CJK = ("電話", "携帯", "連絡先")
 _PHONE_NEGATIVE_CJK = ("注文", "請求書", "伝票")
-# Context words are runs of letters: everything else separates them.
-_NOT_LETTERS = {ord(c): " " for c in string.punctuation + string.digits + "\t\n\r"}
+# Context words are what whitespace, ASCII punctuation and digits separate.
+_CONTEXT_WORD = re.compile(r"[^\s!-/0-9:-@\[-`{-~]+")
 
 
 def phone_context(text: str, start: int) -> str | None:
@@ -443,11 +444,13 @@ def phone_context(text: str, start: int) -> str | None:
     cut = max(cut + 2 if cut >= 0 else 0, window.rfind("\n") + 1)
     window = window[cut:]
     cjk = not window.isascii()
-    for word in reversed(window.lower().translate(_NOT_LETTERS).split()):
-        if word in _PHONE_POSITIVE or (cjk and any(k in word for k in _PHONE_POSITIVE_CJK)):
-            return "positive"
-        if word in _PHONE_NEGATIVE or (cjk and any(k in word for k in _PHONE_NEGATIVE_CJK)):
-            return "negative"
+    # Whitespace separates most words: only tokens with punctuation or digits need the regex.
+    for token in reversed(window.lower().split()):
+        for word in (token,) if token.isalpha() else reversed(_CONTEXT_WORD.findall(token)):
+            if word in _PHONE_POSITIVE or (cjk and any(k in word for k in _PHONE_POSITIVE_CJK)):
+                return "positive"
+            if word in _PHONE_NEGATIVE or (cjk and any(k in word for k in _PHONE_NEGATIVE_CJK)):
+                return "negative"
     return None
 
 
@@ -642,8 +645,10 @@ def is_valid_phone(candidate: str, regions: Sequence[str], *, context: str | Non
     return digits is not None and _phone_accepts(main, digits, regions, context)
 
 
+# The phone validators take the regions first, bound with a positional functools.partial: a
+# keyword-bound partial builds a dict on every call.
 def _validate_phone(
-    text: str, start: int, end: int, *, regions: tuple[str, ...]
+    regions: tuple[str, ...], text: str, start: int, end: int
 ) -> tuple[int, int] | None:
     if text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
         start += 1  # "Anna (0161 496 0066)": the paren belongs to the sentence
@@ -667,24 +672,23 @@ def _validate_phone(
 
 
 def _validate_phone_after_word(
-    text: str, start: int, end: int, *, regions: tuple[str, ...]
+    regions: tuple[str, ...], text: str, start: int, end: int
 ) -> tuple[int, int] | None:
-    # The match is "<phone word><up to 30 non-digits><bare number>"; keep the number only.
-    number_start = _FIRST_DIGIT.search(text, start, end).start()  # type: ignore[union-attr]
-    if phone_context(text, number_start) != "positive":
-        return None  # an id word is nearer, or the word is in another sentence
-    number = text[number_start:end]
+    # The match is a bare number; it counts after "<phone word><up to 30 non-digits>".
+    if phone_context(text, start) != "positive":
+        return None  # no phone word, an id word is nearer, or the word is in another sentence
+    if not _PHONE_WORD_BEFORE.search(text, max(0, start - _PHONE_WORD_REACH), start):
+        return None  # the phone word is further away, or a digit or line break intervenes
+    number = text[start:end]
     digits = _phone_digits(number)
     if digits is None or _AMOUNT_AFTER.match(text, end):
         return None
-    return (number_start, end) if _phone_accepts(number, digits, regions, "positive") else None
+    return (start, end) if _phone_accepts(number, digits, regions, "positive") else None
 
 
 # ----------------------------------------------------------------------------- patterns
 
-# Phone words that make a bare digit run a phone number; ASCII only, as the locator scans an
-# ASCII rendering of the text ("t?l?phone" for "téléphone" is matched by "t.l.phone"). Not
-# "ph": a two-letter word makes the hyperscan pass ~15% slower, for very rare bare numbers.
+# Phone words that make a bare digit run a phone number ("t.l.phone" is also "téléphone").
 _PHONE_WORDS = (
     r"phones?|tel|telephone|mobile|mob|cell|cellphone|calls?|ring|fax|whatsapp|signal|sms"
     r"|contact|reach|hotline|dial|landline|telefon|handy|rufnummer|t.l.phone|t.l|portable"
@@ -692,11 +696,19 @@ _PHONE_WORDS = (
     r"|celular|ligar|zadzwo.|kom.rka|telefonu"
 )
 _PHONE_WORDS_CJK = ("電話", "携帯", "連絡先")  # no word boundaries in CJK
-_PHONE_AFTER_WORD = rf"""
-    (?:(?<![A-Za-z])(?i:{_PHONE_WORDS})(?![A-Za-z])|{"|".join(_PHONE_WORDS_CJK)})
-    [^\d\n]{{0,30}}?
-    (?<![\w\#@$%&/.+=\\\-£€¥₹])(?<!\d:)\d{{7,15}}(?![\w@%\-/]|[.,:]\d)
+# A bare number (no separators) is a phone number only after a phone word followed by at
+# most 30 characters that are neither digits nor line breaks: "call me on 4155552671".
+# The detector matches the number (so the locators find it where they find other phone
+# numbers, no word scan needed) and the validator looks back for the word.
+_PHONE_AFTER_WORD = r"""
+    (?<![\w\#@$%&/.+=\\\-£€¥₹])(?<!\d:)\d{7,15}(?![\w@%\-/]|[.,:]\d)
 """
+_PHONE_WORD_BEFORE = re.compile(
+    rf"(?:(?<![A-Za-z])(?i:{_PHONE_WORDS})(?![A-Za-z])|{'|'.join(_PHONE_WORDS_CJK)})"
+    r"[^\d\n]{0,30}\Z",
+    re.ASCII,
+)
+_PHONE_WORD_REACH = 64  # >= 30 + the longest phone word, so the search sees every candidate
 
 _EMAIL = r"""
     (?<![A-Za-z0-9._%+\-])
@@ -706,15 +718,15 @@ _EMAIL = r"""
 """
 
 # Starts at '+' or at a digit/paren not glued to an identifier, path, version, time or amount;
-# the atomic group stops the regex from backtracking into a shorter, digit-truncated number.
+# possessive quantifiers stop the regex from backtracking into a shorter, digit-truncated number.
 _PHONE = r"""
     (?:
         (?<![\w+])\+
       | (?<![\w\#@$%&/.+=\\\-£€¥₹])(?<!\d:)
         (?!\d{4}[-./]\d\d?[-./]\d\d?(?!\d)|\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))  # date, quad
-        (?![1-9]\d*(?![\d()\-/]|[.\ ][\d(]))  # bare run, no trunk 0: see phone_after_word
+        (?![1-9]\d*+(?![\d()\-/]|[.\ ][\d(]))  # bare run, no trunk 0: see phone_after_word
     )
-    (?>\(?\d(?:(?:[()\-/]|[.\ ](?=[\d(])){0,3}\d){6,30})   # "." and " " precede a digit
+    \(?\d(?:(?:[()\-/]|[.\ ](?=[\d(])){0,3}+\d){6,30}+   # "." and " " precede a digit
     (?:\ ?(?:[xX]|[eE]xt\.?)\ ?\d{1,6})?
     (?![\w@%\-/]|[.,:]\d)
 """
@@ -942,15 +954,14 @@ def build_detectors(
             _PHONE,
             _PHONE_LOCATORS,
             priority=15,
-            validator=functools.partial(_validate_phone, regions=regions),
+            validator=functools.partial(_validate_phone, regions),
         ),
         _detector(
             "phone_after_word",
             PHONE_NUMBER,
             _PHONE_AFTER_WORD,
-            [rf"(?i)(?:^|[^A-Za-z])(?:{_PHONE_WORDS})[^A-Za-z]"],
+            [r"(?:^|[^\w#@$%&/.+=\\\-])\d{7}"],
             priority=15,
-            validator=functools.partial(_validate_phone_after_word, regions=regions),
-            keywords=_PHONE_WORDS_CJK,
+            validator=functools.partial(_validate_phone_after_word, regions),
         ),
     )

@@ -18,8 +18,7 @@ Hyperscan scans ``b"\\n" + text.encode("ascii", "replace")``: one byte per chara
 offsets are ``str`` indices shifted by one; every pattern is ASCII, and a non-ASCII
 character only ever stands where a pattern requires a boundary, which ``?`` also is. The
 leading newline gives every candidate a boundary character before it, so a bounded
-locator's match start is exactly the candidate's index. Non-ASCII keywords (CJK phone
-words) are searched with ``str.find``, only in texts whose ASCII rendering holds theirs.
+locator's match start is exactly the candidate's index.
 
 Not thread-safe: the hyperscan scratch space belongs to the engine, so use one engine per
 thread (Beam builds one per DoFn instance in ``setup()``, and a DoFn instance processes one
@@ -85,12 +84,7 @@ def _on_match(
 
 
 class _HyperscanLocator:
-    """One block-mode database of every locator; ids are detector indices.
-
-    Keywords (non-ASCII literals) have their ASCII rendering ("電話" is "??" in the scanned
-    bytes) in the database too, under ids past the detectors' and reported once per scan:
-    only a text where it occurs is searched for the keywords themselves.
-    """
+    """One block-mode database of every locator; ids are detector indices."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         expressions, ids = [], []
@@ -98,20 +92,8 @@ class _HyperscanLocator:
             for locator in detector.locators:
                 expressions.append(locator.encode("ascii"))
                 ids.append(index)
-        renderings: dict[bytes, list[tuple[int, str]]] = {}
-        for index, detector in enumerate(detectors):
-            for keyword in detector.keywords:
-                rendering = keyword.encode("ascii", "replace")
-                renderings.setdefault(rendering, []).append((index, keyword))
-        # hint id -> the (detector index, keyword) pairs rendered as that hint's literal
-        self._hints: dict[int, list[tuple[int, str]]] = {}
-        for hint, (rendering, keywords) in enumerate(renderings.items(), start=len(detectors)):
-            expressions.append(re.escape(rendering))
-            ids.append(hint)
-            self._hints[hint] = keywords
         self._db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
-        flags = [_hyperscan.HS_FLAG_SOM_LEFTMOST] * (len(expressions) - len(self._hints))
-        flags += [_hyperscan.HS_FLAG_SINGLEMATCH] * len(self._hints)
+        flags = [_hyperscan.HS_FLAG_SOM_LEFTMOST] * len(expressions)
         self._db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
         # Locators starting with "(?:^|[^...])" match one boundary character early; the
         # others ("unbounded") start at the candidate itself.
@@ -134,15 +116,6 @@ class _HyperscanLocator:
         self._db.scan(
             b"\n" + text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits
         )
-        unbounded = self._unbounded
-        if self._hints and not self._hints.keys().isdisjoint(hits):
-            for hint, keywords in self._hints.items():
-                if hits.pop(hint, None) is not None:
-                    for index, keyword in keywords:
-                        position = text.find(keyword)
-                        while position >= 0:  # in reported terms, like the locator starts
-                            hits.setdefault(index, []).append(position + (index in unbounded))
-                            position = text.find(keyword, position + 1)
         for index in self._unbounded.intersection(hits):
             hits[index] = [start - 1 for start in hits[index]]
         return hits.items()  # Detector.find sorts the starts
@@ -153,16 +126,15 @@ class _ReLocator:
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self._checks = [
-            (index, tuple(re.compile(p, re.ASCII) for p in d.locators), d.keywords)
+            (index, tuple(re.compile(p, re.ASCII) for p in d.locators))
             for index, d in enumerate(detectors)
         ]
 
     def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
         return [
             (index, None)
-            for index, patterns, keywords in self._checks
+            for index, patterns in self._checks
             if any(pattern.search(text) for pattern in patterns)
-            or any(keyword in text for keyword in keywords)
         ]
 
 
