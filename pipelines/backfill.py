@@ -82,6 +82,8 @@ def validate(options: BackfillOptions) -> list[str]:
         problems.append("--input is required")
     if options.input_format not in INPUT_FORMATS:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
+    elif options.input and options.input_format == "json" and not _matches_files(options.input):
+        problems.append(f"--input {options.input!r} matches no files")
     start = parse_date(options.start_date, "start_date", problems)
     end = parse_date(options.end_date, "end_date", problems)
     if options.input_format == "json" and (start or end or options.regions):
@@ -96,6 +98,14 @@ def validate(options: BackfillOptions) -> list[str]:
             "midnight would be recomputed from one day's partitions only"
         )
     return problems
+
+
+def _matches_files(pattern: str) -> bool:
+    try:
+        (result,) = FileSystems.match([pattern], limits=[1])
+    except Exception:  # BeamIOError: an unreadable path; the message names the pattern
+        return False
+    return bool(result.metadata_list)
 
 
 def partition_patterns(
