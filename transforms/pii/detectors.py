@@ -201,16 +201,19 @@ class Detector(NamedTuple):
                     findings.append(Finding(span[0], span[1], info_type, priority))
             return findings
         # Same matches as finditer when every finditer match starts at a candidate: a
-        # candidate inside the previous match is skipped, as finditer resumes at its end.
+        # candidate inside the previous match is skipped, as finditer resumes at its end, and
+        # a repeated candidate is tried once (after a miss, finditer moves on by one).
         resume, match_at = 0, self.pattern.match
-        for start in sorted(set(starts)) if len(starts) > 1 else starts:
+        for start in sorted(starts) if len(starts) > 1 else starts:
             if start >= resume:
                 match = match_at(text, start)
-                if match is not None:
-                    resume = end = match.end()
-                    span = (start, end) if validator is None else validator(text, start, end)
-                    if span is not None:
-                        findings.append(Finding(span[0], span[1], info_type, priority))
+                if match is None:
+                    resume = start + 1
+                    continue
+                resume = end = match.end()
+                span = (start, end) if validator is None else validator(text, start, end)
+                if span is not None:
+                    findings.append(Finding(span[0], span[1], info_type, priority))
         return findings
 
 
