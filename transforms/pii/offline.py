@@ -29,6 +29,7 @@ bundle at a time). Pickling keeps only the options; the database is rebuilt on u
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -44,6 +45,10 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
 __all__ = ["PREFILTERS", "OfflineEngine", "resolve_overlaps"]
 
 PREFILTERS: tuple[str, ...] = ("auto", "hyperscan", "re", "none")
+
+# Builds a Redaction with the tuple constructor: the same object as Redaction(text, counts),
+# without the Python-level __new__ that NamedTuple generates (one call per text).
+_redaction = functools.partial(tuple.__new__, Redaction)
 
 # text -> (detector index, candidate starts in any order, or None to scan the whole text)
 _Locate = Callable[[str], "Iterable[tuple[int, list[int] | None]]"]
@@ -240,7 +245,7 @@ class OfflineEngine:
         """Redacts one text; exceptions propagate unwrapped (``redact`` wraps them)."""
         findings = self.find(text)
         if not findings:
-            return Redaction(text, {})
+            return _redaction((text, {}))
         parts: list[str] = []
         counts: dict[str, int] = {}
         position = 0
@@ -250,4 +255,4 @@ class OfflineEngine:
             counts[finding.info_type] = counts.get(finding.info_type, 0) + 1
             position = finding.end
         parts.append(text[position:])
-        return Redaction("".join(parts), counts)
+        return _redaction(("".join(parts), counts))
