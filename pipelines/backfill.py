@@ -82,8 +82,8 @@ def validate(options: BackfillOptions) -> list[str]:
         problems.append("--input is required")
     if options.input_format not in INPUT_FORMATS:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
-    elif options.input and options.input_format == "json" and not _matches_files(options.input):
-        problems.append(f"--input {options.input!r} matches no files")
+    elif options.input and options.input_format == "json":
+        problems += _input_problems(options.input)
     start = parse_date(options.start_date, "start_date", problems)
     end = parse_date(options.end_date, "end_date", problems)
     if options.input_format == "json" and (start or end or options.regions):
@@ -100,12 +100,12 @@ def validate(options: BackfillOptions) -> list[str]:
     return problems
 
 
-def _matches_files(pattern: str) -> bool:
+def _input_problems(pattern: str) -> list[str]:
     try:
         (result,) = FileSystems.match([pattern], limits=[1])
-    except Exception:  # BeamIOError: an unreadable path; the message names the pattern
-        return False
-    return bool(result.metadata_list)
+    except Exception as exc:  # BeamIOError and the like: no such scheme, no access
+        return [f"--input {pattern!r} cannot be listed: {exc}"]
+    return [] if result.metadata_list else [f"--input {pattern!r} matches no files"]
 
 
 def partition_patterns(

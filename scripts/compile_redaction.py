@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(
             f"compile_redaction: not built ({type(exc).__name__}: {exc}); the redaction engine "
-            "runs as plain Python (same results, ~12% more CPU per event)",
+            "runs as plain Python (same results, ~10% more CPU per event)",
             file=sys.stderr,
         )
         return 0

@@ -275,6 +275,7 @@ def test_summary_quantiles_are_nearest_rank(histogram, expected):
     [
         (backfill, [], "--input is required"),
         (backfill, ["--input", "/nonexistent/*.jsonl"], "matches no files"),
+        (backfill, ["--input", "nosuch://bucket/*.jsonl"], "cannot be listed"),
         (backfill, ["--input", "x", "--input_format", "csv"], "--input_format"),
         (backfill, ["--input", "x", "--start_date", "2026-01-01"], "avro only"),
         (
