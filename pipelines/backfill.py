@@ -28,7 +28,6 @@ import datetime as dt
 import sys
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
@@ -43,6 +42,7 @@ from pipelines.common import (
     validate_core,
 )
 from pipelines.io.files import ReadAvroRecords
+from pipelines.io.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
 from pipelines.launch import configure_logging, launch
 from pipelines.sinks import (
     add_sink_options,
@@ -53,7 +53,7 @@ from pipelines.sinks import (
 )
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
-from transforms.elements import RedactedEvent
+from transforms.elements import LineChunk, RedactedEvent
 
 __all__ = ["BackfillOptions", "build", "partition_patterns", "run"]
 
@@ -74,12 +74,21 @@ class BackfillOptions(PipelineOptions):
         parser.add_argument("--input_format", default="json", help=f"One of {INPUT_FORMATS}.")
         add_date_range_options(parser)
         parser.add_argument("--regions", help="avro: comma-separated regions (default: all).")
+        parser.add_argument(
+            "--chunk_bytes",
+            type=int,
+            default=DEFAULT_CHUNK_BYTES,
+            help="json: bytes of input per chunk, the unit of work (one archive file per chunk "
+            "and partition).",
+        )
 
 
 def validate(options: BackfillOptions) -> list[str]:
     problems = validate_core(options) + validate_sinks(options)
     if not options.input:
         problems.append("--input is required")
+    if options.chunk_bytes < 1:
+        problems.append("--chunk_bytes must be > 0")
     if options.input_format not in INPUT_FORMATS:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
     elif options.input and options.input_format == "json":
@@ -131,17 +140,27 @@ def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
 
 
+def _line_count(chunk: LineChunk) -> int:
+    return len(chunk.lines)
+
+
 def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
     """Wires the graph and returns the core outputs plus the sinks' results."""
     config = core_config(options)
     if options.input_format == "json":
         raw = (
             pipeline
-            | "ReadJsonLines" >> beam.io.ReadFromText(options.input, coder=BytesCoder())
-            | "SkipBlankLines" >> beam.Filter(lambda line: bool(line.strip()))
-            | "LogProgress" >> LogProgress("lines read")
+            | "ReadJsonLines" >> ReadLineChunks(options.input, options.chunk_bytes)
+            | "LogProgress" >> LogProgress("lines read", weight=_line_count)
         )
-        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config)
+        # The exact dedupe picks the copy of each event id to write in a first pass over a
+        # second read of the input: reading twice is far cheaper than shuffling the events.
+        again = pipeline | "ReadJsonLinesAgain" >> ReadLineChunks(
+            options.input, options.chunk_bytes
+        )
+        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(
+            config, input_format="json_lines", copies_from=again
+        )
         outputs["written"] = write_outputs(outputs, options)
     else:
         raw = _read_archive(pipeline, options)

@@ -184,6 +184,26 @@ class EventGenerator:
         return out
 
 
+# The TestStream client's gRPC channel takes messages of up to 4 MiB: a tick's events are sent
+# in parts that stay well below it.
+_MAX_MESSAGE_BYTES = 3 << 20
+
+
+def _message_parts(elements: list) -> Iterator[list]:
+    """``elements`` cut into consecutive parts of at most ``_MAX_MESSAGE_BYTES`` of payload."""
+    part: list = []
+    size = 0
+    for element in elements:
+        length = len(element.encoded_element) + 16
+        if part and size + length > _MAX_MESSAGE_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(element)
+        size += length
+    if part:
+        yield part
+
+
 class _PacedEvents:
     """Feeds the TestStream service: one batch of events per tick, in real time.
 
@@ -220,8 +240,8 @@ class _PacedEvents:
                 )
                 for generated in self._generator.batch(n, now)
             ]
-            if elements:
-                yield event(element_event=event.AddElements(elements=elements))
+            for part in _message_parts(elements):
+                yield event(element_event=event.AddElements(elements=part))
             moment = time.monotonic()
             advance_us = int((moment - last) * 1_000_000)
             last = moment

@@ -21,6 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.audit import WRITTEN
+from transforms.elements import LineChunk
 from transforms.windowing import in_global_window
 
 __all__ = ["FRESHNESS_PREFIX", "TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
@@ -119,12 +121,9 @@ def _pane_keys(row) -> list[tuple[tuple | str, int]]:
     return keys
 
 
-def _read_keys(_) -> list[tuple[str, int]]:
-    return [("read", 1)]
-
-
-def _redaction_keys(event) -> list[tuple[str, int]]:
-    return [(f"redactions.{k}", v) for k, v in event.redaction_counts.items()]
+def _read_keys(element) -> list[tuple[str, int]]:
+    # A raw input element is one event (bytes) or a chunk of lines, one event each.
+    return [("read", len(element.lines) if isinstance(element, LineChunk) else 1)]
 
 
 class _WriteTallyFn(beam.DoFn):
@@ -143,7 +142,6 @@ def tally_inputs(read, outputs: dict) -> dict:
     inputs = {
         "read": read,
         "audit": outputs["audit"],
-        "events": outputs["events"],
         "metrics": outputs["metrics"],
     }
     sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
@@ -160,6 +158,9 @@ def _audit_keys(record) -> list[tuple[str, int]]:
     keys = [(f"outcome.{record.outcome}", 1)]
     if record.reason:
         keys.append((f"dead_letter.{record.reason}", 1))
+    if record.outcome == WRITTEN:
+        # A written event's record carries its redaction counts.
+        keys.extend((f"redactions.{k}", v) for k, v in record.redaction_counts.items())
     return keys
 
 
@@ -168,8 +169,9 @@ def _given_keys(item: tuple[str, int]) -> list[tuple[str, int]]:
 
 
 class TallyOutcomes(beam.PTransform):
-    """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
-    (``AuditRecord``), ``events`` (written ``RedactedEvent``), optionally ``metrics``
+    """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
+    of lines), ``audit`` (``AuditRecord``: outcomes, dead-letter reasons, and the redactions
+    of written events), optionally ``metrics``
     (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
     beyond these) and ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
     Output: the totals dicts written (one per firing)."""
@@ -187,7 +189,6 @@ class TallyOutcomes(beam.PTransform):
             "Read": (inputs["read"], _read_keys),
             "Outcomes": (inputs["audit"], _audit_keys),
             "MetricPanes": (inputs.get("metrics"), _pane_keys),
-            "Redactions": (inputs["events"], _redaction_keys),
             "Counts": (inputs.get("counts"), _given_keys),
         }
         if "sink_dead_letters" in inputs:

@@ -24,7 +24,7 @@ from ddsketch.mapping import LogarithmicMapping
 from tests.factories import redacted_event
 from transforms import sketches
 from transforms.aggregate import AggregateMetrics, _key_by_model_region, _MetricsCombineFn
-from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent
 from transforms.pricing.table import parse_price_table
 
 T0_S = 1_769_508_000  # 2026-01-27T10:00:00Z, a boundary of 60 s windows
@@ -50,7 +50,8 @@ def ev(t_s: float, **overrides) -> RedactedEvent:
 
 
 def stamped(event: RedactedEvent) -> TimestampedValue:
-    return TimestampedValue(event, event.event_time.timestamp())
+    """``event`` as the core hands it over: a batch (of one), stamped with its event time."""
+    return TimestampedValue(EventBatch("", (event,)), event.event_time.timestamp())
 
 
 def utc(t_s: float) -> dt.datetime:

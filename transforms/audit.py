@@ -14,7 +14,7 @@ import hashlib
 
 import apache_beam as beam
 
-from transforms.elements import AuditRecord, DeadLetter, RedactedEvent
+from transforms.elements import AuditRecord, DeadLetter, EventBatch, RedactedEvent
 
 __all__ = [
     "DEAD_LETTERED",
@@ -100,19 +100,23 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _audit_written(batch: EventBatch) -> list[AuditRecord]:
+    recorded_at = _now()
+    return [audit_event(event, WRITTEN, recorded_at) for event in batch.events]
+
+
 class RecordOutcomes(beam.PTransform):
     """Builds the audit log from the three outcome streams.
 
-    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections. Output:
-    PCollection[AuditRecord], one per input element, in the inputs' windows and timestamps.
+    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections: ``EventBatch``,
+    ``RedactedEvent`` and ``DeadLetter``. Output: PCollection[AuditRecord], one per written
+    event, duplicate and dead letter, in the inputs' windows and timestamps.
     """
 
     def expand(self, outcomes):
         written, duplicates, dead_letters = outcomes
         return (
-            written
-            | "AuditWritten"
-            >> beam.Map(lambda e: audit_event(e, WRITTEN, _now())).with_output_types(AuditRecord),
+            written | "AuditWritten" >> beam.FlatMap(_audit_written).with_output_types(AuditRecord),
             duplicates
             | "AuditDuplicates"
             >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())).with_output_types(AuditRecord),

@@ -16,8 +16,11 @@ __all__ = [
     "AuditRecord",
     "DeadLetter",
     "Event",
+    "EventBatch",
     "LatencyBin",
+    "LineChunk",
     "MetricRow",
+    "ParsedBatch",
     "RedactedEvent",
     "to_record",
 ]
@@ -75,6 +78,45 @@ class RedactedEvent(NamedTuple):
     redaction_engine: str
     policy_version: str
     processed_at: dt.datetime
+
+
+# Batches: the core moves events a batch per element, not an event per element. On the local
+# runners every element costs Beam bookkeeping at every step and every event crossing a shuffle
+# costs its encoding in the runner's single main process; a batch pays those once. Events keep
+# their own event time (``event_time``); a batch is timestamped with its earliest member's.
+
+
+class LineChunk(NamedTuple):
+    """Raw input: one JSON document per line, as read together.
+
+    ``source`` names where the lines were read (a file path; empty for a stream bundle) and
+    ``offsets`` holds each line's byte offset in it when read from a file (empty otherwise):
+    ``(source, offset)`` identifies an input line, which the exact batch dedupe uses to pick
+    one copy of an event to write.
+    """
+
+    source: str
+    lines: tuple[bytes, ...]
+    offsets: tuple[int, ...] = ()
+
+
+class ParsedBatch(NamedTuple):
+    """Validated events of one chunk, before redaction. Clear text: never leaves the core.
+    ``offsets``: as in ``LineChunk``, one per event (empty when the input had none)."""
+
+    source: str
+    events: tuple[Event, ...]
+    offsets: tuple[int, ...] = ()
+
+
+class EventBatch(NamedTuple):
+    """Redacted events processed together: what the redaction step emits (with ``offsets``
+    as in ``LineChunk``), and what the core emits as written events (one batch per input
+    chunk, shard or bundle; ``offsets`` empty). A batch may hold several dates and regions."""
+
+    source: str
+    events: tuple[RedactedEvent, ...]
+    offsets: tuple[int, ...] = ()
 
 
 class LatencyBin(NamedTuple):
@@ -176,4 +218,13 @@ def to_record(element: NamedTuple) -> dict[str, Any]:
     return _plain(element)
 
 
-register_msgpack_coders(Event, RedactedEvent, MetricRow, AuditRecord, DeadLetter)
+register_msgpack_coders(
+    Event,
+    RedactedEvent,
+    MetricRow,
+    AuditRecord,
+    DeadLetter,
+    LineChunk,
+    ParsedBatch,
+    EventBatch,
+)

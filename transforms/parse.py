@@ -11,8 +11,10 @@ object), ``unsupported_schema_version``, ``missing_field:<name>`` (absent or nul
 uuid, region not ``[A-Za-z0-9_-]``), ``negative_value:<name>``, ``bad_timestamp`` (not RFC 3339
 with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the worker clock).
 
-Fields the contract does not know are dropped and counted (schema drift), never fatal. The
-output element's timestamp is the event time, in streaming and batch alike.
+Fields the contract does not know are dropped and counted (schema drift), never fatal.
+``ParseEvents`` works a chunk of lines at a time (``LineChunk``) and emits each chunk's valid
+events as one ``ParsedBatch``, timestamped with its earliest event time; every event carries
+its own ``event_time``.
 
 Replay mode (``ParseEvents(..., replay=True)``, for dead-letter payloads): the same contract,
 except that ``user_id`` may also be the pseudonym a dead-letter payload holds
@@ -31,9 +33,12 @@ from typing import Annotated, NamedTuple
 import apache_beam as beam
 import msgspec
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 from msgspec import Meta
 
+from transforms.batching import BatchPerBundle
 from transforms.deadletter import (
     DEAD_LETTER_TAG,
     METRICS_NAMESPACE,
@@ -41,15 +46,19 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import Event
+from transforms.elements import Event, LineChunk, ParsedBatch
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.pseudonym import pseudonym_of
 from transforms.pii.settings import RedactionSettings
 
-__all__ = ["ParseEvents", "ParseLimits", "parse_event"]
+__all__ = ["MAX_CHUNK_LINES", "ParseEvents", "ParseLimits", "parse_event"]
 
 SUPPORTED_SCHEMA_VERSION = "1"
+# Most single events (bytes input) gathered into one chunk: bounds a chunk's memory when a
+# bundle is large (a whole input split in batch).
+MAX_CHUNK_LINES = 2000
+_GLOBAL = (window.GlobalWindow(),)
 
 _NonEmpty = Annotated[str, Meta(min_length=1, max_length=256)]
 _Count = Annotated[int, Meta(ge=0)]
@@ -80,10 +89,13 @@ KNOWN_FIELDS = frozenset(_EventV1.__struct_fields__)
 
 class ParseLimits(NamedTuple):
     """Validation limits. ``max_event_bytes``: larger inputs are ``oversize``;
-    ``max_clock_skew_s``: event times further ahead of the worker clock are rejected."""
+    ``max_clock_skew_s``: event times further ahead of the clock are rejected; ``now``: that
+    clock, pinned (batch runs pin it at launch, so that every pass over the input, and a
+    re-run, rejects the same events); None: the worker's clock when a chunk is parsed."""
 
     max_event_bytes: int = 1 << 20
     max_clock_skew_s: int = 300
+    now: dt.datetime | None = None
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -213,7 +225,14 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     return event_id, (None if has_findings else request_id)
 
 
-class _ParseFn(beam.DoFn):
+def _stream_chunk(lines: tuple[bytes, ...]) -> LineChunk:
+    return LineChunk("", lines)
+
+
+class _ParseChunkFn(beam.DoFn):
+    """Parses every line of a chunk: one ``ParsedBatch`` of its valid events (timestamped with
+    the earliest event time) and a dead letter per rejected line."""
+
     def __init__(self, limits: ParseLimits, redaction: RedactionSettings, replay: bool):
         self._limits = limits
         self._redaction = redaction
@@ -225,53 +244,73 @@ class _ParseFn(beam.DoFn):
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "events_parsed")
         self._drift = Metrics.counter(METRICS_NAMESPACE, "schema_drift_fields_dropped")
 
-    def process(self, raw: bytes):
-        self._read.inc()
-        now = dt.datetime.now(dt.UTC)
-        try:
-            event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
-        except InvalidEvent as error:
-            count_dead_letter(error.reason)
-            event_id, request_id = (
-                _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
+    def process(self, chunk: LineChunk):
+        now = self._limits.now or dt.datetime.now(dt.UTC)
+        events: list[Event] = []
+        offsets: list[int] = []
+        drift = 0
+        for i, raw in enumerate(chunk.lines):
+            try:
+                event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
+            except InvalidEvent as error:
+                yield self._dead_letter(raw, error, now)
+                continue
+            if self._replay:
+                event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
+            drift += event.unknown_field_count
+            events.append(event)
+            if chunk.offsets:
+                offsets.append(chunk.offsets[i])
+        self._read.inc(len(chunk.lines))
+        self._parsed.inc(len(events))
+        if drift:
+            self._drift.inc(drift)
+        if events:
+            earliest = min(event.event_time for event in events)
+            yield WindowedValue(
+                ParsedBatch(chunk.source, tuple(events), tuple(offsets)),
+                Timestamp.from_utc_datetime(earliest),
+                _GLOBAL,
             )
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    raw=raw,
-                    reason=error.reason,
-                    error_type=type(error).__name__,
-                    error_message=error.message,
-                    step="parse",
-                    payload=redact_payload(
-                        raw,
-                        self._engine,
-                        self._key,
-                        max_bytes=self._limits.max_event_bytes,
-                        keep_pseudonyms=self._replay,
-                    ),
-                    failed_at=now,
-                    event_id=event_id,
-                    request_id=request_id,
-                ),
-            )
-            return
-        self._parsed.inc()
-        if self._replay:
-            event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
-        if event.unknown_field_count:
-            self._drift.inc(event.unknown_field_count)
-        yield beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
+
+    def _dead_letter(self, raw: bytes, error: InvalidEvent, now: dt.datetime):
+        count_dead_letter(error.reason)
+        event_id, request_id = (
+            _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
+        )
+        record = make_dead_letter(
+            raw=raw,
+            reason=error.reason,
+            error_type=type(error).__name__,
+            error_message=error.message,
+            step="parse",
+            payload=redact_payload(
+                raw,
+                self._engine,
+                self._key,
+                max_bytes=self._limits.max_event_bytes,
+                keep_pseudonyms=self._replay,
+            ),
+            failed_at=now,
+            event_id=event_id,
+            request_id=request_id,
+        )
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 
 
 class ParseEvents(beam.PTransform):
-    """Parses raw event bytes into ``Event`` elements timestamped with their event time.
+    """Parses raw events into ``ParsedBatch`` elements: the valid events of each chunk.
 
-    Input: PCollection[bytes], bounded or unbounded. Outputs (``with_outputs``): the main output
-    of ``Event`` (holds clear text; only the redaction step may consume it) and
-    ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected input. Every input yields
-    exactly one of the two. ``replay``: the input is dead-letter payloads (see the module
+    Input, in the global window, bounded or unbounded: PCollection[LineChunk] (``chunked``),
+    or PCollection[bytes], one JSON event per element, gathered into chunks per bundle first.
+    Outputs (``with_outputs``): the main output ``events`` of ``ParsedBatch`` (clear text;
+    only the redaction step may consume it), each timestamped with its earliest event time,
+    and ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected line. Every line is
+    in exactly one of the two. ``replay``: the input is dead-letter payloads (see the module
     docstring); never for gateway input.
+
+    ``limits.now`` pins the clock of the future-event check; without it each chunk uses the
+    worker's clock.
     """
 
     def __init__(
@@ -279,15 +318,26 @@ class ParseEvents(beam.PTransform):
         redaction: RedactionSettings,
         limits: ParseLimits = DEFAULT_LIMITS,
         replay: bool = False,
+        chunked: bool = False,
     ):
         super().__init__()
         if limits.max_event_bytes <= 0 or limits.max_clock_skew_s < 0:
             raise ValueError("max_event_bytes must be > 0 and max_clock_skew_s >= 0")
+        if limits.now is not None and limits.now.tzinfo is None:
+            raise ValueError("limits.now must be timezone-aware")
         self._limits = limits
         self._redaction = redaction
         self._replay = replay
+        self._chunked = chunked
 
     def expand(self, raw):
-        return raw | "Parse" >> beam.ParDo(
-            _ParseFn(self._limits, self._redaction, self._replay)
-        ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main="events")
+        if not isinstance(raw.windowing.windowfn, window.GlobalWindows):
+            raise ValueError("ParseEvents needs its input in the global window")
+        chunks = raw
+        if not self._chunked:
+            chunks = raw | "ChunkPerBundle" >> BatchPerBundle(
+                _stream_chunk, LineChunk, MAX_CHUNK_LINES
+            )
+        return chunks | "Parse" >> beam.ParDo(
+            _ParseChunkFn(self._limits, self._redaction, self._replay)
+        ).with_output_types(ParsedBatch).with_outputs(DEAD_LETTER_TAG, main="events")
