@@ -38,6 +38,7 @@ from pipelines.common import (
     add_date_range_options,
     core_config,
     date_range,
+    line_count,
     parse_date,
     validate_core,
 )
@@ -53,7 +54,7 @@ from pipelines.sinks import (
 )
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
-from transforms.elements import LineChunk, RedactedEvent
+from transforms.elements import RedactedEvent
 
 __all__ = ["BackfillOptions", "build", "partition_patterns", "run"]
 
@@ -140,10 +141,6 @@ def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
 
 
-def _line_count(chunk: LineChunk) -> int:
-    return len(chunk.lines)
-
-
 def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
     """Wires the graph and returns the core outputs plus the sinks' results."""
     config = core_config(options)
@@ -151,7 +148,7 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
         raw = (
             pipeline
             | "ReadJsonLines" >> ReadLineChunks(options.input, options.chunk_bytes)
-            | "LogProgress" >> LogProgress("lines read", weight=_line_count)
+            | "LogProgress" >> LogProgress("lines read", weight=line_count)
         )
         # The exact dedupe picks the copy of each event id to write in a first pass over a
         # second read of the input: reading twice is far cheaper than shuffling the events.

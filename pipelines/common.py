@@ -15,6 +15,7 @@ import apache_beam as beam
 
 from transforms.analyze import CoreConfig
 from transforms.classify import load_policy
+from transforms.elements import LineChunk
 from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
 from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
@@ -26,6 +27,7 @@ __all__ = [
     "add_date_range_options",
     "core_config",
     "date_range",
+    "line_count",
     "parse_date",
     "validate_core",
 ]
@@ -232,6 +234,11 @@ _PROGRESS_LOCK = threading.Lock()
 
 def _one(_) -> int:
     return 1
+
+
+def line_count(chunk: LineChunk) -> int:
+    """The events a ``LineChunk`` holds (a ``LogProgress`` weight)."""
+    return len(chunk.lines)
 
 
 class _ProgressFn(beam.DoFn):

@@ -2,23 +2,29 @@
 
 Beam counters are the production signal (Dataflow shows them live), but the DirectRunner's
 streaming mode keeps only the last bundle's counter values, so the summary cannot rely on
-them here. ``TallyOutcomes`` counts the same things as data: inputs read, outcomes from the
-audit records, dead-letter reasons and redactions per info type, and writes the totals as
-JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
+them here. ``TallyOutcomes`` counts the same things as data: inputs read, the core's outcomes
+(written, duplicates, dead letters by reason), redactions per info type, and writes the totals
+as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
 largest pane of each window and key), so the summary can tell how many written events were
-too late for the metrics. In streaming it rewrites the file every
-``every_s`` seconds (accumulating, so the file always holds the totals so far); in batch it
-writes once.
+too late for the metrics. In batch it writes once. In streaming the totals so far live in the
+state of one key, updated by each bundle's partial sums (so memory does not grow with the
+length of the run), and the file is rewritten at most every ``every_s`` seconds of wall time
+and once more when the stream ends.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.audit import WRITTEN
@@ -126,6 +132,21 @@ def _read_keys(element) -> list[tuple[str, int]]:
     return [("read", len(element.lines) if isinstance(element, LineChunk) else 1)]
 
 
+def _written_keys(batch) -> list[tuple[str, int]]:
+    keys = [("outcome.written", len(batch.events))]
+    for event in batch.events:
+        keys.extend((f"redactions.{k}", v) for k, v in event.redaction_counts.items())
+    return keys
+
+
+def _duplicate_keys(_) -> list[tuple[str, int]]:
+    return [("outcome.duplicate", 1)]
+
+
+def _dead_letter_keys(record) -> list[tuple[str, int]]:
+    return [("outcome.dead_lettered", 1), (f"dead_letter.{record.reason}", 1)]
+
+
 class _WriteTallyFn(beam.DoFn):
     def __init__(self, path: str):
         self._path = path
@@ -141,7 +162,9 @@ def tally_inputs(read, outputs: dict) -> dict:
     sinks' dead letters, when the sinks report any: ``outputs["written"]["sink_dead_letters"]``)."""
     inputs = {
         "read": read,
-        "audit": outputs["audit"],
+        "events": outputs["events"],
+        "duplicates": outputs["duplicates"],
+        "dead_letters": outputs["dead_letters"],
         "metrics": outputs["metrics"],
     }
     sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
@@ -158,8 +181,7 @@ def _audit_keys(record) -> list[tuple[str, int]]:
     keys = [(f"outcome.{record.outcome}", 1)]
     if record.reason:
         keys.append((f"dead_letter.{record.reason}", 1))
-    if record.outcome == WRITTEN:
-        # A written event's record carries its redaction counts.
+    if record.outcome == WRITTEN:  # a written event's record carries its redaction counts
         keys.extend((f"redactions.{k}", v) for k, v in record.redaction_counts.items())
     return keys
 
@@ -168,10 +190,56 @@ def _given_keys(item: tuple[str, int]) -> list[tuple[str, int]]:
     return [item]
 
 
+# When each streaming tally last wrote its file (by output path), in this worker process: the
+# DirectRunner makes a new DoFn instance for every bundle, so this cannot live on the instance.
+_LAST_WRITE: dict[str, float] = {}
+_LAST_WRITE_LOCK = threading.Lock()
+
+
+class _RunningTotalsFn(beam.DoFn):
+    """Streaming: folds each partial into the totals held in state (one key) and emits the
+    totals when ``every_s`` of wall time has passed since the last emission, and at the end of
+    the stream (a watermark timer at the end of the global window)."""
+
+    TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, path: str, every_s: float):
+        self._path = path
+        self._every_s = every_s
+        self._sum = _SumCountsFn()
+
+    def process(
+        self,
+        element,
+        totals=beam.DoFn.StateParam(TOTALS),
+        end=beam.DoFn.TimerParam(END),
+    ):
+        _, partial = element
+        merged = self._sum.merge_accumulators(
+            [totals.read() or self._sum.create_accumulator(), partial]
+        )
+        totals.write(merged)
+        end.set(window.GlobalWindow().max_timestamp())
+        now = time.monotonic()
+        with _LAST_WRITE_LOCK:
+            due = now - _LAST_WRITE.get(self._path, 0.0) >= self._every_s
+            if due:
+                _LAST_WRITE[self._path] = now
+        if due:
+            yield self._sum.extract_output(merged)
+
+    @on_timer(END)
+    def final(self, totals=beam.DoFn.StateParam(TOTALS)):
+        merged = totals.read()
+        if merged is not None:
+            yield self._sum.extract_output(merged)
+
+
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
-    of lines), ``audit`` (``AuditRecord``: outcomes, dead-letter reasons, and the redactions
-    of written events), optionally ``metrics``
+    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``
+    and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome), optionally ``metrics``
     (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
     beyond these) and ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
     Output: the totals dicts written (one per firing)."""
@@ -187,32 +255,30 @@ class TallyOutcomes(beam.PTransform):
         # Each branch is pre-summed per bundle (see _TallyBundleFn).
         branches = {
             "Read": (inputs["read"], _read_keys),
-            "Outcomes": (inputs["audit"], _audit_keys),
+            "Written": (inputs.get("events"), _written_keys),
+            "Duplicates": (inputs.get("duplicates"), _duplicate_keys),
+            "DeadLetters": (inputs.get("dead_letters"), _dead_letter_keys),
+            "Outcomes": (inputs.get("audit"), _audit_keys),
             "MetricPanes": (inputs.get("metrics"), _pane_keys),
             "Counts": (inputs.get("counts"), _given_keys),
         }
         if "sink_dead_letters" in inputs:
             branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
         branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
-        if inputs["read"].is_bounded:
-            windowing = {}
-        else:
-            # Totals so far every every_s of processing time (early panes); the on-time pane,
-            # when the watermark passes the end of the global window at the end of the
-            # stream, holds the final totals.
-            windowing = {
-                "trigger": trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
-                "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
-            }
         partials = [
             in_global_window(pcoll, f"Rewindow{name}")
             | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys))
             for name, (pcoll, keys) in branches.items()
-        ]
-        return (
-            partials
-            | "FlattenCounts" >> beam.Flatten()
-            | "Trigger" >> beam.WindowInto(window.GlobalWindows(), **windowing)
-            | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
-            | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))
-        )
+        ] | "FlattenCounts" >> beam.Flatten()
+        if inputs["read"].is_bounded:
+            totals = partials | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
+        else:
+            totals = (
+                partials
+                | "KeyTotals"
+                >> beam.Map(lambda partial: ("", partial)).with_output_types(
+                    tuple[str, tuple[Counter, dict]]
+                )
+                | "RunningTotals" >> beam.ParDo(_RunningTotalsFn(self._path, self._every_s))
+            )
+        return totals | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))

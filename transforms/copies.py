@@ -28,7 +28,7 @@ from transforms.parse import ParseLimits, parse_event
 __all__ = ["ChooseCopies"]
 
 # (rank, source, offset) of a line: the lowest is the copy written.
-_Candidate = tuple[tuple, str, int]
+_Candidate = tuple[tuple[int, str, int, float, str], str, int]
 
 
 class _CandidatesFn(beam.DoFn):
@@ -125,7 +125,10 @@ class ChooseCopies(beam.PTransform):
         return (
             chunks
             | "Candidates"
-            >> beam.ParDo(_CandidatesFn(self._limits, self._replay, self._num_shards))
+            >> beam.ParDo(
+                _CandidatesFn(self._limits, self._replay, self._num_shards)
+            ).with_output_types(tuple[int, tuple[str, _Candidate]])
             | "ChoosePerShard" >> beam.CombinePerKey(_ChooseCopyFn())
-            | "Chosen" >> beam.FlatMap(lambda kv: kv[1])
+            | "Chosen"
+            >> beam.FlatMap(lambda kv: kv[1]).with_output_types(tuple[str, tuple[str, int]])
         )

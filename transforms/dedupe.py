@@ -54,6 +54,7 @@ from transforms.elements import EventBatch, RedactedEvent
 __all__ = ["DUPLICATE_TAG", "DeduplicateEvents", "copy_rank", "shard_of"]
 
 DUPLICATE_TAG = "duplicates"
+_DUPLICATES = {DUPLICATE_TAG: RedactedEvent}  # the type of the duplicates output
 
 _GLOBAL = (window.GlobalWindow(),)
 
@@ -63,11 +64,18 @@ def shard_of(event_id: str, num_shards: int) -> int:
     return zlib.crc32(event_id.encode("utf-8")) % num_shards
 
 
-def copy_rank(event) -> tuple:
+def copy_rank(event) -> tuple[int, str, int, float, str]:
     """Batch tie-break between copies of an id (an ``Event`` or a ``RedactedEvent``): the
-    lowest rank is written. Earliest event time, then content, so the choice is
-    deterministic; inputs with positions break remaining ties by position."""
-    return (event.event_time, event.request_id, event.token_count, event.latency_ms, event.model)
+    lowest rank is written. Earliest event time (as µs since the epoch), then content, so the
+    choice is deterministic; inputs with positions break remaining ties by position. Plain
+    values only, so a rank is cheap to encode."""
+    return (
+        Timestamp.from_utc_datetime(event.event_time).micros,
+        event.request_id,
+        event.token_count,
+        event.latency_ms,
+        event.model,
+    )
 
 
 def _timestamp(event: RedactedEvent) -> Timestamp:
@@ -265,7 +273,7 @@ class DeduplicateEvents(beam.PTransform):
         if self._copies is not None:
             return batches | "DedupeByCopies" >> beam.ParDo(
                 _SplitByCopiesFn(), copies=beam.pvalue.AsDict(self._copies)
-            ).with_output_types(EventBatch).with_outputs(*outputs, main="unique")
+            ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")
         by_shard = batches | "SplitByShard" >> beam.ParDo(
             _SplitByShardFn(self._num_shards)
         ).with_output_types(tuple[int, EventBatch])
@@ -275,9 +283,9 @@ class DeduplicateEvents(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
                 | "DedupeGroups"
                 >> beam.ParDo(_DedupeGroupFn())
-                .with_output_types(EventBatch)
+                .with_output_types(EventBatch, **_DUPLICATES)
                 .with_outputs(*outputs, main="unique")
             )
         return by_shard | "DedupeStream" >> beam.ParDo(
             _DedupeShardFn(self._ttl_s)
-        ).with_output_types(EventBatch).with_outputs(*outputs, main="unique")
+        ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")

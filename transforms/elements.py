@@ -22,6 +22,7 @@ __all__ = [
     "MetricRow",
     "ParsedBatch",
     "RedactedEvent",
+    "stream_chunk",
     "to_record",
 ]
 
@@ -98,6 +99,11 @@ class LineChunk(NamedTuple):
     source: str
     lines: tuple[bytes, ...]
     offsets: tuple[int, ...] = ()
+
+
+def stream_chunk(lines: tuple[bytes, ...]) -> LineChunk:
+    """The ``LineChunk`` of messages read together from a stream (no file, no offsets)."""
+    return LineChunk("", lines)
 
 
 class ParsedBatch(NamedTuple):

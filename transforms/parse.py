@@ -46,7 +46,7 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import Event, LineChunk, ParsedBatch
+from transforms.elements import DeadLetter, Event, LineChunk, ParsedBatch, stream_chunk
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.pseudonym import pseudonym_of
@@ -225,10 +225,6 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     return event_id, (None if has_findings else request_id)
 
 
-def _stream_chunk(lines: tuple[bytes, ...]) -> LineChunk:
-    return LineChunk("", lines)
-
-
 class _ParseChunkFn(beam.DoFn):
     """Parses every line of a chunk: one ``ParsedBatch`` of its valid events (timestamped with
     the earliest event time) and a dead letter per rejected line."""
@@ -336,8 +332,10 @@ class ParseEvents(beam.PTransform):
         chunks = raw
         if not self._chunked:
             chunks = raw | "ChunkPerBundle" >> BatchPerBundle(
-                _stream_chunk, LineChunk, MAX_CHUNK_LINES
+                stream_chunk, LineChunk, MAX_CHUNK_LINES
             )
         return chunks | "Parse" >> beam.ParDo(
             _ParseChunkFn(self._limits, self._redaction, self._replay)
-        ).with_output_types(ParsedBatch).with_outputs(DEAD_LETTER_TAG, main="events")
+        ).with_output_types(ParsedBatch, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )

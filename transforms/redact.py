@@ -34,7 +34,7 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import Event, EventBatch, ParsedBatch, RedactedEvent
+from transforms.elements import DeadLetter, Event, EventBatch, ParsedBatch, RedactedEvent
 from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, redact_each
 from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonymize
 from transforms.pii.settings import NO_ESCALATION, RedactionSettings
@@ -293,4 +293,6 @@ class RedactPii(beam.PTransform):
             raise ValueError("RedactPii needs its input in the global window")
         return batches | "Redact" >> beam.ParDo(
             _RedactBatchFn(self._settings, self._policy_path, self._batch_size)
-        ).with_output_types(EventBatch).with_outputs(DEAD_LETTER_TAG, main="events")
+        ).with_output_types(EventBatch, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )
