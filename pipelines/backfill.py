@@ -8,7 +8,11 @@ Bounded. The same core transform as streaming; only reading and writing differ. 
         --start_date 2026-11-01 --end_date 2026-11-07 --regions us,eu --output_root ./out
 
 With ``--input_format json`` every line is one gateway event; events are parsed, redacted,
-deduplicated over the whole input (exact), aggregated and archived. With ``avro``, ``--input``
+deduplicated over the whole input (exact), aggregated and archived. The input is read in chunks
+of ``--chunk_bytes`` (``pipelines.io.lines``), twice: a first, cheap pass (parsing only) picks
+the copy of each duplicated event id to write, so the main pass never shuffles events between
+workers; each chunk's events of one partition become archive files of their own, the same ones
+on a re-run. With ``avro``, ``--input``
 is the root holding ``raw/`` (a directory or ``gs://``) and only the partitions selected by
 ``--start_date``, ``--end_date`` and ``--regions`` are read (by path); the events are already
 redacted, so the replay starts at deduplication and does not rewrite the archive.

@@ -339,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         "--malformed_share", type=float, default=_PROFILE_DEFAULTS["malformed_share"]
     )
     parser.add_argument("--pii_share", type=float, default=_PROFILE_DEFAULTS["pii_share"])
+    parser.add_argument(
+        "--text_chars",
+        type=int,
+        default=_PROFILE_DEFAULTS["text_chars"],
+        help="target length of each prompt and response",
+    )
     parser.add_argument("--spread_s", type=int, default=3600, help="event times span this many s")
     args = parser.parse_args(argv)
     if bool(args.output) == bool(args.pubsub_topic):
@@ -360,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         late_share=args.late_share,
         malformed_share=args.malformed_share,
         pii_share=args.pii_share,
+        text_chars=args.text_chars,
     )
     generator = EventGenerator(args.seed, profile)
     if args.pubsub_topic:
