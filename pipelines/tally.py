@@ -80,12 +80,13 @@ class _SumCountsFn(beam.CombineFn):
 
 
 class _TallyBundleFn(beam.DoFn):
-    """Pre-sums a bundle into one partial accumulator, so the triggered combine downstream
-    sees one element per bundle instead of several per event (the DirectRunner evaluates
-    triggers per element, which dominated its cost)."""
+    """Pre-sums a bundle into one partial accumulator, so the combine downstream sees one
+    element per bundle instead of several per event. ``keyed``: emit it as ``("", partial)``,
+    for the one-key running totals of a stream."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, keyed: bool):
         self._keys = keys
+        self._keyed = keyed
         self._sum = _SumCountsFn()
 
     def start_bundle(self):
@@ -100,7 +101,8 @@ class _TallyBundleFn(beam.DoFn):
 
     def finish_bundle(self):
         if self._first is not None:
-            yield WindowedValue(self._partial, self._first, (window.GlobalWindow(),))
+            value = ("", self._partial) if self._keyed else self._partial
+            yield WindowedValue(value, self._first, (window.GlobalWindow(),))
 
 
 class _MergePartialsFn(_SumCountsFn):
@@ -147,14 +149,10 @@ def _dead_letter_keys(record) -> list[tuple[str, int]]:
     return [("outcome.dead_lettered", 1), (f"dead_letter.{record.reason}", 1)]
 
 
-class _WriteTallyFn(beam.DoFn):
-    def __init__(self, path: str):
-        self._path = path
-
-    def process(self, totals: dict[str, int]):
-        with FileSystems.create(self._path) as handle:
-            handle.write(json.dumps(totals, indent=1).encode("utf-8"))
-        yield totals
+def _write_totals(totals: dict[str, int], path: str) -> dict[str, int]:
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(totals, indent=1).encode("utf-8"))
+    return totals
 
 
 def tally_inputs(read, outputs: dict) -> dict:
@@ -197,9 +195,10 @@ _LAST_WRITE_LOCK = threading.Lock()
 
 
 class _RunningTotalsFn(beam.DoFn):
-    """Streaming: folds each partial into the totals held in state (one key) and emits the
-    totals when ``every_s`` of wall time has passed since the last emission, and at the end of
-    the stream (a watermark timer at the end of the global window)."""
+    """Streaming: folds each partial into the totals held in state (one key) and writes the
+    totals (and emits them) when ``every_s`` of wall time has passed since the last write, and
+    at the end of the stream (a watermark timer at the end of the global window). It writes
+    the file itself: a step after it would run, if only on empty bundles, after every one."""
 
     TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
     END = TimerSpec("end", TimeDomain.WATERMARK)
@@ -227,13 +226,13 @@ class _RunningTotalsFn(beam.DoFn):
             if due:
                 _LAST_WRITE[self._path] = now
         if due:
-            yield self._sum.extract_output(merged)
+            yield _write_totals(self._sum.extract_output(merged), self._path)
 
     @on_timer(END)
     def final(self, totals=beam.DoFn.StateParam(TOTALS)):
         merged = totals.read()
         if merged is not None:
-            yield self._sum.extract_output(merged)
+            yield _write_totals(self._sum.extract_output(merged), self._path)
 
 
 class TallyOutcomes(beam.PTransform):
@@ -265,20 +264,16 @@ class TallyOutcomes(beam.PTransform):
         if "sink_dead_letters" in inputs:
             branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
         branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
+        bounded = inputs["read"].is_bounded
         partials = [
             in_global_window(pcoll, f"Rewindow{name}")
-            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys))
+            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys, keyed=not bounded))
             for name, (pcoll, keys) in branches.items()
         ] | "FlattenCounts" >> beam.Flatten()
-        if inputs["read"].is_bounded:
-            totals = partials | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
-        else:
-            totals = (
+        if bounded:
+            return (
                 partials
-                | "KeyTotals"
-                >> beam.Map(lambda partial: ("", partial)).with_output_types(
-                    tuple[str, tuple[Counter, dict]]
-                )
-                | "RunningTotals" >> beam.ParDo(_RunningTotalsFn(self._path, self._every_s))
+                | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
+                | "WriteTally" >> beam.Map(_write_totals, self._path)
             )
-        return totals | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))
+        return partials | "RunningTotals" >> beam.ParDo(_RunningTotalsFn(self._path, self._every_s))
