@@ -141,13 +141,16 @@ def test_streaming_split(name):
 
 
 def test_streaming_duplicate_after_ttl_is_written_again():
-    """Documented behaviour: once the watermark passes first copy + TTL, the id is forgotten."""
+    """Documented behaviour: once the watermark passes first copy + TTL, rounded up to the
+    expiry grid (TTL / 10, here 6 s: 70 s -> 72 s), the id is forgotten; not before."""
     stream = (
         TestStream()
         .advance_watermark_to(0)
         .add_elements([stamped(batch_of([ev("a", 10, request_id="first")]), 10)])
         .add_elements([stamped(batch_of([ev("a", 10, request_id="within-ttl")]), 10)])
-        .advance_watermark_to(10 + 60 + 1)  # past 10 s + ttl_s: the timer clears the id
+        .advance_watermark_to(10 + 60 + 1)  # past the TTL, not yet past the grid step
+        .add_elements([stamped(batch_of([ev("a", 10, request_id="within-grid")]), 10)])
+        .advance_watermark_to(72 + 1)  # past the grid step: the timer clears the id
         .add_elements([stamped(batch_of([ev("a", 10, request_id="after-ttl")]), 10)])
         .add_elements([stamped(batch_of([ev("b", 100, request_id="b1")]), 100)])
         .add_elements([stamped(batch_of([ev("b", 100, request_id="b2")]), 100)])
@@ -162,7 +165,7 @@ def test_streaming_duplicate_after_ttl_is_written_again():
         )
         assert_that(
             ids(out[DUPLICATE_TAG], "D"),
-            equal_to([("a", "within-ttl"), ("b", "b2")]),
+            equal_to([("a", "within-ttl"), ("a", "within-grid"), ("b", "b2")]),
             label="duplicates",
         )
 

@@ -6,9 +6,10 @@ Guarantee:
     remembered from its first copy until the watermark passes ``ttl_s`` beyond the later of
     that copy's event time and the latest event time its shard had seen when it arrived (so a
     late event is remembered for ``ttl_s`` of event time after it arrived, not after its own
-    old event time); then a timer clears it. A copy arriving after that is written again (and
-    counted as written): the reconciliation backfill, which dedupes over the whole range,
-    corrects the metrics.
+    old event time); then a timer clears it, at the next step of a grid of ``ttl_s / 10``
+    (so an id is remembered for at most 10% longer than the TTL). A copy arriving after that is
+    written again (and counted as written): the reconciliation backfill, which dedupes over the
+    whole range, corrects the metrics.
   * Bounded input (batch, backfill): exact over the whole input, whatever the time between
     copies. The copy written is the one with the earliest event time, ties broken by content
     (``copy_rank``), then by input position when the input has positions. Two strategies give
@@ -57,6 +58,10 @@ DUPLICATE_TAG = "duplicates"
 _DUPLICATES = {DUPLICATE_TAG: RedactedEvent}  # the type of the duplicates output
 
 _GLOBAL = (window.GlobalWindow(),)
+# Expiry timers are set on a grid of ttl_s / _EXPIRY_GRID_STEPS (at least 1 s), so a shard's ids
+# are cleared in batches, about _EXPIRY_GRID_STEPS times per TTL, instead of at every advance
+# of the watermark (each firing reads and rewrites the shard's whole id map).
+_EXPIRY_GRID_STEPS = 10
 
 
 def shard_of(event_id: str, num_shards: int) -> int:
@@ -124,6 +129,11 @@ class _DedupeShardFn(beam.DoFn):
         if not ttl_s or ttl_s <= 0:
             raise ValueError("ttl_s must be a positive number of seconds")
         self._ttl_micros = int(ttl_s * 1_000_000)
+        self._grid_micros = max(self._ttl_micros // _EXPIRY_GRID_STEPS, 1_000_000)
+
+    def _timer_time(self, expiry: int) -> int:
+        """``expiry`` rounded up to the expiry grid."""
+        return -(-expiry // self._grid_micros) * self._grid_micros
 
     def setup(self):
         self._unique = Metrics.counter(METRICS_NAMESPACE, "events_written")
@@ -157,10 +167,11 @@ class _DedupeShardFn(beam.DoFn):
         if not unique:
             return
         seen.write(ids)
+        due = self._timer_time(soonest)
         scheduled = next_expiry.read()
-        if scheduled is None or soonest < scheduled:
-            timer.set(Timestamp(micros=soonest))
-            next_expiry.write(soonest)
+        if scheduled is None or due < scheduled:
+            timer.set(Timestamp(micros=due))
+            next_expiry.write(due)
         self._unique.inc(len(unique))
         yield _stamped(EventBatch(batch.source, tuple(unique)), unique)
 
@@ -179,9 +190,9 @@ class _DedupeShardFn(beam.DoFn):
             next_expiry.clear()
             return
         seen.write(remaining)
-        soonest = min(remaining.values())
-        timer.set(Timestamp(micros=soonest))
-        next_expiry.write(soonest)
+        due = self._timer_time(min(remaining.values()))
+        timer.set(Timestamp(micros=due))
+        next_expiry.write(due)
 
 
 class _DedupeGroupFn(beam.DoFn):
