@@ -288,4 +288,4 @@ class LogProgress(beam.PTransform):
     def expand(self, pcoll):
         return pcoll | "Progress" >> beam.ParDo(
             _ProgressFn(self._label, self._every_s, self._weight)
-        )
+        ).with_output_types(pcoll.element_type)

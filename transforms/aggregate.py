@@ -528,4 +528,6 @@ class AggregateMetrics(beam.PTransform):
             | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
         )
         source = BACKFILL if batches.is_bounded else STREAMING
-        return combined | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn(source, self._prices))
+        return combined | "FormatMetricRows" >> beam.ParDo(
+            _FormatMetricRowFn(source, self._prices)
+        ).with_output_types(MetricRow)

@@ -224,6 +224,15 @@ def to_record(element: NamedTuple) -> dict[str, Any]:
     return _plain(element)
 
 
+def _chunk_size(chunk: LineChunk) -> int:
+    return sum(map(len, chunk.lines)) + 8 * len(chunk.lines)
+
+
+def _batch_size(batch: ParsedBatch | EventBatch) -> int:
+    # The texts, plus about 300 bytes of the other fields per event.
+    return sum(len(e.prompt or "") + len(e.response or "") + 300 for e in batch.events)
+
+
 register_msgpack_coders(
     Event,
     RedactedEvent,
@@ -233,4 +242,5 @@ register_msgpack_coders(
     LineChunk,
     ParsedBatch,
     EventBatch,
+    sizes={LineChunk: _chunk_size, ParsedBatch: _batch_size, EventBatch: _batch_size},
 )
