@@ -21,7 +21,7 @@ from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedV
 
 from transforms import sketches
 from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent, event_micros
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     PriceTable,
@@ -321,7 +321,7 @@ class _PreCombineFn(beam.DoFn):
     def process(self, batch: EventBatch):
         partials, size_us = self._partials, self._size_us
         for event in batch.events:
-            micros = Timestamp.from_utc_datetime(event.event_time).micros
+            micros = event_micros(event.event_time)
             key, usage = _key_by_model_region(event)
             # The window start as FixedWindows(window_size_s) computes it (offset 0).
             slot = (key, micros - micros % size_us)

@@ -50,7 +50,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, RedactedEvent
+from transforms.elements import EventBatch, RedactedEvent, event_micros
 
 __all__ = ["DUPLICATE_TAG", "DeduplicateEvents", "copy_rank", "shard_of"]
 
@@ -75,7 +75,7 @@ def copy_rank(event) -> tuple[int, str, int, float, str]:
     choice is deterministic; inputs with positions break remaining ties by position. Plain
     values only, so a rank is cheap to encode."""
     return (
-        Timestamp.from_utc_datetime(event.event_time).micros,
+        event_micros(event.event_time),
         event.request_id,
         event.token_count,
         event.latency_ms,
@@ -84,13 +84,13 @@ def copy_rank(event) -> tuple[int, str, int, float, str]:
 
 
 def _timestamp(event: RedactedEvent) -> Timestamp:
-    return Timestamp.from_utc_datetime(event.event_time)
+    return Timestamp(micros=event_micros(event.event_time))
 
 
 def _stamped(value, events: Iterable[RedactedEvent]) -> WindowedValue:
     """``value`` in the global window, timestamped with the earliest of ``events``."""
     earliest = min(event.event_time for event in events)
-    return WindowedValue(value, Timestamp.from_utc_datetime(earliest), _GLOBAL)
+    return WindowedValue(value, Timestamp(micros=event_micros(earliest)), _GLOBAL)
 
 
 def _duplicate(event: RedactedEvent):
@@ -157,7 +157,7 @@ class _DedupeShardFn(beam.DoFn):
                 self._duplicates.inc()
                 yield _duplicate(event)
                 continue
-            high = max(high, _timestamp(event).micros)
+            high = max(high, event_micros(event.event_time))
             expiry = high + self._ttl_micros
             ids[event.event_id] = expiry
             soonest = expiry if soonest is None else min(soonest, expiry)

@@ -22,6 +22,7 @@ __all__ = [
     "MetricRow",
     "ParsedBatch",
     "RedactedEvent",
+    "event_micros",
     "stream_chunk",
     "to_record",
 ]
@@ -198,6 +199,16 @@ class DeadLetter(NamedTuple):
     payload_sha256: str
     payload_bytes: int
     replay_of: str | None = None
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def event_micros(moment: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact; what Beam's
+    ``Timestamp.from_utc_datetime(moment).micros`` gives, an order of magnitude cheaper)."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 _SCALARS = (str, int, float, bytes, type(None), dt.datetime, dt.date)
