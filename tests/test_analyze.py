@@ -430,3 +430,20 @@ def test_dead_letter_ids_never_carry_pii():
             ),
         )
         assert_no_pii(out["audit"], "audit")
+
+
+def test_inputs_that_break_the_decoder_are_dead_lettered_not_retried():
+    """A message nested beyond the JSON decoder's limit, or with a time outside the UTC range,
+    must become a dead letter: an exception would fail the bundle and block the stream."""
+    inputs = [b"[" * 5000, raw(1, event_time="9999-12-31T23:59:59-01:00"), raw(2)]
+    with TestPipeline() as p:
+        out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
+        assert_that(
+            out["dead_letters"] | beam.Map(lambda d: (d.reason, d.payload_state)),
+            equal_to([("invalid_json", "redacted"), ("bad_timestamp", "redacted")]),
+        )
+        assert_that(
+            events_of(out["events"], "Unbatch") | "ids" >> beam.Map(lambda e: e.event_id),
+            equal_to([event_id(2)]),
+            label="the rest goes through",
+        )

@@ -75,7 +75,8 @@ class _EventV1(msgspec.Struct, frozen=True):
     model: _NonEmpty
     latency_ms: Annotated[float, Meta(ge=0)]
     token_count: _Count
-    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
+    # \Z, not $: "$" also matches before a final newline, which would let "us\n" through.
+    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}\Z")]
     schema_version: str | int | None = None
     model_version: Annotated[str, Meta(max_length=256)] | None = None
     prompt_tokens: _Count | None = None
@@ -186,7 +187,7 @@ def parse_event(
         return _parse_event_reference(raw, now=now, limits=limits, pseudonymised=pseudonymised)
     try:
         wire = _FAST_DECODER.decode(raw)
-    except msgspec.DecodeError:  # ValidationError is one too
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError too
         return _parse_event_reference(raw, now=now, limits=limits)
     event_id, region = wire.event_id, wire.region
     # The reference's region pattern on ASCII; checked before lower() ("\u212a" lowers to "k").
@@ -196,7 +197,10 @@ def parse_event(
         and (region.isalnum() or region.replace("-", "").replace("_", "").isalnum())
     ):
         return _parse_event_reference(raw, now=now, limits=limits)
-    event_time = wire.event_time.astimezone(dt.UTC)
+    try:
+        event_time = wire.event_time.astimezone(dt.UTC)
+    except OverflowError:
+        return _parse_event_reference(raw, now=now, limits=limits)  # raises bad_timestamp
     if event_time > now + _skew_of(limits.max_clock_skew_s):
         return _parse_event_reference(raw, now=now, limits=limits)  # raises, with its message
     return _new_tuple(
@@ -240,6 +244,8 @@ def _parse_event_reference(
         document = msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
         raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {error}") from None
+    except RecursionError:  # msgspec's limit on nesting: a rejection like any other
+        raise InvalidEvent("invalid_json", "JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidEvent("invalid_json", "the top-level JSON value must be an object")
     version = _normalise_version(document.get("schema_version"))
@@ -255,7 +261,12 @@ def _parse_event_reference(
         wire = msgspec.convert(document, _EventV1, strict=True)
     except msgspec.ValidationError as error:
         raise InvalidEvent(_reason_from(error), str(error)) from None
-    event_time = wire.event_time.astimezone(dt.UTC)
+    try:
+        event_time = wire.event_time.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: after the last UTC datetime
+        raise InvalidEvent(
+            "bad_timestamp", "event_time is outside the range of UTC times"
+        ) from None
     if event_time > now + dt.timedelta(seconds=limits.max_clock_skew_s):
         raise InvalidEvent(
             "event_time_in_future",
@@ -291,7 +302,7 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     """
     try:
         document = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None, None
     if not isinstance(document, dict):
         return None, None
