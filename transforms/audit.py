@@ -37,26 +37,37 @@ OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)  # what processing an input ends 
 REPLAYED = "replayed"
 
 
-def _audit_id(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+def _audit_id(key: str, outcome: str) -> str:
+    # Concatenation rather than a join over *parts (cheaper); unlike an f-string, a None key
+    # still raises TypeError.
+    return hashlib.sha256((key + "|" + outcome).encode("utf-8")).hexdigest()
+
+
+# Builds a NamedTuple from a tuple of its fields in order, skipping its Python-level keyword
+# __new__, which was 7k of the 19k instructions of audit_event (run once per event).
+_new_record = tuple.__new__
 
 
 def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) -> AuditRecord:
     """The audit record of a written or duplicate event."""
-    return AuditRecord(
-        audit_id=_audit_id(event.event_id, outcome),
-        event_id=event.event_id,
-        request_id=event.request_id,
-        user_key=event.user_key,
-        outcome=outcome,
-        reason=None,
-        data_class=event.data_class,
-        redaction_counts=dict(event.redaction_counts),
-        model=event.model,
-        region=event.region,
-        event_time=event.event_time,
-        dead_letter_id=None,
-        recorded_at=recorded_at,
+    event_id = event.event_id
+    return _new_record(
+        AuditRecord,
+        (
+            _audit_id(event_id, outcome),  # audit_id
+            event_id,
+            event.request_id,
+            event.user_key,
+            outcome,
+            None,  # reason
+            event.data_class,
+            dict(event.redaction_counts),  # a copy: the record does not share the event's
+            event.model,
+            event.region,
+            event.event_time,
+            None,  # dead_letter_id
+            recorded_at,
+        ),
     )
 
 

@@ -43,7 +43,7 @@ from pipelines.io.batches import SinkRetry, batch_windowing, sink_dead_letters
 from pipelines.io.retry import retry_conflicts
 from schemas.contract import parsed_schema
 from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
-from transforms.elements import DeadLetter, RedactedEvent, to_record
+from transforms.elements import DeadLetter, EventBatch, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
 __all__ = ["ReadAvroRecords", "WriteDeadLetters", "WriteRawEvents", "dead_letter_patterns"]
@@ -209,9 +209,9 @@ class _WriteAvroFilesFn(beam.DoFn):
         self._failed_attempts.inc()
         _LOGGER.warning("%s: write attempt failed; retrying", self._schema_name)
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Any]]):
+    def process(self, element: tuple[tuple[str, int], Iterable[Any] | EventBatch]):
         (directory, _shard), grouped = element
-        elements = list(grouped)
+        elements = grouped.events if isinstance(grouped, EventBatch) else list(grouped)
         if self._retry is None:
             written = self._write(directory, elements)
         else:
@@ -335,7 +335,9 @@ class _WriteAvroPartitions(beam.PTransform):
                 self._dead_letter_failures,
             )
         ).with_outputs(DEAD_LETTER_TAG, main="files")
-        group_type = tuple[tuple[str, int], tuple[self._element_type, ...]]
+        # Batched groups travel as EventBatch (a msgpack coder that estimates its size cheaply);
+        # a tuple of records would fall back to pickling each record.
+        group_type = tuple[tuple[str, int], EventBatch]
         if self._batched and pcoll.is_bounded:
             # Batch input of batches: each batch's records of one partition become files of
             # their own, with no shuffle. A batch is deterministic (one input chunk or dedupe
@@ -372,25 +374,30 @@ class _WriteAvroPartitions(beam.PTransform):
         return grouped | "WriteAvroFiles" >> write
 
 
-def _split_batch(batch, directory_fn: Callable[[Any], str]):
-    """((directory, 0), records) for each partition the records of ``batch`` fall in."""
+def _split_batch(batch: EventBatch, directory_fn: Callable[[Any], str]):
+    """((directory, 0), EventBatch) for each partition the records of ``batch`` fall in."""
     parts: dict[str, list[Any]] = {}
     for record in batch.events:
         parts.setdefault(directory_fn(record), []).append(record)
-    return [((directory, 0), tuple(records)) for directory, records in parts.items()]
+    return [
+        ((directory, 0), EventBatch(batch.source, tuple(records)))
+        for directory, records in parts.items()
+    ]
 
 
 def _split_batch_by_shard(batch, directory_fn, id_field: str, num_shards: int):
-    """((directory, shard), records) for each partition and shard in ``batch``."""
+    """((directory, shard), EventBatch) for each partition and shard in ``batch``."""
     parts: dict[tuple[str, int], list[Any]] = {}
     for record in batch.events:
         key = (directory_fn(record), shard_of(getattr(record, id_field), num_shards))
         parts.setdefault(key, []).append(record)
-    return [(key, tuple(records)) for key, records in parts.items()]
+    return [(key, EventBatch(batch.source, tuple(records))) for key, records in parts.items()]
 
 
-def _join_parts(key, parts: Iterable[tuple]) -> tuple[tuple[str, int], tuple]:
-    return key, tuple(record for part in parts for record in part)
+def _join_parts(key, parts: Iterable[EventBatch]) -> tuple[tuple[str, int], EventBatch]:
+    parts = list(parts)
+    events = tuple(record for part in parts for record in part.events)
+    return key, EventBatch(parts[0].source, events)
 
 
 class WriteRawEvents(beam.PTransform):
