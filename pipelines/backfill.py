@@ -8,7 +8,11 @@ Bounded. The same core transform as streaming; only reading and writing differ. 
         --start_date 2026-11-01 --end_date 2026-11-07 --regions us,eu --output_root ./out
 
 With ``--input_format json`` every line is one gateway event; events are parsed, redacted,
-deduplicated over the whole input (exact), aggregated and archived. With ``avro``, ``--input``
+deduplicated over the whole input (exact), aggregated and archived. The input is read in chunks
+of ``--chunk_bytes`` (``pipelines.io.lines``), twice: a first, cheap pass (parsing only) picks
+the copy of each duplicated event id to write, so the main pass never shuffles events between
+workers; each chunk's events of one partition become archive files of their own, the same ones
+on a re-run. With ``avro``, ``--input``
 is the root holding ``raw/`` (a directory or ``gs://``) and only the partitions selected by
 ``--start_date``, ``--end_date`` and ``--regions`` are read (by path); the events are already
 redacted, so the replay starts at deduplication and does not rewrite the archive.
@@ -28,7 +32,6 @@ import datetime as dt
 import sys
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
@@ -39,10 +42,12 @@ from pipelines.common import (
     add_date_range_options,
     core_config,
     date_range,
+    line_count,
     parse_date,
     validate_core,
 )
 from pipelines.io.files import ReadAvroRecords
+from pipelines.io.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
 from pipelines.launch import configure_logging, launch
 from pipelines.sinks import (
     add_sink_options,
@@ -74,12 +79,21 @@ class BackfillOptions(PipelineOptions):
         parser.add_argument("--input_format", default="json", help=f"One of {INPUT_FORMATS}.")
         add_date_range_options(parser)
         parser.add_argument("--regions", help="avro: comma-separated regions (default: all).")
+        parser.add_argument(
+            "--chunk_bytes",
+            type=int,
+            default=DEFAULT_CHUNK_BYTES,
+            help="json: bytes of input per chunk, the unit of work (one archive file per chunk "
+            "and partition).",
+        )
 
 
 def validate(options: BackfillOptions) -> list[str]:
     problems = validate_core(options) + validate_sinks(options)
     if not options.input:
         problems.append("--input is required")
+    if options.chunk_bytes < 1:
+        problems.append("--chunk_bytes must be > 0")
     if options.input_format not in INPUT_FORMATS:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
     elif options.input and options.input_format == "json":
@@ -137,11 +151,17 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
     if options.input_format == "json":
         raw = (
             pipeline
-            | "ReadJsonLines" >> beam.io.ReadFromText(options.input, coder=BytesCoder())
-            | "SkipBlankLines" >> beam.Filter(lambda line: bool(line.strip()))
-            | "LogProgress" >> LogProgress("lines read")
+            | "ReadJsonLines" >> ReadLineChunks(options.input, options.chunk_bytes)
+            | "LogProgress" >> LogProgress("lines read", weight=line_count)
         )
-        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config)
+        # The exact dedupe picks the copy of each event id to write in a first pass over a
+        # second read of the input: reading twice is far cheaper than shuffling the events.
+        again = pipeline | "ReadJsonLinesAgain" >> ReadLineChunks(
+            options.input, options.chunk_bytes
+        )
+        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(
+            config, input_format="json_lines", copies_from=again
+        )
         outputs["written"] = write_outputs(outputs, options)
     else:
         raw = _read_archive(pipeline, options)

@@ -8,11 +8,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
 
 from transforms.analyze import CoreConfig
 from transforms.classify import load_policy
+from transforms.elements import LineChunk
 from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
 from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
@@ -24,6 +27,7 @@ __all__ = [
     "add_date_range_options",
     "core_config",
     "date_range",
+    "line_count",
     "parse_date",
     "validate_core",
 ]
@@ -228,20 +232,30 @@ _PROGRESS: dict[str, list[float]] = {}  # token -> [started, last logged, count]
 _PROGRESS_LOCK = threading.Lock()
 
 
+def _one(_) -> int:
+    return 1
+
+
+def line_count(chunk: LineChunk) -> int:
+    """The events a ``LineChunk`` holds (a ``LogProgress`` weight)."""
+    return len(chunk.lines)
+
+
 class _ProgressFn(beam.DoFn):
     """Logs elements/s every ``every_s`` seconds of wall time (never per element): the count
     of this step in this worker process, across its bundles and DoFn instances."""
 
-    def __init__(self, label: str, every_s: float):
+    def __init__(self, label: str, every_s: float, weight: Callable[[Any], int]):
         self._label = label
         self._every_s = every_s
+        self._weight = weight
         self._token = uuid.uuid4().hex
 
     def process(self, element):
         now = time.monotonic()
         with _PROGRESS_LOCK:
             progress = _PROGRESS.setdefault(self._token, [now, now, 0])
-            progress[2] += 1
+            progress[2] += self._weight(element)
             due = now - progress[1] >= self._every_s
             if due:
                 progress[1] = now
@@ -257,12 +271,21 @@ class _ProgressFn(beam.DoFn):
 
 
 class LogProgress(beam.PTransform):
-    """Passes elements through and logs a progress line every ``every_s`` seconds."""
+    """Passes elements through and logs a progress line every ``every_s`` seconds.
+    ``weight``: what one element counts for (the lines of a chunk, say); default 1."""
 
-    def __init__(self, label: str = "events", every_s: float = 10.0):
+    def __init__(
+        self,
+        label: str = "events",
+        every_s: float = 10.0,
+        weight: Callable[[Any], int] = _one,
+    ):
         super().__init__()
         self._label = label
         self._every_s = every_s
+        self._weight = weight
 
     def expand(self, pcoll):
-        return pcoll | "Progress" >> beam.ParDo(_ProgressFn(self._label, self._every_s))
+        return pcoll | "Progress" >> beam.ParDo(
+            _ProgressFn(self._label, self._every_s, self._weight)
+        ).with_output_types(pcoll.element_type)

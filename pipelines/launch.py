@@ -9,6 +9,7 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipelines.direct_runner import install_spec_cache
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
 __all__ = ["configure_logging", "launch"]
@@ -45,11 +46,14 @@ def launch(
     _LOGGER.info("%s", described)
     started_at = dt.datetime.now(dt.UTC)
     view.run_id = view.run_id or new_run_id(started_at)
+    runner = options.view_as(StandardOptions).runner or ""
+    on_dataflow = str(runner).lower().removesuffix("runner") == "dataflow"
+    if not on_dataflow:
+        install_spec_cache()  # a local runner: see pipelines.direct_runner
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)
     result = pipeline.run()
-    runner = options.view_as(StandardOptions).runner or ""
-    if str(runner).lower().removesuffix("runner") == "dataflow":
+    if on_dataflow:
         _LOGGER.info("submitted to Dataflow: job %s", getattr(result, "job_id", lambda: "?")())
         return 0
     cancelled = False

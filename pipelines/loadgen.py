@@ -184,6 +184,26 @@ class EventGenerator:
         return out
 
 
+# The TestStream client's gRPC channel takes messages of up to 4 MiB: a tick's events are sent
+# in parts that stay well below it.
+_MAX_MESSAGE_BYTES = 3 << 20
+
+
+def _message_parts(elements: list) -> Iterator[list]:
+    """``elements`` cut into consecutive parts of at most ``_MAX_MESSAGE_BYTES`` of payload."""
+    part: list = []
+    size = 0
+    for element in elements:
+        length = len(element.encoded_element) + 16
+        if part and size + length > _MAX_MESSAGE_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(element)
+        size += length
+    if part:
+        yield part
+
+
 class _PacedEvents:
     """Feeds the TestStream service: one batch of events per tick, in real time.
 
@@ -220,8 +240,8 @@ class _PacedEvents:
                 )
                 for generated in self._generator.batch(n, now)
             ]
-            if elements:
-                yield event(element_event=event.AddElements(elements=elements))
+            for part in _message_parts(elements):
+                yield event(element_event=event.AddElements(elements=part))
             moment = time.monotonic()
             advance_us = int((moment - last) * 1_000_000)
             last = moment
@@ -319,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         "--malformed_share", type=float, default=_PROFILE_DEFAULTS["malformed_share"]
     )
     parser.add_argument("--pii_share", type=float, default=_PROFILE_DEFAULTS["pii_share"])
+    parser.add_argument(
+        "--text_chars",
+        type=int,
+        default=_PROFILE_DEFAULTS["text_chars"],
+        help="target length of each prompt and response",
+    )
     parser.add_argument("--spread_s", type=int, default=3600, help="event times span this many s")
     args = parser.parse_args(argv)
     if bool(args.output) == bool(args.pubsub_topic):
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         late_share=args.late_share,
         malformed_share=args.malformed_share,
         pii_share=args.pii_share,
+        text_chars=args.text_chars,
     )
     generator = EventGenerator(args.seed, profile)
     if args.pubsub_topic:

@@ -44,7 +44,7 @@ from pipelines.io.files import ReadAvroRecords, dead_letter_patterns
 from pipelines.launch import configure_logging, launch
 from pipelines.summary import new_run_id
 from pipelines.tally import TallyOutcomes, read_tally
-from transforms.elements import DeadLetter
+from transforms.elements import DeadLetter, EventBatch
 from transforms.replay import ReplayDeadLetters
 
 __all__ = ["ReplayOptions", "ReplayReport", "build", "replay_report", "run", "validate"]
@@ -107,15 +107,15 @@ def _counts(outputs: dict) -> beam.PCollection:
         outputs["failed_again"]
         | "CountFailedAgain" >> beam.Map(lambda d: (f"replay.failed_again.{d.reason}", 1)),
         outputs["dead_letters"] | "CountNew" >> beam.Map(lambda d: ("replay.new_dead_letters", 1)),
-        outputs["events"]
-        | "CountArchived"
-        >> beam.Map(
-            lambda e: (
-                f"replay.archived.event_date={e.event_date.isoformat()}/region={e.region}",
-                1,
-            )
-        ),
+        outputs["events"] | "CountArchived" >> beam.FlatMap(_archived_counts),
     ) | "FlattenCounts" >> beam.Flatten()
+
+
+def _archived_counts(batch: EventBatch) -> list[tuple[str, int]]:
+    return [
+        (f"replay.archived.event_date={e.event_date.isoformat()}/region={e.region}", 1)
+        for e in batch.events
+    ]
 
 
 def build(pipeline: beam.Pipeline, options: ReplayOptions) -> dict:
@@ -138,7 +138,6 @@ def build(pipeline: beam.Pipeline, options: ReplayOptions) -> dict:
     tally = {
         "read": outputs["submitted"],
         "audit": outputs["outcomes"],
-        "events": outputs["events"],
         "counts": _counts(outputs),
     }
     outputs["tally"] = tally | "TallyOutcomes" >> TallyOutcomes(

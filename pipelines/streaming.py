@@ -22,7 +22,13 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.common import LogProgress, add_core_options, core_config, validate_core
+from pipelines.common import (
+    LogProgress,
+    add_core_options,
+    core_config,
+    line_count,
+    validate_core,
+)
 from pipelines.io.pubsub import ReadGatewayEvents, id_label_for, is_subscription_path
 from pipelines.launch import configure_logging, launch
 from pipelines.loadgen import GenerateEvents, LoadProfile
@@ -35,6 +41,8 @@ from pipelines.sinks import (
 )
 from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
+from transforms.batching import BatchPerBundle
+from transforms.elements import LineChunk, stream_chunk
 
 __all__ = ["StreamingOptions", "build", "run"]
 
@@ -112,8 +120,16 @@ def _read(pipeline: beam.Pipeline, options: StreamingOptions):
 
 def build(pipeline: beam.Pipeline, options: StreamingOptions) -> dict:
     """Wires the graph and returns the core outputs plus the sinks' results."""
-    raw = _read(pipeline, options) | "LogProgress" >> LogProgress("events read")
-    outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(core_config(options))
+    raw = (
+        _read(pipeline, options)
+        # The core works a chunk of events at a time: gather each bundle's messages first,
+        # so the steps after this one (here and in the core) run once per chunk.
+        | "ChunkPerBundle" >> BatchPerBundle(stream_chunk, LineChunk)
+        | "LogProgress" >> LogProgress("events read", weight=line_count)
+    )
+    outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(
+        core_config(options), input_format="json_lines"
+    )
     outputs["written"] = write_outputs(outputs, options)
     outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
         options.output_root, options.run_id or "latest"

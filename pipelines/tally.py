@@ -2,25 +2,33 @@
 
 Beam counters are the production signal (Dataflow shows them live), but the DirectRunner's
 streaming mode keeps only the last bundle's counter values, so the summary cannot rely on
-them here. ``TallyOutcomes`` counts the same things as data: inputs read, outcomes from the
-audit records, dead-letter reasons and redactions per info type, and writes the totals as
-JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
+them here. ``TallyOutcomes`` counts the same things as data: inputs read, the core's outcomes
+(written, duplicates, dead letters by reason), redactions per info type, and writes the totals
+as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
 largest pane of each window and key), so the summary can tell how many written events were
-too late for the metrics. In streaming it rewrites the file every
-``every_s`` seconds (accumulating, so the file always holds the totals so far); in batch it
-writes once.
+too late for the metrics. In batch it writes once. In streaming the totals so far live in the
+state of one key, updated by each bundle's partial sums (so memory does not grow with the
+length of the run), and the file is rewritten at most every ``every_s`` seconds of wall time
+and once more when the stream ends.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.audit import WRITTEN
+from transforms.elements import LineChunk
 from transforms.windowing import in_global_window
 
 __all__ = ["FRESHNESS_PREFIX", "TallyOutcomes", "read_tally", "tally_inputs", "tally_path"]
@@ -72,12 +80,13 @@ class _SumCountsFn(beam.CombineFn):
 
 
 class _TallyBundleFn(beam.DoFn):
-    """Pre-sums a bundle into one partial accumulator, so the triggered combine downstream
-    sees one element per bundle instead of several per event (the DirectRunner evaluates
-    triggers per element, which dominated its cost)."""
+    """Pre-sums a bundle into one partial accumulator, so the combine downstream sees one
+    element per bundle instead of several per event. ``keyed``: emit it as ``("", partial)``,
+    for the one-key running totals of a stream."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, keyed: bool):
         self._keys = keys
+        self._keyed = keyed
         self._sum = _SumCountsFn()
 
     def start_bundle(self):
@@ -92,7 +101,8 @@ class _TallyBundleFn(beam.DoFn):
 
     def finish_bundle(self):
         if self._first is not None:
-            yield WindowedValue(self._partial, self._first, (window.GlobalWindow(),))
+            value = ("", self._partial) if self._keyed else self._partial
+            yield WindowedValue(value, self._first, (window.GlobalWindow(),))
 
 
 class _MergePartialsFn(_SumCountsFn):
@@ -119,22 +129,30 @@ def _pane_keys(row) -> list[tuple[tuple | str, int]]:
     return keys
 
 
-def _read_keys(_) -> list[tuple[str, int]]:
-    return [("read", 1)]
+def _read_keys(element) -> list[tuple[str, int]]:
+    # A raw input element is one event (bytes) or a chunk of lines, one event each.
+    return [("read", len(element.lines) if isinstance(element, LineChunk) else 1)]
 
 
-def _redaction_keys(event) -> list[tuple[str, int]]:
-    return [(f"redactions.{k}", v) for k, v in event.redaction_counts.items()]
+def _written_keys(batch) -> list[tuple[str, int]]:
+    keys = [("outcome.written", len(batch.events))]
+    for event in batch.events:
+        keys.extend((f"redactions.{k}", v) for k, v in event.redaction_counts.items())
+    return keys
 
 
-class _WriteTallyFn(beam.DoFn):
-    def __init__(self, path: str):
-        self._path = path
+def _duplicate_keys(_) -> list[tuple[str, int]]:
+    return [("outcome.duplicate", 1)]
 
-    def process(self, totals: dict[str, int]):
-        with FileSystems.create(self._path) as handle:
-            handle.write(json.dumps(totals, indent=1).encode("utf-8"))
-        yield totals
+
+def _dead_letter_keys(record) -> list[tuple[str, int]]:
+    return [("outcome.dead_lettered", 1), (f"dead_letter.{record.reason}", 1)]
+
+
+def _write_totals(totals: dict[str, int], path: str) -> dict[str, int]:
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(totals, indent=1).encode("utf-8"))
+    return totals
 
 
 def tally_inputs(read, outputs: dict) -> dict:
@@ -142,8 +160,9 @@ def tally_inputs(read, outputs: dict) -> dict:
     sinks' dead letters, when the sinks report any: ``outputs["written"]["sink_dead_letters"]``)."""
     inputs = {
         "read": read,
-        "audit": outputs["audit"],
         "events": outputs["events"],
+        "duplicates": outputs["duplicates"],
+        "dead_letters": outputs["dead_letters"],
         "metrics": outputs["metrics"],
     }
     sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
@@ -160,6 +179,8 @@ def _audit_keys(record) -> list[tuple[str, int]]:
     keys = [(f"outcome.{record.outcome}", 1)]
     if record.reason:
         keys.append((f"dead_letter.{record.reason}", 1))
+    if record.outcome == WRITTEN:  # a written event's record carries its redaction counts
+        keys.extend((f"redactions.{k}", v) for k, v in record.redaction_counts.items())
     return keys
 
 
@@ -167,9 +188,57 @@ def _given_keys(item: tuple[str, int]) -> list[tuple[str, int]]:
     return [item]
 
 
+# When each streaming tally last wrote its file (by output path), in this worker process: the
+# DirectRunner makes a new DoFn instance for every bundle, so this cannot live on the instance.
+_LAST_WRITE: dict[str, float] = {}
+_LAST_WRITE_LOCK = threading.Lock()
+
+
+class _RunningTotalsFn(beam.DoFn):
+    """Streaming: folds each partial into the totals held in state (one key) and writes the
+    totals (and emits them) when ``every_s`` of wall time has passed since the last write, and
+    at the end of the stream (a watermark timer at the end of the global window). It writes
+    the file itself: a step after it would run, if only on empty bundles, after every one."""
+
+    TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, path: str, every_s: float):
+        self._path = path
+        self._every_s = every_s
+        self._sum = _SumCountsFn()
+
+    def process(
+        self,
+        element,
+        totals=beam.DoFn.StateParam(TOTALS),
+        end=beam.DoFn.TimerParam(END),
+    ):
+        _, partial = element
+        merged = self._sum.merge_accumulators(
+            [totals.read() or self._sum.create_accumulator(), partial]
+        )
+        totals.write(merged)
+        end.set(window.GlobalWindow().max_timestamp())
+        now = time.monotonic()
+        with _LAST_WRITE_LOCK:
+            due = now - _LAST_WRITE.get(self._path, 0.0) >= self._every_s
+            if due:
+                _LAST_WRITE[self._path] = now
+        if due:
+            yield _write_totals(self._sum.extract_output(merged), self._path)
+
+    @on_timer(END)
+    def final(self, totals=beam.DoFn.StateParam(TOTALS)):
+        merged = totals.read()
+        if merged is not None:
+            yield _write_totals(self._sum.extract_output(merged), self._path)
+
+
 class TallyOutcomes(beam.PTransform):
-    """Counts a run. Input: a dict with ``read`` (the raw input elements), ``audit``
-    (``AuditRecord``), ``events`` (written ``RedactedEvent``), optionally ``metrics``
+    """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
+    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``
+    and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome), optionally ``metrics``
     (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
     beyond these) and ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
     Output: the totals dicts written (one per firing)."""
@@ -185,33 +254,26 @@ class TallyOutcomes(beam.PTransform):
         # Each branch is pre-summed per bundle (see _TallyBundleFn).
         branches = {
             "Read": (inputs["read"], _read_keys),
-            "Outcomes": (inputs["audit"], _audit_keys),
+            "Written": (inputs.get("events"), _written_keys),
+            "Duplicates": (inputs.get("duplicates"), _duplicate_keys),
+            "DeadLetters": (inputs.get("dead_letters"), _dead_letter_keys),
+            "Outcomes": (inputs.get("audit"), _audit_keys),
             "MetricPanes": (inputs.get("metrics"), _pane_keys),
-            "Redactions": (inputs["events"], _redaction_keys),
             "Counts": (inputs.get("counts"), _given_keys),
         }
         if "sink_dead_letters" in inputs:
             branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
         branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
-        if inputs["read"].is_bounded:
-            windowing = {}
-        else:
-            # Totals so far every every_s of processing time (early panes); the on-time pane,
-            # when the watermark passes the end of the global window at the end of the
-            # stream, holds the final totals.
-            windowing = {
-                "trigger": trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_s)),
-                "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
-            }
+        bounded = inputs["read"].is_bounded
         partials = [
             in_global_window(pcoll, f"Rewindow{name}")
-            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys))
+            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys, keyed=not bounded))
             for name, (pcoll, keys) in branches.items()
-        ]
-        return (
-            partials
-            | "FlattenCounts" >> beam.Flatten()
-            | "Trigger" >> beam.WindowInto(window.GlobalWindows(), **windowing)
-            | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
-            | "WriteTally" >> beam.ParDo(_WriteTallyFn(self._path))
-        )
+        ] | "FlattenCounts" >> beam.Flatten()
+        if bounded:
+            return (
+                partials
+                | "Sum" >> beam.CombineGlobally(_MergePartialsFn()).without_defaults()
+                | "WriteTally" >> beam.Map(_write_totals, self._path)
+            )
+        return partials | "RunningTotals" >> beam.ParDo(_RunningTotalsFn(self._path, self._every_s))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import apache_beam as beam
+
 from transforms.elements import RedactedEvent
 
-__all__ = ["EPOCH", "redacted_event"]
+__all__ = ["EPOCH", "events_of", "redacted_event"]
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -50,3 +52,8 @@ def redacted_event(**overrides: Any) -> RedactedEvent:
         raise TypeError(f"unknown RedactedEvent fields: {sorted(unknown)}")
     fields.update(overrides)
     return RedactedEvent(**fields)
+
+
+def events_of(batches: beam.PCollection, label: str) -> beam.PCollection:
+    """The events of a PCollection of ``EventBatch`` (the core's ``events``), one per element."""
+    return batches | label >> beam.FlatMap(lambda batch: batch.events)

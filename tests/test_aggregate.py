@@ -24,7 +24,7 @@ from ddsketch.mapping import LogarithmicMapping
 from tests.factories import redacted_event
 from transforms import sketches
 from transforms.aggregate import AggregateMetrics, _key_by_model_region, _MetricsCombineFn
-from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent
 from transforms.pricing.table import parse_price_table
 
 T0_S = 1_769_508_000  # 2026-01-27T10:00:00Z, a boundary of 60 s windows
@@ -50,7 +50,8 @@ def ev(t_s: float, **overrides) -> RedactedEvent:
 
 
 def stamped(event: RedactedEvent) -> TimestampedValue:
-    return TimestampedValue(event, event.event_time.timestamp())
+    """``event`` as the core hands it over: a batch (of one), stamped with its event time."""
+    return TimestampedValue(EventBatch("", (event,)), event.event_time.timestamp())
 
 
 def utc(t_s: float) -> dt.datetime:
@@ -528,3 +529,81 @@ def test_stream_two_keys_in_one_window():
             expected_row(flash, pane_timing="ON_TIME", pane_index=0),
         ],
     )
+
+
+def batched(events: list[RedactedEvent]) -> TimestampedValue:
+    """Several events in one batch, stamped with the earliest, as the core emits them."""
+    return TimestampedValue(
+        EventBatch("", tuple(events)), min(e.event_time.timestamp() for e in events)
+    )
+
+
+def test_stream_one_batch_across_windows_and_keys_is_split_by_window_and_key():
+    first = ev(T0_S + 59, event_id="a", user_key="u1")
+    second = [ev(T0_S + 60, event_id="b", user_key="u2"), ev(T0_S + 61, event_id="c")]
+    us = [ev(T0_S + 3, event_id="d", region="us-central1")]
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_S)
+        .add_elements([batched([*second, first, *us])])
+        .advance_watermark_to(T0_S + 60)
+        .advance_watermark_to(T0_S + 120)
+        .advance_watermark_to_infinity()
+    )
+    run_stream(
+        stream,
+        [
+            expected_row([first], pane_timing="ON_TIME", pane_index=0),
+            expected_row(second, pane_timing="ON_TIME", pane_index=0),
+            expected_row(us, pane_timing="ON_TIME", pane_index=0),
+        ],
+    )
+
+
+def test_stream_a_batch_with_on_time_late_and_too_late_events():
+    """Each event's window decides: on time in the open window, late within the lateness in
+    an old one, dropped beyond it, all from the same batch."""
+    old = ev(T0_S + 5, event_id="a", user_key="u1")
+    late = ev(T0_S + 10, event_id="b", user_key="u2")
+    too_late = ev(T0_S - 600, event_id="c", token_count=999_999)  # window ended 9+ min ago
+    current = ev(T0_S + 300, event_id="d")
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_S)
+        .add_elements([stamped(old)])
+        .advance_watermark_to(T0_S + 290)
+        .add_elements([batched([late, too_late, current])])
+        .advance_watermark_to_infinity()
+    )
+    run_stream(
+        stream,
+        [
+            expected_row([old], pane_timing="ON_TIME", pane_index=0),
+            expected_row([old, late], pane_timing="LATE", pane_index=1),
+            expected_row([current], pane_timing="ON_TIME", pane_index=0),
+        ],
+        allowed_lateness_s=300,
+    )
+
+
+def test_batch_rows_are_the_same_however_events_are_batched():
+    events = [E1, E2, E3, E4_NEXT_WINDOW, E5_OTHER_REGION]
+    with TestPipeline() as p:
+        one = (
+            p
+            | "One" >> beam.Create([batched(events)])
+            | "AggOne" >> AggregateMetrics(prices=PRICES)
+        )
+        each = (
+            p
+            | "Each" >> beam.Create(events)
+            | beam.Map(stamped)
+            | "AggEach" >> AggregateMetrics(prices=PRICES)
+        )
+        expected = [
+            expected_row([E1, E2, E3], pane_timing="ON_TIME", pane_index=0, source="backfill"),
+            expected_row([E4_NEXT_WINDOW], pane_timing="ON_TIME", pane_index=0, source="backfill"),
+            expected_row([E5_OTHER_REGION], pane_timing="ON_TIME", pane_index=0, source="backfill"),
+        ]
+        assert_that(one | "C1" >> beam.Map(comparable), equal_to(expected), label="one batch")
+        assert_that(each | "C2" >> beam.Map(comparable), equal_to(expected), label="per event")

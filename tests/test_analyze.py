@@ -11,8 +11,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.core_inputs import PII_PROMPT, PII_VALUES, T0_S, event_id, raw
+from tests.factories import events_of
 from tests.fakes import FAIL_MARKER, register_failing_engine
 from transforms.analyze import AnalyzeEvents, CoreConfig
+from transforms.elements import LineChunk
 from transforms.pii.pseudonym import load_key, pseudonymize
 
 CONFIG = CoreConfig(window_size_s=60, allowed_lateness_s=300, early_firing_s=30, dedupe_shards=4)
@@ -44,7 +46,38 @@ def assert_no_pii(pcoll, label):
     assert_that(pcoll, check, label=f"no PII in {label}")
 
 
-def test_batch_every_output_exactly():
+def lines_chunks(lines: list[bytes], per_chunk: int) -> list[LineChunk]:
+    """``lines`` as JSON-lines file chunks of ``per_chunk`` lines, with byte offsets."""
+    chunks, position = [], 0
+    for start in range(0, len(lines), per_chunk):
+        part = lines[start : start + per_chunk]
+        offsets = []
+        for line in part:
+            offsets.append(position)
+            position += len(line) + 1
+        chunks.append(LineChunk("events.jsonl", tuple(part), tuple(offsets)))
+    return chunks
+
+
+def analyze(p, lines: list[bytes], mode: str, config=CONFIG):
+    """The core's outputs on ``lines``: one event per element (``json``) or JSON-lines chunks
+    of two lines, with the copies to write chosen in a first pass (``json_lines``)."""
+    if mode == "json":
+        return p | "Input" >> beam.Create(lines) | AnalyzeEvents(config)
+    chunks = lines_chunks(lines, 2)
+    again = p | "InputAgain" >> beam.Create(chunks)
+    return (
+        p
+        | "Input" >> beam.Create(chunks)
+        | AnalyzeEvents(config, input_format="json_lines", copies_from=again)
+    )
+
+
+BATCH_MODES = ("json", "json_lines")
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+def test_batch_every_output_exactly(mode):
     inputs = [
         raw(1, prompt=PII_PROMPT),
         raw(2),
@@ -55,9 +88,10 @@ def test_batch_every_output_exactly():
         raw(5, schema_version=9),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
+        out = analyze(p, inputs, mode)
         assert_that(
-            out["events"] | "eid" >> beam.Map(lambda e: (e.event_id, e.data_class)),
+            events_of(out["events"], "Unbatch1")
+            | "eid" >> beam.Map(lambda e: (e.event_id, e.data_class)),
             equal_to(
                 [(event_id(1), "RESTRICTED"), (event_id(2), "INTERNAL"), (event_id(3), "INTERNAL")]
             ),
@@ -108,6 +142,46 @@ def test_batch_every_output_exactly():
             assert_no_pii(out[name], name)
 
 
+@pytest.mark.parametrize("mode", BATCH_MODES)
+def test_batch_dedupe_is_exact_whatever_the_order(mode):
+    """Both batch strategies write the same copy: earliest event time, then content."""
+    inputs = [
+        raw(1, offset_s=40, request_id="R-1-retry"),  # a retry re-stamped later...
+        raw(2),
+        raw(1, offset_s=5),  # ...than the original, which comes after it in the input
+        raw(2),  # exact redelivery, in another chunk
+        raw(3, latency_ms=-1, offset_s=1),  # the earliest copy of 3 is invalid
+        raw(3, request_id="R-3-b"),
+        raw(3, request_id="R-3-a"),  # same time: content (request_id) decides
+        raw(2),
+    ]
+    with TestPipeline() as p:
+        out = analyze(p, inputs, mode)
+        assert_that(
+            events_of(out["events"], "Unbatch")
+            | "written" >> beam.Map(lambda e: (e.event_id, e.request_id)),
+            equal_to([(event_id(1), "R-1"), (event_id(2), "R-2"), (event_id(3), "R-3-a")]),
+            label="written",
+        )
+        assert_that(
+            out["duplicates"] | "dups" >> beam.Map(lambda e: (e.event_id, e.request_id)),
+            equal_to(
+                [
+                    (event_id(1), "R-1-retry"),
+                    (event_id(2), "R-2"),
+                    (event_id(2), "R-2"),
+                    (event_id(3), "R-3-b"),
+                ]
+            ),
+            label="duplicates",
+        )
+        assert_that(
+            out["dead_letters"] | "dl" >> beam.Map(lambda d: (d.reason, d.event_id)),
+            equal_to([("negative_value:latency_ms", event_id(3))]),
+            label="dead letters",
+        )
+
+
 def test_redacted_event_content():
     key = load_key(CONFIG.pseudonym_key)
     with TestPipeline() as p:
@@ -117,7 +191,7 @@ def test_redacted_event_content():
             | (AnalyzeEvents(CONFIG))
         )
         assert_that(
-            out["events"]
+            events_of(out["events"], "Unbatch2")
             | beam.Map(lambda e: (e.user_key, e.prompt, e.redaction_counts, e.policy_flags)),
             equal_to(
                 [
@@ -152,7 +226,7 @@ def test_redaction_failure_fails_closed(monkeypatch):
             | AnalyzeEvents(config)
         )
         assert_that(
-            out["events"] | "ok" >> beam.Map(lambda e: e.event_id),
+            events_of(out["events"], "Unbatch3") | "ok" >> beam.Map(lambda e: e.event_id),
             equal_to([event_id(2)]),
             label="the other event still goes through",
         )
@@ -245,7 +319,7 @@ def test_stream_late_beyond_lateness_is_archived_but_not_in_metrics():
         label="metrics",
     )
     assert_that(
-        out["events"] | "e" >> beam.Map(lambda e: e.event_id),
+        events_of(out["events"], "Unbatch4") | "e" >> beam.Map(lambda e: e.event_id),
         equal_to([event_id(1), event_id(2)]),
         label="still written",
     )
@@ -356,3 +430,20 @@ def test_dead_letter_ids_never_carry_pii():
             ),
         )
         assert_no_pii(out["audit"], "audit")
+
+
+def test_inputs_that_break_the_decoder_are_dead_lettered_not_retried():
+    """A message nested beyond the JSON decoder's limit, or with a time outside the UTC range,
+    must become a dead letter: an exception would fail the bundle and block the stream."""
+    inputs = [b"[" * 5000, raw(1, event_time="9999-12-31T23:59:59-01:00"), raw(2)]
+    with TestPipeline() as p:
+        out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
+        assert_that(
+            out["dead_letters"] | beam.Map(lambda d: (d.reason, d.payload_state)),
+            equal_to([("invalid_json", "redacted"), ("bad_timestamp", "redacted")]),
+        )
+        assert_that(
+            events_of(out["events"], "Unbatch") | "ids" >> beam.Map(lambda e: e.event_id),
+            equal_to([event_id(2)]),
+            label="the rest goes through",
+        )

@@ -14,7 +14,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.factories import redacted_event
 from transforms.coders import MsgpackCoder
-from transforms.elements import AuditRecord, DeadLetter, LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import (
+    AuditRecord,
+    DeadLetter,
+    EventBatch,
+    LatencyBin,
+    LineChunk,
+    MetricRow,
+    RedactedEvent,
+)
 
 T = dt.datetime(2026, 1, 27, 10, 0, 5, 123456, tzinfo=dt.UTC)
 
@@ -110,3 +118,19 @@ def test_typed_elements_survive_a_group_by_key():
             | beam.FlatMap(lambda kv: kv[1])
         )
         assert_that(grouped, equal_to(events))
+
+
+def test_batches_round_trip_and_their_size_is_estimated_without_encoding():
+    events = tuple(
+        redacted_event(event_id=f"e{i}", prompt="p" * 900, response="r" * 700) for i in range(50)
+    )
+    batch = EventBatch("f.jsonl", events, tuple(range(50)))
+    chunk = LineChunk("f.jsonl", (b'{"a": 1}', b'{"b": 2}'), (0, 9))
+    for value in (batch, chunk):
+        coder = registry.get_coder(type(value))
+        assert coder.decode(coder.encode(value)) == value
+        actual = len(coder.encode(value))
+        assert 0.5 * actual <= coder.get_impl().estimate_size(value) <= 2 * actual
+    assert registry.get_coder(RedactedEvent).estimate_size(events[0]) == len(
+        registry.get_coder(RedactedEvent).encode(events[0])
+    )

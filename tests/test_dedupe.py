@@ -1,4 +1,5 @@
-"""DeduplicateEvents: same semantics in batch and streaming, state that expires in streaming."""
+"""DeduplicateEvents: same semantics in batch (both strategies) and streaming, state that
+expires in streaming."""
 
 import apache_beam as beam
 import pytest
@@ -9,7 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.factories import EPOCH, redacted_event
-from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents, shard_of
+from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents, copy_rank, shard_of
+from transforms.elements import EventBatch
 
 
 def ev(event_id: str, t_s: int, **kw):
@@ -23,7 +25,27 @@ def streaming_options():
 
 
 def ids(pcoll, label):
-    return pcoll | label >> beam.Map(lambda e: (e.event_id, e.request_id))
+    """(event_id, request_id) of every event, whether the output holds batches or events."""
+    return pcoll | label >> beam.FlatMap(
+        lambda x: [(e.event_id, e.request_id) for e in getattr(x, "events", [x])]
+    )
+
+
+def batch_of(events, source="", offsets=()):
+    return EventBatch(source, tuple(events), tuple(offsets))
+
+
+def stamped(value, t_s):
+    return TimestampedValue(value, t_s)
+
+
+def chosen_copies(events, source):
+    """The copies ChooseCopies would pick for events at offsets 0, 1, ... of ``source``:
+    lowest (copy_rank, source, offset) per id carried more than once."""
+    by_id = {}
+    for offset, e in enumerate(events):
+        by_id.setdefault(e.event_id, []).append((copy_rank(e), source, offset))
+    return [(i, min(c)[1:]) for i, c in by_id.items() if len(c) > 1]
 
 
 # Scenarios inside the TTL: both modes must give exactly the same split.
@@ -54,16 +76,54 @@ SCENARIOS = {
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_batch_split(name):
+    """Batch, with a shuffle by shard: one input batch per event."""
     events, unique, duplicates = SCENARIOS[name]
     with TestPipeline() as p:
-        stamped = (
-            p
-            | beam.Create(events)
-            | beam.Map(lambda e: TimestampedValue(e, (e.event_time - EPOCH).total_seconds()))
-        )
-        out = stamped | DeduplicateEvents(ttl_s=60, num_shards=4)
+        batches = p | beam.Create([batch_of([e]) for e in events])
+        out = batches | DeduplicateEvents(ttl_s=60, num_shards=4)
         assert_that(ids(out.unique, "U"), equal_to(unique), label="unique")
         assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to(duplicates), label="duplicates")
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_batch_split_with_copies_chosen_beforehand(name):
+    """Batch, with the copies chosen in a first pass: the events of one chunk with offsets."""
+    events, unique, duplicates = SCENARIOS[name]
+    source = "gs://bucket/events.jsonl"
+    with TestPipeline() as p:
+        batches = p | "Batches" >> beam.Create([batch_of(events, source, range(len(events)))])
+        copies = p | "Copies" >> beam.Create(chosen_copies(events, source))
+        out = batches | DeduplicateEvents(ttl_s=60, num_shards=4, copies=copies)
+        assert_that(ids(out.unique, "U"), equal_to(unique), label="unique")
+        assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to(duplicates), label="duplicates")
+
+
+def test_copies_pick_by_position_between_identical_copies():
+    """Exact redeliveries (identical content) in two chunks: only the chosen line is written."""
+    first, again = ev("x", 5, request_id="same"), ev("x", 5, request_id="same")
+    with TestPipeline() as p:
+        batches = p | "Batches" >> beam.Create(
+            [batch_of([first], "f.jsonl", [0]), batch_of([again], "f.jsonl", [900])]
+        )
+        copies = p | "Copies" >> beam.Create([("x", ("f.jsonl", 900))])
+        out = batches | DeduplicateEvents(ttl_s=60, num_shards=4, copies=copies)
+        assert_that(
+            out.unique | "Offsets" >> beam.Map(lambda b: (b.source, len(b.events))),
+            equal_to([("f.jsonl", 1)]),
+            label="one copy written",
+        )
+        assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to([("x", "same")]), label="dups")
+
+
+def test_copies_need_offsets_and_bounded_input():
+    with pytest.raises(Exception, match="line offsets"), TestPipeline() as p:
+        batches = p | "Batches" >> beam.Create([batch_of([ev("a", 1)])])
+        copies = p | "Copies" >> beam.Create([("a", ("s", 0))])
+        _ = batches | DeduplicateEvents(copies=copies)
+    streaming = TestPipeline(options=streaming_options())
+    with pytest.raises(ValueError, match="bounded"), streaming as p:
+        stream = p | TestStream().add_elements([batch_of([ev("a", 1)])])
+        _ = stream | DeduplicateEvents(copies=p | beam.Create([]))
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -71,7 +131,8 @@ def test_streaming_split(name):
     events, unique, duplicates = SCENARIOS[name]
     stream = TestStream().advance_watermark_to(0)
     for e in events:  # arrival order = list order; the watermark stays inside the TTL
-        stream = stream.add_elements([TimestampedValue(e, (e.event_time - EPOCH).total_seconds())])
+        t = (e.event_time - EPOCH).total_seconds()
+        stream = stream.add_elements([stamped(batch_of([e]), t)])
     stream = stream.advance_watermark_to_infinity()
     with TestPipeline(options=streaming_options()) as p:
         out = p | stream | DeduplicateEvents(ttl_s=600, num_shards=4)
@@ -80,16 +141,19 @@ def test_streaming_split(name):
 
 
 def test_streaming_duplicate_after_ttl_is_written_again():
-    """Documented behaviour: once the watermark passes first copy + TTL, the id is forgotten."""
+    """Documented behaviour: once the watermark passes first copy + TTL, rounded up to the
+    expiry grid (TTL / 10, here 6 s: 70 s -> 72 s), the id is forgotten; not before."""
     stream = (
         TestStream()
         .advance_watermark_to(0)
-        .add_elements([TimestampedValue(ev("a", 10, request_id="first"), 10)])
-        .add_elements([TimestampedValue(ev("a", 10, request_id="within-ttl"), 10)])
-        .advance_watermark_to(10 + 60 + 1)  # past 10 s + ttl_s: the timer clears the id
-        .add_elements([TimestampedValue(ev("a", 10, request_id="after-ttl"), 10)])
-        .add_elements([TimestampedValue(ev("b", 100, request_id="b1"), 100)])
-        .add_elements([TimestampedValue(ev("b", 100, request_id="b2"), 100)])
+        .add_elements([stamped(batch_of([ev("a", 10, request_id="first")]), 10)])
+        .add_elements([stamped(batch_of([ev("a", 10, request_id="within-ttl")]), 10)])
+        .advance_watermark_to(10 + 60 + 1)  # past the TTL, not yet past the grid step
+        .add_elements([stamped(batch_of([ev("a", 10, request_id="within-grid")]), 10)])
+        .advance_watermark_to(72 + 1)  # past the grid step: the timer clears the id
+        .add_elements([stamped(batch_of([ev("a", 10, request_id="after-ttl")]), 10)])
+        .add_elements([stamped(batch_of([ev("b", 100, request_id="b1")]), 100)])
+        .add_elements([stamped(batch_of([ev("b", 100, request_id="b2")]), 100)])
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
@@ -101,7 +165,7 @@ def test_streaming_duplicate_after_ttl_is_written_again():
         )
         assert_that(
             ids(out[DUPLICATE_TAG], "D"),
-            equal_to([("a", "within-ttl"), ("b", "b2")]),
+            equal_to([("a", "within-ttl"), ("a", "within-grid"), ("b", "b2")]),
             label="duplicates",
         )
 
@@ -111,12 +175,12 @@ def test_streaming_late_event_is_remembered_for_the_ttl_after_it_arrived():
     stream = (
         TestStream()
         .advance_watermark_to(3000)
-        .add_elements([TimestampedValue(ev("now", 3000, request_id="on-time"), 3000)])
-        .add_elements([TimestampedValue(ev("late", 1800, request_id="first"), 1800)])
+        .add_elements([stamped(batch_of([ev("now", 3000, request_id="on-time")]), 3000)])
+        .add_elements([stamped(batch_of([ev("late", 1800, request_id="first")]), 1800)])
         .advance_watermark_to(3030)  # 30 s later: past 1800 + ttl, not past 3000 + ttl
-        .add_elements([TimestampedValue(ev("late", 1800, request_id="redelivered"), 1800)])
+        .add_elements([stamped(batch_of([ev("late", 1800, request_id="redelivered")]), 1800)])
         .advance_watermark_to(3000 + 60 + 1)  # now past 3000 + ttl: forgotten
-        .add_elements([TimestampedValue(ev("late", 1800, request_id="much-later"), 1800)])
+        .add_elements([stamped(batch_of([ev("late", 1800, request_id="much-later")]), 1800)])
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
@@ -134,18 +198,19 @@ def test_streaming_late_event_is_remembered_for_the_ttl_after_it_arrived():
 def test_batch_is_exact_over_the_whole_input_whatever_the_gap():
     events = [ev("a", 10, request_id="first"), ev("a", 10 + 86_400, request_id="next-day")]
     with TestPipeline() as p:
-        stamped = (
-            p
-            | beam.Create(list(reversed(events)))
-            | beam.Map(lambda e: TimestampedValue(e, (e.event_time - EPOCH).total_seconds()))
-        )
-        out = stamped | DeduplicateEvents(ttl_s=60, num_shards=2)
+        batches = p | beam.Create([batch_of([e]) for e in reversed(events)])
+        out = batches | DeduplicateEvents(ttl_s=60, num_shards=2)
         assert_that(ids(out.unique, "U"), equal_to([("a", "first")]), label="unique")
         assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to([("a", "next-day")]), label="dups")
         assert_that(
-            out.unique | beam.Map(lambda e, t=beam.DoFn.TimestampParam: float(t)),
+            out.unique | "T" >> beam.Map(lambda e, t=beam.DoFn.TimestampParam: float(t)),
             equal_to([10.0]),
-            label="keeps the event-time timestamp",
+            label="a batch is stamped with its earliest event time",
+        )
+        assert_that(
+            out[DUPLICATE_TAG] | "DT" >> beam.Map(lambda e, t=beam.DoFn.TimestampParam: float(t)),
+            equal_to([10.0 + 86_400]),
+            label="a duplicate keeps its event time",
         )
 
 

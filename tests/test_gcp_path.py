@@ -32,6 +32,7 @@ from schemas.contract import bigquery_schema, load_schema
 from scripts import local_stack
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, metric_row
+from transforms.elements import EventBatch
 
 FAST = SinkRetry(max_attempts=3, first_backoff_s=0.0, max_backoff_s=0.0)
 
@@ -184,7 +185,7 @@ def test_raw_archive_write_failures_are_retried_then_dead_lettered(tmp_path):
     with TestPipeline() as p:
         result = (
             p
-            | beam.Create(events)
+            | beam.Create([EventBatch("", tuple(events))])
             | WriteRawEvents(str(blocked), retry=FAST, dead_letter_failures=True)
         )
         assert_that(result["files"], equal_to([]))

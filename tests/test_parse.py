@@ -111,6 +111,13 @@ def test_unknown_fields_are_dropped_and_counted():
         (raw(token_count=-5), "negative_value:token_count"),
         (raw(completion_tokens=-1), "negative_value:completion_tokens"),
         (raw(event_time="2026-01-27T12:11:00Z"), "event_time_in_future"),
+        # Nested beyond msgspec's limit: a dead letter, not an error that fails the bundle.
+        (b"[" * 5000, "invalid_json"),
+        (b'{"a": ' + b"{" * 5000, "invalid_json"),
+        # Valid RFC 3339, but outside the range of UTC datetimes.
+        (raw(event_time="9999-12-31T23:59:59-01:00"), "bad_timestamp"),
+        (raw(event_time="0001-01-01T00:00:00+01:00"), "bad_timestamp"),
+        (raw(region="us\n"), "bad_value:region"),  # "$" alone would match before the newline
     ],
 )
 def test_rejections_have_machine_readable_reasons(data, reason):

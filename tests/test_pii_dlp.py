@@ -33,6 +33,7 @@ from tests.dlp_fake import (
     FakeLimits,
     register_fast_dlp_engines,
 )
+from tests.factories import events_of
 from transforms.analyze import AnalyzeEvents, CoreConfig
 from transforms.pii.dlp import DlpEngine, HybridEngine
 from transforms.pii.dlp_batching import PackLimits, pack, placeholder_counts, request_bytes
@@ -455,7 +456,7 @@ def test_redacted_events_get_dlp_results_in_the_right_fields(fake, monkeypatch):
     with TestPipeline() as p:
         out = p | beam.Create(inputs) | AnalyzeEvents(dlp_config(fake, "hybrid"))
         assert_that(
-            out["events"]
+            events_of(out["events"], "Unbatch1")
             | beam.Map(lambda e: (e.event_id, e.prompt, e.response, e.redaction_counts)),
             equal_to(
                 [
@@ -503,7 +504,7 @@ def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
         | AnalyzeEvents(dlp_config(fake, "hybrid"))
     )
     assert_that(
-        out["events"] | "ok" >> beam.Map(lambda e: e.event_id),
+        events_of(out["events"], "Unbatch2") | "ok" >> beam.Map(lambda e: e.event_id),
         equal_to([event_id(2)]),
         label="the event without candidates still goes through",
     )

@@ -332,10 +332,10 @@ def test_tally_file_is_json(backfilled):
 def test_progress_counts_across_bundles_and_dofn_instances(caplog):
     # The DirectRunner in streaming sets up a new DoFn instance (unpickled) for every bundle:
     # the count must carry on, or a long streaming run never logs its progress.
-    step = _ProgressFn("events read", every_s=0.0)
-    other = _ProgressFn("events read", every_s=0.0)  # another step counts on its own
+    step = _ProgressFn("events read", every_s=0.0, weight=len)
+    other = _ProgressFn("events read", every_s=0.0, weight=len)  # counts on its own
     with caplog.at_level(logging.INFO, logger="pipelines.common"):
         for fn in (step, step, other, step):
-            assert list(pickle.loads(pickle.dumps(fn)).process("event")) == ["event"]
+            assert list(pickle.loads(pickle.dumps(fn)).process("ab")) == ["ab"]
     counts = [r.args[0] for r in caplog.records if r.getMessage().startswith("progress:")]
-    assert counts == [1, 2, 1, 3]
+    assert counts == [2, 4, 2, 6]  # each element counts for its weight (a chunk's lines)

@@ -37,7 +37,7 @@ from schemas.contract import parsed_schema
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, dead_letter, metric_row
 from transforms import sketches
-from transforms.elements import to_record
+from transforms.elements import EventBatch, to_record
 
 DAY = dt.date(2026, 1, 27)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -92,6 +92,22 @@ def _check_files_written(expected_total: int, max_records: int):
 # --- Avro files ----------------------------------------------------------------------------
 
 
+def _batch(events) -> EventBatch:
+    return EventBatch("", tuple(events))
+
+
+def test_write_raw_events_batch_writes_each_batch_as_its_own_files(tmp_path):
+    """No shuffle in batch: a partition's records of one batch are files of their own."""
+    one, two = _archive_input()[:3], _archive_input()[3:]
+    with TestPipeline() as p:
+        written = p | beam.Create([_batch(one), _batch(two)]) | WriteRawEvents(str(tmp_path))
+        assert_that(
+            written | beam.MapTuple(lambda path, count: count),
+            equal_to([3, 1, 1, 1]),
+            label="RecordsPerFile",
+        )
+
+
 def _archive_input() -> list:
     late = T0 - dt.timedelta(hours=30)  # a day earlier: a late event lands in its own date
     return [
@@ -108,7 +124,9 @@ def test_write_raw_events_batch_partitions_and_round_trips(tmp_path):
     events = _archive_input()
     with TestPipeline() as p:
         written = (
-            p | beam.Create(events) | WriteRawEvents(str(tmp_path), max_records=2, num_shards=1)
+            p
+            | beam.Create([_batch(events)])
+            | WriteRawEvents(str(tmp_path), max_records=2, num_shards=1)
         )
         assert_that(written, _check_files_written(len(events), max_records=2))
         # Three events in one partition, at most two per file: that partition has two files.
@@ -135,7 +153,7 @@ def test_write_raw_events_rerun_rewrites_the_same_files(tmp_path):
     contents = []
     for _ in range(2):
         with TestPipeline() as p:
-            _ = p | beam.Create(events) | WriteRawEvents(str(tmp_path), max_records=2)
+            _ = p | beam.Create([_batch(events)]) | WriteRawEvents(str(tmp_path), max_records=2)
         contents.append({path: _read_bytes(path) for path in _part_files(str(tmp_path))})
     assert contents[0] == contents[1]
     assert not glob.glob(str(tmp_path / "**" / ".*"), recursive=True)  # no temporary files left
@@ -173,12 +191,14 @@ def test_write_raw_events_streaming_flushes_on_processing_time(tmp_path):
     stream = (
         TestStream()
         .advance_watermark_to(T0.timestamp())
-        .add_elements([window.TimestampedValue(e, T0.timestamp()) for e in on_time])
+        .add_elements([window.TimestampedValue(_batch(on_time), T0.timestamp())])
         .advance_processing_time(flush_s + 1)
         # Hours behind the watermark: an event-time window would drop it at the GroupByKey.
         .advance_watermark_to(T0.timestamp() + 6 * 3600)
-        .add_elements([window.TimestampedValue(hours_late, hours_late.event_time.timestamp())])
-        .add_elements([window.TimestampedValue(last, last.event_time.timestamp())])
+        .add_elements(
+            [window.TimestampedValue(_batch([hours_late]), hours_late.event_time.timestamp())]
+        )
+        .add_elements([window.TimestampedValue(_batch([last]), last.event_time.timestamp())])
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=_streaming_options()) as p:
@@ -207,7 +227,8 @@ def test_write_raw_events_streaming_cuts_by_record_count(tmp_path):
     stream = (
         TestStream()
         .advance_watermark_to(T0.timestamp())
-        .add_elements([window.TimestampedValue(e, T0.timestamp()) for e in events])
+        .add_elements([window.TimestampedValue(_batch(events[:4]), T0.timestamp())])
+        .add_elements([window.TimestampedValue(_batch(events[4:]), T0.timestamp())])
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=_streaming_options()) as p:
@@ -663,7 +684,11 @@ def test_sinks_with_two_worker_processes(tmp_path):
     audits = [audit_record(event_id=e.event_id) for e in events]
     options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     with TestPipeline(options=options) as p:
-        written = p | "Events" >> beam.Create(events) | WriteRawEvents(str(tmp_path / "out"))
+        written = (
+            p
+            | "Events" >> beam.Create([_batch(events[:30]), _batch(events[30:])])
+            | WriteRawEvents(str(tmp_path / "out"))
+        )
         assert_that(written, _check_files_written(len(events), max_records=10_000))
         _ = p | "Panes" >> beam.Create(panes) | UpsertMetrics(db_path, max_buffered_rows=7)
         _ = p | "Audit" >> beam.Create(audits + audits) | WriteAuditLog(audit_path)

@@ -1,6 +1,6 @@
 """Windowed usage metrics per (model, region): ``AggregateMetrics``.
 
-Input: deduplicated ``RedactedEvent`` elements, timestamped with their event time, bounded
+Input: deduplicated ``EventBatch`` elements (each event carries its event time), bounded
 (backfill) or unbounded (streaming). Output: one ``MetricRow`` per pane of each fixed event-time
 window and (model, region). Panes accumulate, so each row carries the whole window seen so far
 and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
@@ -16,11 +16,12 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms import sketches
 from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent, event_micros
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     PriceTable,
@@ -37,6 +38,10 @@ BACKFILL = "backfill"
 SOURCES = (STREAMING, BACKFILL)
 
 _QUANTILES = (0.5, 0.95, 0.99)
+_GLOBAL = (window.GlobalWindow(),)
+# Most (key, window) accumulators one bundle holds before it emits them (each has a sketch of
+# a few kB at most): a batch bundle can span days of windows.
+_MAX_PARTIALS = 4096
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
@@ -297,29 +302,46 @@ _PANE_TIMINGS = {
 
 
 class _PreCombineFn(beam.DoFn):
-    """Per bundle, folds each (key, window)'s events into one accumulator, stamped with the
-    earliest member's timestamp (so watermark holds stay conservative)."""
+    """Folds the events of a bundle's batches into one accumulator per (key, window), so the
+    windowing and trigger machinery downstream sees one partial per bundle, key and window
+    instead of every event (the DirectRunner evaluates triggers per element and, in streaming,
+    does not lift combiners, so it keeps every partial of a window until the window expires).
+    A partial is timestamped with its earliest member's event time, in the global window: the
+    ``WindowInto`` after this step puts it in its members' window."""
+
+    def __init__(self, window_size_s: int):
+        self._size_us = window_size_s * 1_000_000
+
+    def setup(self):
+        self._combine = _MetricsCombineFn()
 
     def start_bundle(self):
-        self._combine = _MetricsCombineFn()
         self._partials: dict[tuple, list] = {}
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        key, usage = element
-        entry = self._partials.get((key, window))
-        if entry is None:
-            entry = self._partials[(key, window)] = [self._combine.create_accumulator(), timestamp]
-        self._combine.add_input(entry[0], usage)
-        entry[1] = min(entry[1], timestamp)
+    def process(self, batch: EventBatch):
+        partials, size_us = self._partials, self._size_us
+        for event in batch.events:
+            micros = event_micros(event.event_time)
+            key, usage = _key_by_model_region(event)
+            # The window start as FixedWindows(window_size_s) computes it (offset 0).
+            slot = (key, micros - micros % size_us)
+            entry = partials.get(slot)
+            if entry is None:
+                entry = partials[slot] = [self._combine.create_accumulator(), micros]
+            self._combine.add_input(entry[0], usage)
+            if micros < entry[1]:
+                entry[1] = micros
+        if len(partials) >= _MAX_PARTIALS:  # a long batch bundle spanning many windows
+            yield from self.finish_bundle()
 
     def finish_bundle(self):
-        for (key, window_), (accumulator, earliest) in self._partials.items():
-            yield WindowedValue((key, accumulator), earliest, (window_,))
+        for (key, _), (accumulator, earliest) in self._partials.items():
+            yield WindowedValue((key, accumulator), Timestamp(micros=earliest), _GLOBAL)
         self._partials = {}
 
 
 class _MergePartialsFn(_MetricsCombineFn):
-    """Combines the per-bundle partial accumulators of ``_PreCombineFn``."""
+    """Combines the partial accumulators of ``_PreCombineFn``."""
 
     def add_input(self, acc: _MetricsAccumulator, partial: _MetricsAccumulator):
         return self.merge_accumulators([acc, partial])
@@ -401,9 +423,9 @@ def _positive_int(name: str, value: int) -> int:
 class AggregateMetrics(beam.PTransform):
     """Computes usage metrics per fixed event-time window and (model, region).
 
-    Input: a ``PCollection[RedactedEvent]``, already deduplicated and timestamped with each
-    event's ``event_time``; bounded or unbounded. Output: ``PCollection[MetricRow]``, one row per
-    pane of each window and key that has events.
+    Input: a ``PCollection[EventBatch]`` of deduplicated events in the global window, bounded
+    or unbounded; windows follow each event's ``event_time``. Output:
+    ``PCollection[MetricRow]``, one row per pane of each window and key that has events.
 
     Panes (unbounded input): an EARLY pane every ``early_firing_s`` of processing time while
     the window is open, an ON_TIME pane when the watermark passes the window end, then a LATE
@@ -460,7 +482,7 @@ class AggregateMetrics(beam.PTransform):
         self._early_firing_s = _positive_int("early_firing_s", early_firing_s)
         self._prices = prices if prices is not None else load_price_table(DEFAULT_PRICE_TABLE)
 
-    def expand(self, events: beam.PCollection[RedactedEvent]) -> beam.PCollection[MetricRow]:
+    def expand(self, batches: beam.PCollection[EventBatch]) -> beam.PCollection[MetricRow]:
         # Trigger: EARLY panes every early_firing_s of processing time give dashboards a
         # provisional row while the window is open; the ON_TIME pane fires when the watermark
         # passes the window end; then every late event within allowed_lateness_s fires a LATE
@@ -481,15 +503,21 @@ class AggregateMetrics(beam.PTransform):
         # triggers without a clock (processing-time triggers fail, BEAM-7514) and does not lift
         # the combiner for AfterWatermark without early firings (every event then goes through
         # the trigger state machine: about 35 µs more per event, measured).
-        if events.is_bounded:
+        if batches.is_bounded:
             window_trigger = trigger.DefaultTrigger()
         else:
             window_trigger = trigger.AfterWatermark(
                 early=trigger.AfterProcessingTime(self._early_firing_s),
                 late=trigger.AfterCount(1),
             )
-        keyed = (
-            events
+        # Each bundle's events are combined per key and window first (see _PreCombineFn), then
+        # the partials are windowed and merged: the same result as windowing every event.
+        combined = (
+            batches
+            | "PreCombinePerBundle"
+            >> beam.ParDo(_PreCombineFn(self._window_size_s)).with_output_types(
+                tuple[tuple[str, str], _MetricsAccumulator]
+            )
             | "WindowIntoFixed"
             >> beam.WindowInto(
                 window.FixedWindows(self._window_size_s),
@@ -497,21 +525,9 @@ class AggregateMetrics(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
                 allowed_lateness=self._allowed_lateness_s,
             )
-            | "KeyByModelRegion"
-            >> beam.Map(_key_by_model_region).with_output_types(tuple[tuple[str, str], tuple])
+            | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
         )
-        if events.is_bounded:
-            combined = keyed | "CombineMetrics" >> beam.CombinePerKey(_MetricsCombineFn())
-        else:
-            # Unbounded: combine each bundle's events per (key, window) first, so the trigger
-            # machinery downstream sees one partial per key and bundle instead of every event
-            # (the DirectRunner evaluates triggers per element and does not lift combiners in
-            # streaming; that bookkeeping was its largest cost). A late bundle still fires one
-            # LATE pane.
-            combined = (
-                keyed
-                | "PreCombinePerBundle" >> beam.ParDo(_PreCombineFn())
-                | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
-            )
-        source = BACKFILL if events.is_bounded else STREAMING
-        return combined | "FormatMetricRows" >> beam.ParDo(_FormatMetricRowFn(source, self._prices))
+        source = BACKFILL if batches.is_bounded else STREAMING
+        return combined | "FormatMetricRows" >> beam.ParDo(
+            _FormatMetricRowFn(source, self._prices)
+        ).with_output_types(MetricRow)

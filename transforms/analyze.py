@@ -5,35 +5,41 @@ they read, timestamp and write. The chain is parse -> redact and classify -> ded
 aggregate, with every rejection flattened into one dead-letter output and every outcome into
 one audit output.
 
-Counting identity: every input element ends in exactly one of ``events`` (written),
-``duplicates`` or ``dead_letters``, and has exactly one audit record. Late data beyond the
-allowed lateness is still written and audited; only the metrics leave it out (the reconciliation
-backfill puts it back).
+Events move in batches (``transforms.elements``). Counting identity: every input event ends in
+exactly one of ``events`` (written), ``duplicates`` or ``dead_letters``, and has exactly one
+audit record. Late data beyond the allowed lateness is still written and audited; only the
+metrics leave it out (the reconciliation backfill puts it back).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from transforms.aggregate import AggregateMetrics
 from transforms.audit import RecordOutcomes
+from transforms.batching import BatchPerBundle
 from transforms.classify import DEFAULT_POLICY_PATH
+from transforms.copies import ChooseCopies
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents
+from transforms.elements import EventBatch, RedactedEvent
 from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import DlpOptions, RedactionSettings
 from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
 from transforms.redact import RedactPii
+from transforms.windowing import in_global_window
 
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
 
-# json: raw gateway events (bytes). redacted: events read back from the raw archive, already
-# parsed, redacted and classified; a replay starts at deduplication. replay: dead-letter payloads
-# (bytes, already redacted, the user id as its pseudonym) re-submitted by a dead-letter replay:
-# the whole chain, with parsing in replay mode.
-INPUT_FORMATS = ("json", "redacted", "replay")
+# json: raw gateway events, one per element (bytes). json_lines: the same in chunks of lines read
+# from files (LineChunk, with line offsets). redacted: events read back from the raw archive,
+# already parsed, redacted and classified; a replay starts at deduplication. replay: dead-letter
+# payloads (bytes, already redacted, the user id as its pseudonym) re-submitted by a dead-letter
+# replay: the whole chain, with parsing in replay mode.
+INPUT_FORMATS = ("json", "json_lines", "redacted", "replay")
 
 
 class CoreConfig(NamedTuple):
@@ -59,23 +65,40 @@ class CoreConfig(NamedTuple):
     price_table: str = DEFAULT_PRICE_TABLE
 
 
+def _without_text(event: RedactedEvent) -> RedactedEvent:
+    return event._replace(prompt=None, response=None)
+
+
+def _archived_batch(events: tuple[RedactedEvent, ...]) -> EventBatch:
+    return EventBatch("", events)
+
+
 class AnalyzeEvents(beam.PTransform):
     """Turns raw event bytes into the pipeline's outputs.
 
-    Input (``input_format="json"``): PCollection[bytes], one JSON event per element, bounded or
-    unbounded, in the global window. Timestamps of the input do not matter: parsing re-stamps
-    each event with its event time (from Pub/Sub with ``timestamp_attribute`` they are already
-    equal). With ``input_format="redacted"`` (archive replay) the input is
-    PCollection[RedactedEvent] timestamped with event time, and the chain starts at
-    deduplication; ``dead_letters`` is then empty. With ``input_format="replay"`` the input is
-    dead-letter payloads (bytes) and the whole chain runs, parsing in replay mode (a
-    pseudonymised ``user_id`` is kept as the user key).
+    Input, in the global window, bounded or unbounded (``input_format``):
+      ``json``: PCollection[bytes], one JSON event per element (Pub/Sub messages). Input
+        timestamps do not matter: every event carries its event time.
+      ``json_lines``: PCollection[LineChunk], JSON lines read in chunks
+        (``pipelines.io.lines.ReadLineChunks``). With ``copies_from``, a second read of the
+        same input, the exact batch dedupe picks the copies to write in a first pass over it
+        and the main pass shuffles no events (``transforms.copies``).
+      ``redacted``: PCollection[RedactedEvent] (archive replay), timestamped with event time;
+        the chain starts at deduplication, ``dead_letters`` is empty, and the events leave
+        without their text (a replay recomputes metrics and audit; it never rewrites the
+        archive, and texts would only weigh on the dedupe's shuffle).
+      ``replay``: PCollection[bytes] of dead-letter payloads; the whole chain runs, parsing in
+        replay mode (a pseudonymised ``user_id`` is kept as the user key).
+
+    A bounded input is parsed against one clock, pinned when the pipeline is built, so the
+    passes over it (and a re-run) reject the same events; unbounded input uses the workers'.
 
     Returns a dict of PCollections:
-      ``events``: ``RedactedEvent``, first copies, timestamped with event time (to archive);
+      ``events``: ``EventBatch`` of first copies, to archive (see ``DeduplicateEvents`` for
+        how they are batched);
       ``duplicates``: ``RedactedEvent`` copies of an id already written (for counters/audit);
       ``metrics``: ``MetricRow`` panes per window and (model, region), accumulating;
-      ``audit``: ``AuditRecord``, one per input element;
+      ``audit``: ``AuditRecord``, one per input event;
       ``dead_letters``: ``DeadLetter``, redacted, one per rejected input.
     """
 
@@ -83,23 +106,38 @@ class AnalyzeEvents(beam.PTransform):
         self,
         config: CoreConfig = CoreConfig(),  # noqa: B008 - immutable NamedTuple
         input_format: str = "json",
+        copies_from: beam.PCollection | None = None,
     ):
         super().__init__()
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        if copies_from is not None and input_format != "json_lines":
+            raise ValueError("copies_from goes with input_format='json_lines'")
         self._config = config
         self._input_format = input_format
+        self._copies_from = copies_from
 
     def expand(self, raw):
+        c = self._config
         if self._input_format == "redacted":
             no_dead_letters = raw.pipeline | "NoDeadLetters" >> beam.Create([])
-            return self._from_redacted(raw, no_dead_letters)
-        c = self._config
+            batches = (
+                in_global_window(raw, "WindowGlobally")
+                | "DropTexts" >> beam.Map(_without_text).with_output_types(RedactedEvent)
+                | "BatchPerBundle" >> BatchPerBundle(_archived_batch, EventBatch)
+            )
+            return self._from_redacted(batches, no_dead_letters, copies=None)
         redaction = RedactionSettings(c.redaction_engine, c.pseudonym_key, c.dlp)
+        limits = ParseLimits(
+            c.max_event_bytes,
+            c.max_clock_skew_s,
+            now=dt.datetime.now(dt.UTC) if raw.is_bounded else None,
+        )
         parsed = raw | "ParseEvents" >> ParseEvents(
             redaction,
-            ParseLimits(c.max_event_bytes, c.max_clock_skew_s),
+            limits,
             replay=self._input_format == "replay",
+            chunked=self._input_format == "json_lines",
         )
         redacted = parsed.events | "RedactPii" >> RedactPii(
             redaction, c.policy_path, c.redaction_batch_size
@@ -108,11 +146,18 @@ class AnalyzeEvents(beam.PTransform):
             parsed[DEAD_LETTER_TAG],
             redacted[DEAD_LETTER_TAG],
         ) | "FlattenDeadLetters" >> beam.Flatten()
-        return self._from_redacted(redacted.events, dead_letters)
+        copies = None
+        if self._copies_from is not None:
+            copies = self._copies_from | "ChooseCopies" >> ChooseCopies(
+                limits, num_shards=c.dedupe_shards
+            )
+        return self._from_redacted(redacted.events, dead_letters, copies)
 
-    def _from_redacted(self, events, dead_letters):
+    def _from_redacted(self, batches, dead_letters, copies):
         c = self._config
-        deduped = events | "DeduplicateEvents" >> DeduplicateEvents(c.dedupe_ttl_s, c.dedupe_shards)
+        deduped = batches | "DeduplicateEvents" >> DeduplicateEvents(
+            c.dedupe_ttl_s, c.dedupe_shards, copies=copies
+        )
         metrics = deduped.unique | "AggregateMetrics" >> AggregateMetrics(
             window_size_s=c.window_size_s,
             allowed_lateness_s=c.allowed_lateness_s,

@@ -14,7 +14,7 @@ import hashlib
 
 import apache_beam as beam
 
-from transforms.elements import AuditRecord, DeadLetter, RedactedEvent
+from transforms.elements import AuditRecord, DeadLetter, EventBatch, RedactedEvent
 
 __all__ = [
     "DEAD_LETTERED",
@@ -37,26 +37,37 @@ OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)  # what processing an input ends 
 REPLAYED = "replayed"
 
 
-def _audit_id(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+def _audit_id(key: str, outcome: str) -> str:
+    # Concatenation rather than a join over *parts (cheaper); unlike an f-string, a None key
+    # still raises TypeError.
+    return hashlib.sha256((key + "|" + outcome).encode("utf-8")).hexdigest()
+
+
+# Builds a NamedTuple from a tuple of its fields in order, skipping its Python-level keyword
+# __new__, which was 7k of the 19k instructions of audit_event (run once per event).
+_new_record = tuple.__new__
 
 
 def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) -> AuditRecord:
     """The audit record of a written or duplicate event."""
-    return AuditRecord(
-        audit_id=_audit_id(event.event_id, outcome),
-        event_id=event.event_id,
-        request_id=event.request_id,
-        user_key=event.user_key,
-        outcome=outcome,
-        reason=None,
-        data_class=event.data_class,
-        redaction_counts=dict(event.redaction_counts),
-        model=event.model,
-        region=event.region,
-        event_time=event.event_time,
-        dead_letter_id=None,
-        recorded_at=recorded_at,
+    event_id = event.event_id
+    return _new_record(
+        AuditRecord,
+        (
+            _audit_id(event_id, outcome),  # audit_id
+            event_id,
+            event.request_id,
+            event.user_key,
+            outcome,
+            None,  # reason
+            event.data_class,
+            dict(event.redaction_counts),  # a copy: the record does not share the event's
+            event.model,
+            event.region,
+            event.event_time,
+            None,  # dead_letter_id
+            recorded_at,
+        ),
     )
 
 
@@ -100,19 +111,23 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _audit_written(batch: EventBatch) -> list[AuditRecord]:
+    recorded_at = _now()
+    return [audit_event(event, WRITTEN, recorded_at) for event in batch.events]
+
+
 class RecordOutcomes(beam.PTransform):
     """Builds the audit log from the three outcome streams.
 
-    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections. Output:
-    PCollection[AuditRecord], one per input element, in the inputs' windows and timestamps.
+    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections: ``EventBatch``,
+    ``RedactedEvent`` and ``DeadLetter``. Output: PCollection[AuditRecord], one per written
+    event, duplicate and dead letter, in the inputs' windows and timestamps.
     """
 
     def expand(self, outcomes):
         written, duplicates, dead_letters = outcomes
         return (
-            written
-            | "AuditWritten"
-            >> beam.Map(lambda e: audit_event(e, WRITTEN, _now())).with_output_types(AuditRecord),
+            written | "AuditWritten" >> beam.FlatMap(_audit_written).with_output_types(AuditRecord),
             duplicates
             | "AuditDuplicates"
             >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())).with_output_types(AuditRecord),

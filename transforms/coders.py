@@ -24,6 +24,10 @@ class MsgpackCoder(coders.Coder):
     """Encodes instances of one NamedTuple type with msgspec's msgpack codec."""
 
     element_type: Any = None  # set by the per-type subclasses register_msgpack_coders makes
+    # An estimate of the encoded size, for types whose elements are large (batches): Beam
+    # samples elements to estimate their size for its metrics, and encoding a batch of
+    # megabytes to learn its size costs more than the work on it. None: encode and measure.
+    size_of: Any = None
 
     def __init__(self) -> None:
         self._encoder = msgspec.msgpack.Encoder()
@@ -34,6 +38,11 @@ class MsgpackCoder(coders.Coder):
 
     def decode(self, encoded: bytes) -> Any:
         return self._decoder.decode(encoded)
+
+    def estimate_size(self, value: Any) -> int:
+        if self.size_of is not None:
+            return self.size_of(value)
+        return len(self._encoder.encode(value))
 
     def is_deterministic(self) -> bool:
         return False
@@ -59,13 +68,17 @@ def _coder_for(element_type: Any) -> MsgpackCoder:
     return _CODERS[element_type]()
 
 
-def register_msgpack_coders(*element_types: Any) -> None:
-    """Registers a ``MsgpackCoder`` subclass for each NamedTuple type (idempotent)."""
+def register_msgpack_coders(*element_types: Any, sizes: dict | None = None) -> None:
+    """Registers a ``MsgpackCoder`` subclass for each NamedTuple type (idempotent).
+    ``sizes``: type -> a function estimating an element's encoded size (see ``size_of``)."""
     for element_type in element_types:
         if element_type in _CODERS:
             continue
-        coder_class = type(
-            f"{element_type.__name__}Coder", (MsgpackCoder,), {"element_type": element_type}
-        )
+        size_of = (sizes or {}).get(element_type)
+        attributes = {
+            "element_type": element_type,
+            "size_of": None if size_of is None else staticmethod(size_of),
+        }
+        coder_class = type(f"{element_type.__name__}Coder", (MsgpackCoder,), attributes)
         _CODERS[element_type] = coder_class
         coders.registry.register_coder(element_type, coder_class)

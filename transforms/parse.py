@@ -11,8 +11,10 @@ object), ``unsupported_schema_version``, ``missing_field:<name>`` (absent or nul
 uuid, region not ``[A-Za-z0-9_-]``), ``negative_value:<name>``, ``bad_timestamp`` (not RFC 3339
 with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the worker clock).
 
-Fields the contract does not know are dropped and counted (schema drift), never fatal. The
-output element's timestamp is the event time, in streaming and batch alike.
+Fields the contract does not know are dropped and counted (schema drift), never fatal.
+``ParseEvents`` works a chunk of lines at a time (``LineChunk``) and emits each chunk's valid
+events as one ``ParsedBatch``, timestamped with its earliest event time; every event carries
+its own ``event_time``.
 
 Replay mode (``ParseEvents(..., replay=True)``, for dead-letter payloads): the same contract,
 except that ``user_id`` may also be the pseudonym a dead-letter payload holds
@@ -23,17 +25,21 @@ pseudonymised again. Never enabled for gateway input, where it would let a calle
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import uuid
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import apache_beam as beam
 import msgspec
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 from msgspec import Meta
 
+from transforms.batching import BatchPerBundle
 from transforms.deadletter import (
     DEAD_LETTER_TAG,
     METRICS_NAMESPACE,
@@ -41,15 +47,19 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import Event
+from transforms.elements import DeadLetter, Event, LineChunk, ParsedBatch, stream_chunk
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.pseudonym import pseudonym_of
 from transforms.pii.settings import RedactionSettings
 
-__all__ = ["ParseEvents", "ParseLimits", "parse_event"]
+__all__ = ["MAX_CHUNK_LINES", "ParseEvents", "ParseLimits", "parse_event"]
 
 SUPPORTED_SCHEMA_VERSION = "1"
+# Most single events (bytes input) gathered into one chunk: bounds a chunk's memory when a
+# bundle is large (a whole input split in batch).
+MAX_CHUNK_LINES = 2000
+_GLOBAL = (window.GlobalWindow(),)
 
 _NonEmpty = Annotated[str, Meta(min_length=1, max_length=256)]
 _Count = Annotated[int, Meta(ge=0)]
@@ -65,7 +75,8 @@ class _EventV1(msgspec.Struct, frozen=True):
     model: _NonEmpty
     latency_ms: Annotated[float, Meta(ge=0)]
     token_count: _Count
-    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
+    # \Z, not $: "$" also matches before a final newline, which would let "us\n" through.
+    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}\Z")]
     schema_version: str | int | None = None
     model_version: Annotated[str, Meta(max_length=256)] | None = None
     prompt_tokens: _Count | None = None
@@ -78,12 +89,37 @@ class _EventV1(msgspec.Struct, frozen=True):
 KNOWN_FIELDS = frozenset(_EventV1.__struct_fields__)
 
 
+class _EventV1Fast(_EventV1, forbid_unknown_fields=True, gc=False):
+    """``_EventV1`` as ``parse_event``'s fast path decodes it straight from JSON.
+
+    It accepts a subset of what ``_EventV1`` accepts, with the same values; whatever it rejects
+    goes to the reference path. Stricter here: unknown fields (they must be counted) and
+    ``schema_version`` other than absent, null, ``1`` or ``"1"``. Looser, and checked by
+    ``parse_event`` after decoding: ``event_id`` (a str that must already be canonical, since
+    ``str()`` of a decoded ``uuid.UUID`` costs more than that check) and the characters of
+    ``region`` (msgspec's ``pattern`` check costs several times the ``str`` methods used instead).
+    ``gc=False``: it holds nothing that could form a cycle.
+    """
+
+    event_id: str
+    region: Annotated[str, Meta(min_length=1, max_length=63)]
+    schema_version: Literal[1, "1"] | None = None
+
+
+_FAST_DECODER = msgspec.json.Decoder(_EventV1Fast)
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_new_tuple = tuple.__new__  # builds an Event without the Python-level NamedTuple.__new__
+
+
 class ParseLimits(NamedTuple):
     """Validation limits. ``max_event_bytes``: larger inputs are ``oversize``;
-    ``max_clock_skew_s``: event times further ahead of the worker clock are rejected."""
+    ``max_clock_skew_s``: event times further ahead of the clock are rejected; ``now``: that
+    clock, pinned (batch runs pin it at launch, so that every pass over the input, and a
+    re-run, rejects the same events); None: the worker's clock when a chunk is parsed."""
 
     max_event_bytes: int = 1 << 20
     max_clock_skew_s: int = 300
+    now: dt.datetime | None = None
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -121,6 +157,11 @@ def _normalise_version(value: object) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)  # a timedelta per event costs more than the check it serves
+def _skew_of(max_clock_skew_s: int) -> dt.timedelta:
+    return dt.timedelta(seconds=max_clock_skew_s)
+
+
 def parse_event(
     raw: bytes,
     *,
@@ -136,13 +177,75 @@ def parse_event(
       limits: size and clock-skew limits.
       pseudonymised: accept a dead-letter payload's pseudonym as ``user_id`` (replay only); the
         event then has ``user_key`` set and an empty ``user_id``.
+
+    A fast path decodes typical valid events straight into ``_EventV1Fast``; everything it
+    cannot decide alone (any rejection, unknown fields, unusual spellings, replay mode,
+    oversize input) goes to ``_parse_event_reference``, which produces every reason and message.
+    Both give the same result for every input (``tests/test_parse_fast.py`` checks it).
     """
+    if pseudonymised or len(raw) > limits.max_event_bytes:
+        return _parse_event_reference(raw, now=now, limits=limits, pseudonymised=pseudonymised)
+    try:
+        wire = _FAST_DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError too
+        return _parse_event_reference(raw, now=now, limits=limits)
+    event_id, region = wire.event_id, wire.region
+    # The reference's region pattern on ASCII; checked before lower() ("\u212a" lowers to "k").
+    if not (
+        _CANONICAL_UUID.fullmatch(event_id)
+        and region.isascii()
+        and (region.isalnum() or region.replace("-", "").replace("_", "").isalnum())
+    ):
+        return _parse_event_reference(raw, now=now, limits=limits)
+    try:
+        event_time = wire.event_time.astimezone(dt.UTC)
+    except OverflowError:
+        return _parse_event_reference(raw, now=now, limits=limits)  # raises bad_timestamp
+    if event_time > now + _skew_of(limits.max_clock_skew_s):
+        return _parse_event_reference(raw, now=now, limits=limits)  # raises, with its message
+    return _new_tuple(
+        Event,
+        (
+            event_id,
+            wire.request_id,
+            wire.user_id,
+            event_time,
+            SUPPORTED_SCHEMA_VERSION,
+            wire.model,
+            wire.model_version,
+            wire.latency_ms,  # already a float: msgspec decodes JSON integers as floats here
+            wire.token_count,
+            wire.prompt_tokens,
+            wire.completion_tokens,
+            wire.policy_flags,
+            region.lower(),
+            wire.prompt,
+            wire.response,
+            0,  # unknown_field_count: the decoder rejects unknown fields
+            None,  # user_key: replay mode only
+            None,  # input_sha256: set by the DoFn in replay mode
+        ),
+    )
+
+
+def _parse_event_reference(
+    raw: bytes,
+    *,
+    now: dt.datetime,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    pseudonymised: bool = False,
+) -> Event:
+    """``parse_event`` by the contract's definition, for every input (see the module docstring):
+    decodes to a dict, checks the version, converts with ``msgspec.convert(strict=True)`` and
+    maps its errors to reasons. The fast path's fallback and its reference in tests."""
     if len(raw) > limits.max_event_bytes:
         raise InvalidEvent("oversize", f"event is {len(raw)} bytes, limit {limits.max_event_bytes}")
     try:
         document = msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
         raise InvalidEvent("invalid_json", f"not valid UTF-8 JSON: {error}") from None
+    except RecursionError:  # msgspec's limit on nesting: a rejection like any other
+        raise InvalidEvent("invalid_json", "JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidEvent("invalid_json", "the top-level JSON value must be an object")
     version = _normalise_version(document.get("schema_version"))
@@ -158,7 +261,12 @@ def parse_event(
         wire = msgspec.convert(document, _EventV1, strict=True)
     except msgspec.ValidationError as error:
         raise InvalidEvent(_reason_from(error), str(error)) from None
-    event_time = wire.event_time.astimezone(dt.UTC)
+    try:
+        event_time = wire.event_time.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: after the last UTC datetime
+        raise InvalidEvent(
+            "bad_timestamp", "event_time is outside the range of UTC times"
+        ) from None
     if event_time > now + dt.timedelta(seconds=limits.max_clock_skew_s):
         raise InvalidEvent(
             "event_time_in_future",
@@ -194,7 +302,7 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     """
     try:
         document = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None, None
     if not isinstance(document, dict):
         return None, None
@@ -213,7 +321,10 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     return event_id, (None if has_findings else request_id)
 
 
-class _ParseFn(beam.DoFn):
+class _ParseChunkFn(beam.DoFn):
+    """Parses every line of a chunk: one ``ParsedBatch`` of its valid events (timestamped with
+    the earliest event time) and a dead letter per rejected line."""
+
     def __init__(self, limits: ParseLimits, redaction: RedactionSettings, replay: bool):
         self._limits = limits
         self._redaction = redaction
@@ -225,53 +336,73 @@ class _ParseFn(beam.DoFn):
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "events_parsed")
         self._drift = Metrics.counter(METRICS_NAMESPACE, "schema_drift_fields_dropped")
 
-    def process(self, raw: bytes):
-        self._read.inc()
-        now = dt.datetime.now(dt.UTC)
-        try:
-            event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
-        except InvalidEvent as error:
-            count_dead_letter(error.reason)
-            event_id, request_id = (
-                _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
+    def process(self, chunk: LineChunk):
+        now = self._limits.now or dt.datetime.now(dt.UTC)
+        events: list[Event] = []
+        offsets: list[int] = []
+        drift = 0
+        for i, raw in enumerate(chunk.lines):
+            try:
+                event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
+            except InvalidEvent as error:
+                yield self._dead_letter(raw, error, now)
+                continue
+            if self._replay:
+                event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
+            drift += event.unknown_field_count
+            events.append(event)
+            if chunk.offsets:
+                offsets.append(chunk.offsets[i])
+        self._read.inc(len(chunk.lines))
+        self._parsed.inc(len(events))
+        if drift:
+            self._drift.inc(drift)
+        if events:
+            earliest = min(event.event_time for event in events)
+            yield WindowedValue(
+                ParsedBatch(chunk.source, tuple(events), tuple(offsets)),
+                Timestamp.from_utc_datetime(earliest),
+                _GLOBAL,
             )
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    raw=raw,
-                    reason=error.reason,
-                    error_type=type(error).__name__,
-                    error_message=error.message,
-                    step="parse",
-                    payload=redact_payload(
-                        raw,
-                        self._engine,
-                        self._key,
-                        max_bytes=self._limits.max_event_bytes,
-                        keep_pseudonyms=self._replay,
-                    ),
-                    failed_at=now,
-                    event_id=event_id,
-                    request_id=request_id,
-                ),
-            )
-            return
-        self._parsed.inc()
-        if self._replay:
-            event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
-        if event.unknown_field_count:
-            self._drift.inc(event.unknown_field_count)
-        yield beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
+
+    def _dead_letter(self, raw: bytes, error: InvalidEvent, now: dt.datetime):
+        count_dead_letter(error.reason)
+        event_id, request_id = (
+            _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
+        )
+        record = make_dead_letter(
+            raw=raw,
+            reason=error.reason,
+            error_type=type(error).__name__,
+            error_message=error.message,
+            step="parse",
+            payload=redact_payload(
+                raw,
+                self._engine,
+                self._key,
+                max_bytes=self._limits.max_event_bytes,
+                keep_pseudonyms=self._replay,
+            ),
+            failed_at=now,
+            event_id=event_id,
+            request_id=request_id,
+        )
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 
 
 class ParseEvents(beam.PTransform):
-    """Parses raw event bytes into ``Event`` elements timestamped with their event time.
+    """Parses raw events into ``ParsedBatch`` elements: the valid events of each chunk.
 
-    Input: PCollection[bytes], bounded or unbounded. Outputs (``with_outputs``): the main output
-    of ``Event`` (holds clear text; only the redaction step may consume it) and
-    ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected input. Every input yields
-    exactly one of the two. ``replay``: the input is dead-letter payloads (see the module
+    Input, in the global window, bounded or unbounded: PCollection[LineChunk] (``chunked``),
+    or PCollection[bytes], one JSON event per element, gathered into chunks per bundle first.
+    Outputs (``with_outputs``): the main output ``events`` of ``ParsedBatch`` (clear text;
+    only the redaction step may consume it), each timestamped with its earliest event time,
+    and ``DEAD_LETTER_TAG`` with one redacted ``DeadLetter`` per rejected line. Every line is
+    in exactly one of the two. ``replay``: the input is dead-letter payloads (see the module
     docstring); never for gateway input.
+
+    ``limits.now`` pins the clock of the future-event check; without it each chunk uses the
+    worker's clock.
     """
 
     def __init__(
@@ -279,15 +410,28 @@ class ParseEvents(beam.PTransform):
         redaction: RedactionSettings,
         limits: ParseLimits = DEFAULT_LIMITS,
         replay: bool = False,
+        chunked: bool = False,
     ):
         super().__init__()
         if limits.max_event_bytes <= 0 or limits.max_clock_skew_s < 0:
             raise ValueError("max_event_bytes must be > 0 and max_clock_skew_s >= 0")
+        if limits.now is not None and limits.now.tzinfo is None:
+            raise ValueError("limits.now must be timezone-aware")
         self._limits = limits
         self._redaction = redaction
         self._replay = replay
+        self._chunked = chunked
 
     def expand(self, raw):
-        return raw | "Parse" >> beam.ParDo(
-            _ParseFn(self._limits, self._redaction, self._replay)
-        ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main="events")
+        if not isinstance(raw.windowing.windowfn, window.GlobalWindows):
+            raise ValueError("ParseEvents needs its input in the global window")
+        chunks = raw
+        if not self._chunked:
+            chunks = raw | "ChunkPerBundle" >> BatchPerBundle(
+                stream_chunk, LineChunk, MAX_CHUNK_LINES
+            )
+        return chunks | "Parse" >> beam.ParDo(
+            _ParseChunkFn(self._limits, self._redaction, self._replay)
+        ).with_output_types(ParsedBatch, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )

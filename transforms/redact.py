@@ -34,7 +34,7 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import Event, RedactedEvent
+from transforms.elements import DeadLetter, Event, EventBatch, ParsedBatch, RedactedEvent
 from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, redact_each
 from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonymize
 from transforms.pii.settings import NO_ESCALATION, RedactionSettings
@@ -124,12 +124,11 @@ def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
     return full, msgspec.json.encode(document).decode("utf-8")
 
 
-class _RedactFn(beam.DoFn):
-    """Buffers up to ``batch_size`` events so engines that call a service (DLP) batch requests.
-
-    Outputs are stamped with each event's event time in the global window, which is what the
-    input carries (``RedactPii`` checks the windowing). Taking the timestamp and window as DoFn
-    parameters instead would put every element on Beam's slower per-window invoker."""
+class _RedactBatchFn(beam.DoFn):
+    """Redacts a ``ParsedBatch`` into one ``EventBatch`` (same source and offsets, minus the
+    events the engine could not redact, which become dead letters). The engine is called with
+    the texts of ``batch_size`` events at a time, so engines that call a service (DLP) batch
+    their requests."""
 
     def __init__(self, settings: RedactionSettings, policy_path: str, batch_size: int):
         self._settings = settings
@@ -145,25 +144,41 @@ class _RedactFn(beam.DoFn):
         self._redacted = Metrics.counter(METRICS_NAMESPACE, "events_redacted")
         self._findings: dict[str, object] = {}
 
-    def start_bundle(self):
-        self._buffer: list[Event] = []
+    def process(self, batch: ParsedBatch):
+        now = dt.datetime.now(dt.UTC)
+        events: list[RedactedEvent] = []
+        offsets: list[int] = []
+        findings: dict[str, int] = {}
+        for start in range(0, len(batch.events), self._batch_size):
+            part = batch.events[start : start + self._batch_size]
+            for i, outcome in enumerate(self._redact(part, now, findings)):
+                if isinstance(outcome, RedactedEvent):
+                    events.append(outcome)
+                    if batch.offsets:
+                        offsets.append(batch.offsets[start + i])
+                else:
+                    yield outcome
+        for info_type, n in findings.items():
+            counter = self._findings.get(info_type)
+            if counter is None:
+                counter = Metrics.counter(METRICS_NAMESPACE, f"redactions.{info_type}")
+                self._findings[info_type] = counter
+            counter.inc(n)
+        self._redacted.inc(len(events))
+        if events:
+            earliest = min(event.event_time for event in events)
+            yield WindowedValue(
+                EventBatch(batch.source, tuple(events), tuple(offsets)),
+                Timestamp.from_utc_datetime(earliest),
+                _GLOBAL,
+            )
 
-    def process(self, event: Event):
-        self._buffer.append(event)
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush()
-
-    def _flush(self):
-        buffer, self._buffer = self._buffer, []
-        if not buffer:
-            return
-        texts_per_event = [_texts_of(event) for event in buffer]
+    def _redact(self, events: tuple[Event, ...], now: dt.datetime, findings: dict[str, int]):
+        """One outcome per event, in order: its ``RedactedEvent`` or a dead-letter output."""
+        texts_per_event = [_texts_of(event) for event in events]
         escalate = [
             self._escalates(event)
-            for event, texts in zip(buffer, texts_per_event, strict=True)
+            for event, texts in zip(events, texts_per_event, strict=True)
             for _ in texts
         ]
         flat = redact_each(
@@ -171,17 +186,15 @@ class _RedactFn(beam.DoFn):
             [t for texts in texts_per_event for t in texts],
             escalate=escalate if any(escalate) else None,
         )
-        now = dt.datetime.now(dt.UTC)
         position = 0
-        for event, texts in zip(buffer, texts_per_event, strict=True):
+        for event, texts in zip(events, texts_per_event, strict=True):
             outcomes = flat[position : position + len(texts)]
             position += len(texts)
-            timestamp = Timestamp.from_utc_datetime(event.event_time)
             failed = [o for o in outcomes if isinstance(o, RedactionError)]
             if failed:
-                yield self._dead_letter(event, timestamp, now, failed[0])
+                yield self._dead_letter(event, now, failed[0])
                 continue
-            yield WindowedValue(self._assemble(event, outcomes, now), timestamp, _GLOBAL)
+            yield self._assemble(event, outcomes, now, findings)
 
     def _escalates(self, event: Event) -> bool:
         if self._escalation is None:
@@ -191,15 +204,16 @@ class _RedactFn(beam.DoFn):
         )
         return self._ranks[flags_class] >= self._escalation
 
-    def _assemble(self, event: Event, redactions: list[Redaction], now: dt.datetime):
+    def _assemble(
+        self,
+        event: Event,
+        redactions: list[Redaction],
+        now: dt.datetime,
+        findings: dict[str, int],
+    ) -> RedactedEvent:
         counts = _merge_counts(redactions)
         for info_type, n in counts.items():
-            counter = self._findings.get(info_type)
-            if counter is None:
-                counter = Metrics.counter(METRICS_NAMESPACE, f"redactions.{info_type}")
-                self._findings[info_type] = counter
-            counter.inc(n)
-        self._redacted.inc()
+            findings[info_type] = findings.get(info_type, 0) + n
         data_class = classify(
             self._policy,
             has_text=bool(redactions),
@@ -216,9 +230,7 @@ class _RedactFn(beam.DoFn):
             processed_at=now,
         )
 
-    def _dead_letter(
-        self, event: Event, timestamp: Timestamp, now: dt.datetime, error: RedactionError
-    ):
+    def _dead_letter(self, event: Event, now: dt.datetime, error: RedactionError):
         count_dead_letter(error.reason)
         full, payload = _metadata_payload(event, self._key)
         record = make_dead_letter(
@@ -235,6 +247,7 @@ class _RedactFn(beam.DoFn):
             request_id=event.request_id,
             input_sha256=event.input_sha256,
         )
+        timestamp = Timestamp.from_utc_datetime(event.event_time)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
 
 
@@ -246,13 +259,14 @@ def _escalation_rank(policy, settings: RedactionSettings) -> int | None:
 
 
 class RedactPii(beam.PTransform):
-    """Redacts and classifies ``Event`` elements (bounded or unbounded).
+    """Redacts and classifies events, a batch at a time (bounded or unbounded).
 
-    Input: ``Event`` elements in the global window, timestamped with their event time (as
-    ``ParseEvents`` emits them). Outputs (``with_outputs``): ``events`` with ``RedactedEvent``
-    (same timestamps, global window) and ``DEAD_LETTER_TAG`` with a ``DeadLetter`` (reason
-    ``redaction_failed``, no text) for each event the engine could not redact. Each input
-    yields exactly one of them.
+    Input: ``ParsedBatch`` elements in the global window (as ``ParseEvents`` emits them).
+    Outputs (``with_outputs``): ``events`` with one ``EventBatch`` per input batch (its
+    ``RedactedEvent`` in the same order, with the same source and offsets; timestamped with the
+    earliest event time; no element when nothing in the batch could be redacted) and
+    ``DEAD_LETTER_TAG`` with a ``DeadLetter`` (reason ``redaction_failed``, no text) for each
+    event the engine could not redact. Each input event is in exactly one of them.
 
     Args:
       settings: engine name and pseudonym key reference, resolved on the workers.
@@ -274,9 +288,11 @@ class RedactPii(beam.PTransform):
         self._policy_path = policy_path
         self._batch_size = batch_size
 
-    def expand(self, events):
-        if not isinstance(events.windowing.windowfn, window.GlobalWindows):
+    def expand(self, batches):
+        if not isinstance(batches.windowing.windowfn, window.GlobalWindows):
             raise ValueError("RedactPii needs its input in the global window")
-        return events | "Redact" >> beam.ParDo(
-            _RedactFn(self._settings, self._policy_path, self._batch_size)
-        ).with_output_types(RedactedEvent).with_outputs(DEAD_LETTER_TAG, main="events")
+        return batches | "Redact" >> beam.ParDo(
+            _RedactBatchFn(self._settings, self._policy_path, self._batch_size)
+        ).with_output_types(EventBatch, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )

@@ -43,7 +43,7 @@ from pipelines.io.batches import SinkRetry, batch_windowing, sink_dead_letters
 from pipelines.io.retry import retry_conflicts
 from schemas.contract import parsed_schema
 from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
-from transforms.elements import DeadLetter, RedactedEvent, to_record
+from transforms.elements import DeadLetter, EventBatch, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
 __all__ = ["ReadAvroRecords", "WriteDeadLetters", "WriteRawEvents", "dead_letter_patterns"]
@@ -209,9 +209,9 @@ class _WriteAvroFilesFn(beam.DoFn):
         self._failed_attempts.inc()
         _LOGGER.warning("%s: write attempt failed; retrying", self._schema_name)
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Any]]):
+    def process(self, element: tuple[tuple[str, int], Iterable[Any] | EventBatch]):
         (directory, _shard), grouped = element
-        elements = list(grouped)
+        elements = grouped.events if isinstance(grouped, EventBatch) else list(grouped)
         if self._retry is None:
             written = self._write(directory, elements)
         else:
@@ -283,7 +283,8 @@ class ReadAvroRecords(beam.PTransform):
 
 
 class _WriteAvroPartitions(beam.PTransform):
-    """The one generic writer: partition, group, write one object per group (and pane)."""
+    """The one generic writer: partition, group, write one object per group (and pane).
+    ``batched``: the input elements are batches (``.events``) of records, not records."""
 
     def __init__(
         self,
@@ -298,6 +299,7 @@ class _WriteAvroPartitions(beam.PTransform):
         num_shards: int,
         retry: SinkRetry | None = None,
         dead_letter_failures: bool = False,
+        batched: bool = False,
     ):
         super().__init__()
         if dead_letter_failures and retry is None:
@@ -320,11 +322,40 @@ class _WriteAvroPartitions(beam.PTransform):
         self._num_shards = num_shards
         self._retry = retry
         self._dead_letter_failures = dead_letter_failures
+        self._batched = batched
 
     def expand(self, pcoll):
-        keyed = pcoll | "KeyByDestination" >> beam.Map(
-            _key_by_destination, self._directory_fn, self._id_field, self._num_shards
-        ).with_output_types(tuple[tuple[str, int], self._element_type])
+        write = beam.ParDo(
+            _WriteAvroFilesFn(
+                self._output_root,
+                self._schema_name,
+                self._id_field,
+                self._max_records,
+                self._retry,
+                self._dead_letter_failures,
+            )
+        ).with_outputs(DEAD_LETTER_TAG, main="files")
+        # Batched groups travel as EventBatch (a msgpack coder that estimates its size cheaply);
+        # a tuple of records would fall back to pickling each record.
+        group_type = tuple[tuple[str, int], EventBatch]
+        if self._batched and pcoll.is_bounded:
+            # Batch input of batches: each batch's records of one partition become files of
+            # their own, with no shuffle. A batch is deterministic (one input chunk or dedupe
+            # shard in a backfill), so a re-run writes the same files under the same names.
+            return (
+                pcoll
+                | "SplitByDestination"
+                >> beam.FlatMap(_split_batch, self._directory_fn).with_output_types(group_type)
+                | "WriteAvroFiles" >> write
+            )
+        if self._batched:
+            keyed = pcoll | "KeyByDestination" >> beam.FlatMap(
+                _split_batch_by_shard, self._directory_fn, self._id_field, self._num_shards
+            ).with_output_types(group_type)
+        else:
+            keyed = pcoll | "KeyByDestination" >> beam.Map(
+                _key_by_destination, self._directory_fn, self._id_field, self._num_shards
+            ).with_output_types(tuple[tuple[str, int], self._element_type])
         # Batch: one pane per key at the end (no re-window step when the input is already in
         # the global window); the writer cuts each group into files of max_records, sorted by
         # id, so a re-run writes the same files. Streaming: a pane per key flush_s of processing
@@ -335,35 +366,54 @@ class _WriteAvroPartitions(beam.PTransform):
             rewindowed = in_global_window(keyed, "Rewindow")
         else:
             rewindowed = keyed | "Rewindow" >> batch_windowing(True, self._flush_s)
-        return (
-            rewindowed
-            | "GroupByDestination" >> beam.GroupByKey()
-            | "WriteAvroFiles"
-            >> beam.ParDo(
-                _WriteAvroFilesFn(
-                    self._output_root,
-                    self._schema_name,
-                    self._id_field,
-                    self._max_records,
-                    self._retry,
-                    self._dead_letter_failures,
-                )
-            ).with_outputs(DEAD_LETTER_TAG, main="files")
-        )
+        grouped = rewindowed | "GroupByDestination" >> beam.GroupByKey()
+        if self._batched:
+            grouped = grouped | "JoinParts" >> beam.MapTuple(_join_parts).with_output_types(
+                group_type
+            )
+        return grouped | "WriteAvroFiles" >> write
+
+
+def _split_batch(batch: EventBatch, directory_fn: Callable[[Any], str]):
+    """((directory, 0), EventBatch) for each partition the records of ``batch`` fall in."""
+    parts: dict[str, list[Any]] = {}
+    for record in batch.events:
+        parts.setdefault(directory_fn(record), []).append(record)
+    return [
+        ((directory, 0), EventBatch(batch.source, tuple(records)))
+        for directory, records in parts.items()
+    ]
+
+
+def _split_batch_by_shard(batch, directory_fn, id_field: str, num_shards: int):
+    """((directory, shard), EventBatch) for each partition and shard in ``batch``."""
+    parts: dict[tuple[str, int], list[Any]] = {}
+    for record in batch.events:
+        key = (directory_fn(record), shard_of(getattr(record, id_field), num_shards))
+        parts.setdefault(key, []).append(record)
+    return [(key, EventBatch(batch.source, tuple(records))) for key, records in parts.items()]
+
+
+def _join_parts(key, parts: Iterable[EventBatch]) -> tuple[tuple[str, int], EventBatch]:
+    parts = list(parts)
+    events = tuple(record for part in parts for record in part.events)
+    return key, EventBatch(parts[0].source, events)
 
 
 class WriteRawEvents(beam.PTransform):
-    """Archives ``RedactedEvent`` elements as Avro, partitioned by event date and region.
+    """Archives redacted events as Avro, partitioned by event date and region.
 
-    Input: PCollection[RedactedEvent], bounded or unbounded, any windowing and timestamps.
-    Output: PCollection[(path, record_count)], one element per file written.
+    Input: PCollection[EventBatch] (the core's ``events``), bounded or unbounded, any windowing
+    and timestamps. Output: PCollection[(path, record_count)], one element per file written.
 
     Layout: ``{output_root}/raw/event_date=YYYY-MM-DD/region=<region>/part-<hash>.avro``,
     schema ``redacted_event.avsc``, snappy. Unbounded input is flushed per partition and shard
     ``flush_s`` seconds of processing time after its first buffered record, in files of at most
-    ``max_records``; bounded input is written at the end. Late events are never dropped. Files
-    are named by the hash of their sorted event ids, so retries overwrite instead of
-    duplicating.
+    ``max_records``. Bounded input is written a batch at a time, with no shuffle: each batch's
+    records of a partition become files of their own (in a backfill a batch is one chunk of
+    the input, or one dedupe shard, so a re-run writes the same files). Late events are never
+    dropped. Files are named by the hash of their sorted event ids, so retries overwrite instead
+    of duplicating.
 
     Failures: by default a failed write fails the bundle (the runner retries it). With
     ``retry`` (the Google Cloud path) storage errors are retried with backoff first, and with
@@ -404,6 +454,7 @@ class WriteRawEvents(beam.PTransform):
             num_shards=num_shards,
             retry=retry,
             dead_letter_failures=dead_letter_failures,
+            batched=True,
         )
 
     def expand(self, pcoll):

@@ -95,7 +95,7 @@ def redact_payload(
     try:
         try:
             document = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested beyond msgspec's limit
             return _redact_text(raw, engine, key, keep_pseudonyms)
         return _redact_json(document, engine, key, keep_pseudonyms)
     except RedactionError:
