@@ -17,6 +17,7 @@ import duckdb
 import fastavro
 import pytest
 import sqlglot
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -389,6 +390,34 @@ def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
     with TestPipeline(options=_streaming_options()) as p:
         _ = p | stream | UpsertMetrics(db_path)
     assert _stored_rows(db_path) == _expected(on_time)
+
+
+def test_upsert_metrics_streaming_gathered_rows_all_land(tmp_path):
+    # Unbounded rows are gathered for flush_s of processing time, then upserted together: every
+    # row lands, in at most one flush per pane (one for the rows within flush_s, one for the
+    # later row or both together: the DirectRunner's scheduling of the processing-time firing
+    # decides). The saving itself (fewer, larger upserts) shows in the streaming benchmark.
+    db_path = str(tmp_path / "metrics.duckdb")
+    rows = [metric_row(model=f"model-{i}") for i in range(5)]
+    later = metric_row(model="model-later")
+    stream = TestStream().advance_watermark_to(T0.timestamp())
+    for row in rows:
+        stream = stream.add_elements([window.TimestampedValue(row, T0.timestamp())])
+        stream = stream.advance_processing_time(1)
+    stream = (
+        stream.advance_processing_time(30)
+        .add_elements([window.TimestampedValue(later, T0.timestamp())])
+        .advance_watermark_to_infinity()
+    )
+    p = TestPipeline(options=_streaming_options())
+    _ = p | stream | UpsertMetrics(db_path, flush_s=20)
+    result = p.run()
+    result.wait_until_finish()
+    flushes = result.metrics().query(MetricsFilter().with_name("warehouse_flushes"))["counters"]
+    assert 1 <= sum(c.committed for c in flushes) <= 2
+    assert sorted(r["model"] for r in _stored_rows(db_path)) == sorted(
+        r.model for r in [*rows, later]
+    )
 
 
 def test_upsert_waits_for_a_competing_writer_process(tmp_path):
