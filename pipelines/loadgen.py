@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
+import msgspec
 
 __all__ = ["EventGenerator", "GenerateEvents", "Generated", "LoadProfile", "main"]
 
@@ -176,7 +177,9 @@ class EventGenerator:
             late = roll < p.late_share
             when = now - dt.timedelta(seconds=rng.uniform(*p.late_by_s)) if late else now
             document = self.document(when)
-            payload = json.dumps(document).encode()
+            # msgspec: compact UTF-8 JSON, as gateways send it, ~5x cheaper than json.dumps
+            # (the generator runs inside the streaming pipeline's process).
+            payload = msgspec.json.encode(document)
             out.append(Generated(payload, LATE if late else VALID, document))
             self._recent.append(payload)
             if len(self._recent) > 1000:

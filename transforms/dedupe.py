@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterable
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
@@ -49,6 +49,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.coders import IdExpiryCoder
 from transforms.deadletter import METRICS_NAMESPACE
 from transforms.elements import EventBatch, RedactedEvent, event_micros
 
@@ -117,7 +118,7 @@ class _DedupeShardFn(beam.DoFn):
     State: ``seen`` maps event_id -> expiry (µs of event time); ``next_expiry`` is the time the
     ``expiry`` timer is set for."""
 
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    SEEN = ReadModifyWriteStateSpec("seen", IdExpiryCoder())
     NEXT_EXPIRY = ReadModifyWriteStateSpec("next_expiry", VarIntCoder())
     # The latest event time this shard has seen: a stand-in for "now" in event time, so a late
     # event is remembered for ttl_s after it arrived, not after its own (old) event time.
