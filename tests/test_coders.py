@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.factories import redacted_event
-from transforms.coders import IdExpiryCoder, MsgpackCoder
+from transforms.coders import MsgpackCoder
 from transforms.elements import (
     AuditRecord,
     DeadLetter,
@@ -135,13 +135,3 @@ def test_batches_round_trip_and_their_size_is_estimated_without_encoding():
         registry.get_coder(RedactedEvent).encode(events[0])
     )
 
-
-def test_id_expiry_coder_round_trips_and_pickles():
-    coder = IdExpiryCoder()
-    ids = {"7f1e2d3c-0000-4000-8000-000000000001": 1_796_171_585_000_000, "é-ü": -1}
-    assert coder.decode(coder.encode(ids)) == ids
-    assert coder.decode(coder.encode({})) == {}
-    clone = pickle.loads(pickle.dumps(coder))  # DoFn state specs are pickled to the workers
-    assert clone == coder and clone.decode(coder.encode(ids)) == ids
-    with pytest.raises(msgspec.ValidationError):
-        coder.decode(msgspec.msgpack.encode({"id": "not an int"}))

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from apache_beam import coders
 
-__all__ = ["IdExpiryCoder", "MsgpackCoder", "register_msgpack_coders"]
+__all__ = ["MsgpackCoder", "register_msgpack_coders"]
 
 
 class MsgpackCoder(coders.Coder):
@@ -83,36 +83,3 @@ def register_msgpack_coders(*element_types: Any, sizes: dict | None = None) -> N
         _CODERS[element_type] = coder_class
         coders.registry.register_coder(element_type, coder_class)
 
-
-class IdExpiryCoder(coders.Coder):
-    """A ``dict[str, int]`` (the streaming dedupe's ids and expiries) as msgpack.
-
-    The DirectRunner encodes a state cell on every write and decodes it on every read, so a
-    dedupe shard's map of ~20k ids is coded once per bundle: pickle took ~15 ms a round trip
-    here, this ~7 ms (most of it building the dict on decode).
-    """
-
-    def __init__(self) -> None:
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(dict[str, int])
-
-    def encode(self, value: dict[str, int]) -> bytes:
-        return self._encoder.encode(value)
-
-    def decode(self, encoded: bytes) -> dict[str, int]:
-        return self._decoder.decode(encoded)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def to_type_hint(self) -> Any:
-        return dict[str, int]
-
-    def __reduce__(self):
-        return IdExpiryCoder, ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))

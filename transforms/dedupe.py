@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterable
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import BytesCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
@@ -49,9 +49,9 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.coders import IdExpiryCoder
 from transforms.deadletter import METRICS_NAMESPACE
 from transforms.elements import EventBatch, RedactedEvent, event_micros
+from transforms.seen import SeenIds, id_digest
 
 __all__ = ["DUPLICATE_TAG", "DeduplicateEvents", "copy_rank", "shard_of"]
 
@@ -115,10 +115,11 @@ class _SplitByShardFn(beam.DoFn):
 
 class _DedupeShardFn(beam.DoFn):
     """Streaming dedupe for one shard key, a batch of events at a time (arrival order).
-    State: ``seen`` maps event_id -> expiry (µs of event time); ``next_expiry`` is the time the
-    ``expiry`` timer is set for."""
 
-    SEEN = ReadModifyWriteStateSpec("seen", IdExpiryCoder())
+    State: ``seen``, the ids seen with their expiry (µs of event time), as ``SeenIds`` bytes;
+    ``next_expiry`` is the time the ``expiry`` timer is set for."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", BytesCoder())
     NEXT_EXPIRY = ReadModifyWriteStateSpec("next_expiry", VarIntCoder())
     # The latest event time this shard has seen: a stand-in for "now" in event time, so a late
     # event is remembered for ttl_s after it arrived, not after its own (old) event time.
@@ -149,26 +150,26 @@ class _DedupeShardFn(beam.DoFn):
         timer=beam.DoFn.TimerParam(EXPIRY),
     ):
         _, batch = element
-        ids = seen.read() or {}
+        ids = SeenIds.from_bytes(seen.read())
+        digests = [id_digest(event.event_id) for event in batch.events]
+        held = ids.contains(digests)
         high = high_before = high_water.read() or 0
-        soonest = None
+        added: dict[bytes, int] = {}  # digest -> expiry, of this batch's first copies
         unique: list[RedactedEvent] = []
-        for event in batch.events:
-            if event.event_id in ids:
+        for event, digest, was_held in zip(batch.events, digests, held, strict=True):
+            if was_held or digest in added:
                 self._duplicates.inc()
                 yield _duplicate(event)
                 continue
             high = max(high, event_micros(event.event_time))
-            expiry = high + self._ttl_micros
-            ids[event.event_id] = expiry
-            soonest = expiry if soonest is None else min(soonest, expiry)
+            added[digest] = high + self._ttl_micros
             unique.append(event)
         if high != high_before:
             high_water.write(high)
         if not unique:
             return
-        seen.write(ids)
-        due = self._timer_time(soonest)
+        seen.write(ids.with_added(list(added), list(added.values())).to_bytes())
+        due = self._timer_time(min(added.values()))
         scheduled = next_expiry.read()
         if scheduled is None or due < scheduled:
             timer.set(Timestamp(micros=due))
@@ -184,14 +185,14 @@ class _DedupeShardFn(beam.DoFn):
         next_expiry=beam.DoFn.StateParam(NEXT_EXPIRY),
         timer=beam.DoFn.TimerParam(EXPIRY),
     ):
-        now = fired_at.micros
-        remaining = {i: expiry for i, expiry in (seen.read() or {}).items() if expiry > now}
-        if not remaining:
+        remaining = SeenIds.from_bytes(seen.read()).without_expired(fired_at.micros)
+        soonest = remaining.soonest()
+        if soonest is None:
             seen.clear()
             next_expiry.clear()
             return
-        seen.write(remaining)
-        due = self._timer_time(min(remaining.values()))
+        seen.write(remaining.to_bytes())
+        due = self._timer_time(soonest)
         timer.set(Timestamp(micros=due))
         next_expiry.write(due)
 
