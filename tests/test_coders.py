@@ -134,4 +134,3 @@ def test_batches_round_trip_and_their_size_is_estimated_without_encoding():
     assert registry.get_coder(RedactedEvent).estimate_size(events[0]) == len(
         registry.get_coder(RedactedEvent).encode(events[0])
     )
-

@@ -82,4 +82,3 @@ def register_msgpack_coders(*element_types: Any, sizes: dict | None = None) -> N
         coder_class = type(f"{element_type.__name__}Coder", (MsgpackCoder,), attributes)
         _CODERS[element_type] = coder_class
         coders.registry.register_coder(element_type, coder_class)
-
