@@ -730,3 +730,16 @@ def test_sinks_with_two_worker_processes(tmp_path):
     assert sorted(stored) == sorted(e.event_id for e in events)
     assert sorted(_stored_rows(db_path), key=lambda r: r["request_count"]) == _expected(*newest)
     assert sorted(read_audit_log(audit_path)["event_id"]) == sorted(e.event_id for e in events)
+
+
+def test_join_parts_of_an_empty_pane_is_an_empty_batch():
+    # Streaming panes can fire empty (batch_windowing); joining one must not fail the bundle.
+    from pipelines.io.files import _join_parts
+
+    key = ("raw/event_date=2026-01-27/region=us", 0)
+    assert _join_parts(key, []) == (key, EventBatch("", ()))
+    event = redacted_event(event_id=_eid("one"))
+    assert _join_parts(key, [EventBatch("s", (event,)), EventBatch("t", ())]) == (
+        key,
+        EventBatch("s", (event,)),
+    )

@@ -395,9 +395,10 @@ def _split_batch_by_shard(batch, directory_fn, id_field: str, num_shards: int):
 
 
 def _join_parts(key, parts: Iterable[EventBatch]) -> tuple[tuple[str, int], EventBatch]:
+    # A pane can be empty (see batch_windowing): its batch is empty and writes no file.
     parts = list(parts)
     events = tuple(record for part in parts for record in part.events)
-    return key, EventBatch(parts[0].source, events)
+    return key, EventBatch(parts[0].source if parts else "", events)
 
 
 class WriteRawEvents(beam.PTransform):
