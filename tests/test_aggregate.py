@@ -23,7 +23,12 @@ from ddsketch.mapping import LogarithmicMapping
 
 from tests.factories import redacted_event
 from transforms import sketches
-from transforms.aggregate import AggregateMetrics, _key_by_model_region, _MetricsCombineFn
+from transforms.aggregate import (
+    AggregateMetrics,
+    _key_by_model_region,
+    _MergePartialsFn,
+    _MetricsCombineFn,
+)
 from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent
 from transforms.pricing.table import parse_price_table
 
@@ -334,6 +339,28 @@ def test_merging_encoded_partial_accumulators_equals_one_pass():
     assert merged._replace(users_hll=None) == single._replace(users_hll=None)
     assert merged.distinct_users_approx == 40
     assert fn.extract_output(parts[2]) == last_before  # only the first may be modified
+
+
+def test_merging_a_panes_partials_at_once_equals_merging_them_one_by_one():
+    # The runner re-combines a window's partials for every streaming pane with add_inputs.
+    fn = _MergePartialsFn()
+    events = [
+        ev(T0_S + i % 60, event_id=f"e{i}", user_key=f"u{i % 70}", latency_ms=float(i % 23) * 11.0)
+        for i in range(300)
+    ]
+    parts = [_accumulate(_MetricsCombineFn(), events[i : i + 30]) for i in range(0, 300, 30)]
+    before = [fn.extract_output(p) for p in parts]
+    one_by_one = fn.create_accumulator()
+    for part in parts:
+        one_by_one = fn.add_input(one_by_one, part)
+    at_once = fn.extract_output(fn.add_inputs(fn.create_accumulator(), iter(parts)))
+    assert at_once._replace(users_hll=None) == fn.extract_output(one_by_one)._replace(
+        users_hll=None
+    )
+    assert at_once.request_count == 300 and at_once.distinct_users_approx == 70
+    assert [fn.extract_output(p) for p in parts] == before  # the partials are not modified
+    empty = fn.extract_output(fn.add_inputs(fn.create_accumulator(), []))
+    assert empty.request_count == 0
 
 
 def test_extracted_output_does_not_change_when_the_accumulator_does():

@@ -23,6 +23,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from pipelines.io import warehouse
 from pipelines.io.audit import (
@@ -32,6 +33,7 @@ from pipelines.io.audit import (
     insert_audit_records,
     read_audit_log,
 )
+from pipelines.io.batches import GatherForFlush
 from pipelines.io.files import WriteDeadLetters, WriteRawEvents
 from pipelines.io.warehouse import UpsertMetrics, read_metrics, upsert_metric_rows
 from schemas.contract import parsed_schema
@@ -693,6 +695,66 @@ def test_write_audit_log_streaming(tmp_path):
     with TestPipeline(options=_streaming_options()) as p:
         _ = p | stream | WriteAuditLog(db_path, max_buffered_rows=1)
     assert sorted(read_audit_log(db_path)["event_id"]) == ["evt-0", "evt-1", "evt-2"]
+
+
+def test_write_audit_log_streaming_gathers_records_into_few_commits(tmp_path):
+    # Records of five bundles within flush_s are committed together: at most two commits (one
+    # for the records within flush_s, one for the later record or both together: the
+    # DirectRunner's scheduling of the processing-time firing decides), and every record lands.
+    db_path = str(tmp_path / "audit.sqlite")
+    records = [audit_record(event_id=f"evt-{i}") for i in range(5)]
+    later = audit_record(event_id="evt-later")
+    stream = TestStream().advance_watermark_to(T0.timestamp())
+    for record in records:
+        stream = stream.add_elements([window.TimestampedValue(record, T0.timestamp())])
+        stream = stream.advance_processing_time(1)
+    stream = (
+        stream.advance_processing_time(30)
+        .add_elements([window.TimestampedValue(later, T0.timestamp())])
+        .advance_watermark_to_infinity()
+    )
+    p = TestPipeline(options=_streaming_options())
+    _ = p | stream | WriteAuditLog(db_path, flush_s=20)
+    result = p.run()
+    result.wait_until_finish()
+    flushes = result.metrics().query(MetricsFilter().with_name("audit_flushes"))["counters"]
+    assert 1 <= sum(c.committed for c in flushes) <= 2
+    assert sorted(read_audit_log(db_path)["event_id"]) == sorted(
+        r.event_id for r in [*records, later]
+    )
+
+
+class _FlushPane(beam.DoFn):
+    """(event id, whether in the global window, whether from an EARLY or ON_TIME firing)."""
+
+    def process(self, record, pane=beam.DoFn.PaneInfoParam, w=beam.DoFn.WindowParam):
+        fired = pane.timing in (PaneInfoTiming.EARLY, PaneInfoTiming.ON_TIME)
+        yield record.event_id, isinstance(w, window.GlobalWindow), fired
+
+
+def test_gather_for_flush_emits_every_record_once_from_trigger_panes():
+    # Records in event-time windows come out once each, in the global window, from the firings
+    # of the flush trigger (EARLY within flush_s, ON_TIME for what is left at the end).
+    records = [audit_record(event_id=f"evt-{i}") for i in range(4)]
+    stream = TestStream().advance_watermark_to(T0.timestamp())
+    for record in records:
+        stream = stream.add_elements([window.TimestampedValue(record, T0.timestamp())])
+        stream = stream.advance_processing_time(1)
+    stream = stream.advance_processing_time(30).advance_watermark_to_infinity()
+    with TestPipeline(options=_streaming_options()) as p:
+        seen = (
+            p
+            | stream
+            | beam.WindowInto(window.FixedWindows(60))
+            | GatherForFlush(flush_s=10)
+            | beam.ParDo(_FlushPane())
+        )
+        assert_that(seen, equal_to([(r.event_id, True, True) for r in records]))
+
+
+def test_write_audit_log_rejects_a_flush_under_a_second():
+    with pytest.raises(ValueError, match="flush_s"):
+        WriteAuditLog("audit.sqlite", flush_s=0)
 
 
 # --- several worker processes --------------------------------------------------------------

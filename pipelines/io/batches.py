@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
 import logging
 import zlib
@@ -36,12 +37,14 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 
 from pipelines.io.retry import retry_conflicts
+from transforms.batching import BatchPerBundle
 from transforms.deadletter import count_dead_letter, make_dead_letter
 from transforms.elements import DeadLetter, to_record
 
 __all__ = [
     "SINK_FAILED",
     "BatchSink",
+    "GatherForFlush",
     "SinkRetry",
     "WriteInBatches",
     "batch_windowing",
@@ -213,6 +216,43 @@ def batch_windowing(unbounded: bool, flush_s: int) -> beam.WindowInto:
         trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(flush_s)),
         accumulation_mode=trigger.AccumulationMode.DISCARDING,
     )
+
+
+class GatherForFlush(beam.PTransform):
+    """Streaming: gathers what arrives within ``flush_s`` seconds of processing time into one
+    bundle, so that a writer commits it in one transaction; bounded input passes through.
+
+    For the embedded table sinks, whose cost per commit (opening DuckDB, SQLite's fsync) is
+    far above their cost per row. Elements go into the global window (``batch_windowing``),
+    into one batch per upstream bundle (``BatchPerBundle``), and onto one key, so the
+    GroupByKey moves one element per bundle rather than one per record; the output is the
+    records again, one per element, in the global window. Input: any windowing, with a type
+    hint (the batches' coder is built from it).
+    """
+
+    def __init__(self, flush_s: int):
+        super().__init__()
+        if flush_s < 1:
+            raise ValueError("flush_s must be >= 1 (whole seconds)")
+        self._flush_s = flush_s
+
+    def expand(self, pcoll):
+        if pcoll.is_bounded:
+            return pcoll
+        element_type = pcoll.element_type
+        batch_type = tuple[element_type, ...]
+        return (
+            pcoll
+            | "Rewindow" >> batch_windowing(True, self._flush_s)
+            | "BatchPerBundle" >> BatchPerBundle(tuple, batch_type)
+            | "OneKey"
+            >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, batch_type])
+            | "Gather" >> beam.GroupByKey()
+            | "Ungroup"
+            >> beam.FlatMap(lambda kv: itertools.chain.from_iterable(kv[1])).with_output_types(
+                element_type
+            )
+        )
 
 
 def _shard_key(element: Any, id_field: str, num_shards: int) -> tuple[int, Any]:

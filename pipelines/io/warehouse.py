@@ -53,7 +53,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from pipelines.io.batches import batch_windowing
+from pipelines.io.batches import GatherForFlush
 from pipelines.io.retry import retry_conflicts
 from schemas.contract import bigquery_schema, load_schema
 from transforms.aggregate import BACKFILL
@@ -512,7 +512,7 @@ class UpsertMetrics(beam.PTransform):
     ``emitted_at``). Rows of a bundle are written in one transaction when the bundle finishes (or
     when ``max_buffered_rows`` keys are buffered), so they are visible within one bundle of
     processing; unbounded input is first gathered for ``flush_s`` seconds of processing time
-    (``batch_windowing``), so a pane is queryable within about ``flush_s`` of its emission. A
+    (``GatherForFlush``), so a pane is queryable within about ``flush_s`` of its emission. A
     failed write fails the bundle; its retry re-upserts the same rows, which changes nothing that
     is already there.
 
@@ -544,14 +544,5 @@ class UpsertMetrics(beam.PTransform):
         self._fn = _UpsertMetricsFn(db_path, max_buffered_rows, max_attempts, first_backoff_s)
 
     def expand(self, pcoll):
-        if not pcoll.is_bounded:
-            # One key: a pane of everything that came within flush_s, upserted as one bundle.
-            pcoll = (
-                pcoll
-                | "KeyForFlush"
-                >> beam.Map(lambda row: (0, row)).with_output_types(tuple[int, MetricRow])
-                | "GatherForFlush" >> batch_windowing(True, self._flush_s)
-                | "GroupForFlush" >> beam.GroupByKey()
-                | "Ungroup" >> beam.FlatMap(lambda kv: kv[1]).with_output_types(MetricRow)
-            )
+        pcoll = pcoll | "GatherForFlush" >> GatherForFlush(self._flush_s)
         return pcoll | "UpsertRows" >> beam.ParDo(self._fn)
