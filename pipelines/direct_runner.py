@@ -1,20 +1,39 @@
-"""A local-runner shim: Beam's DoFn state/timer inspection, cached per DoFn class.
+"""Local-runner shims for the streaming DirectRunner of Beam 2.77 (``BundleBasedDirectRunner``).
 
-Why: the streaming DirectRunner of Beam 2.77 (``BundleBasedDirectRunner``) calls
-``apache_beam.transforms.userstate.get_dofn_specs`` about three times for every bundle of every
-``ParDo`` (to schedule it, to build its evaluator and to build its ``DoFnRunner``), and each call
-builds a ``MethodWrapper`` — an ``inspect.signature`` — for every method of the DoFn, some forty
-of them. Profiled on a 1,000 events/s synthetic stream that was ~29% of the run's CPU, and a
-60-second run used a third less CPU with the cache (README "Performance"). Dataflow and the
-other portable runners inspect a DoFn once, when they build its bundle processor; they are
-untouched (``launch`` installs this for local runners only).
+Both are installed by ``launch`` for local runners only; Dataflow and the other portable runners
+are untouched. Neither changes what a pipeline computes; tests run both pipelines with them.
 
-Exact: ``get_dofn_specs`` reads the state and timer parameters declared in the defaults of the
-DoFn's bound methods. Those come from its class, except for bound methods stored on the instance
-(``vars(dofn)``); a DoFn with none of those gets its class's cached result, any other is
-inspected as before. (A ``beam.Map`` of a plain function stores the function itself, which is
-not a bound method and which ``get_dofn_specs`` skips as well.) Each call returns fresh sets.
-``GENAI_NO_SPEC_CACHE=1`` leaves Beam as it is.
+**DoFn state/timer specs, cached per DoFn class** (``GENAI_NO_SPEC_CACHE=1`` leaves Beam as it
+is). The runner calls ``apache_beam.transforms.userstate.get_dofn_specs`` about three times for
+every bundle of every ``ParDo`` (to schedule it, to build its evaluator and to build its
+``DoFnRunner``), and each call builds a ``MethodWrapper`` — an ``inspect.signature`` — for every
+method of the DoFn, some forty of them. Profiled on a 1,000 events/s synthetic stream that was
+~29% of the run's CPU, and a 60-second run used a third less CPU with the cache (README
+"Performance"). Dataflow and the other portable runners inspect a DoFn once, when they build its
+bundle processor. Exact: ``get_dofn_specs`` reads the state and timer parameters declared in the
+defaults of the DoFn's bound methods. Those come from its class, except for bound methods stored
+on the instance (``vars(dofn)``); a DoFn with none of those gets its class's cached result, any
+other is inspected as before. (A ``beam.Map`` of a plain function stores the function itself,
+which is not a bound method and which ``get_dofn_specs`` skips as well.) Each call returns fresh
+sets.
+
+**Expired window state collected, empty keyed state dropped** (``GENAI_NO_STATE_PRUNING=1``
+keeps both). The runner's trigger driver never garbage-collects a window (``GeneralTriggerDriver``
+in ``apache_beam.transforms.trigger``: "TODO(robertwb): allowed lateness"): with a trigger that
+never finishes, as the metrics' late firings, a window's buffered values stay in memory for the
+rest of the run, after the window can take no more data. It also keeps an entry per key and
+step for every key it has ever seen, and visits them all on every timer scan (after each
+bundle). Streaming metrics are keyed by window, so memory and the scan grew with the length of
+a run. After a bundle of a streaming group-by-window commits (at most every
+``_COLLECT_EVERY_S`` per step), this drops each window that the watermark has passed by more
+than the allowed lateness and that has no timer left, the rule by which the driver itself
+already ignores new data for it (Beam's model: a window's state is garbage-collected then);
+the end-of-window timer is delivered (and cleared) before, so no pane is lost. After any
+bundle commits, a key entry with no state, no timers and no global state is removed: a missing
+entry is what the runner creates afresh when the key comes again (an empty
+``DirectUnmergedState``), so nothing reads differently. Both hold the runner's lock and the
+step's watermark lock, which its timer scan holds while it iterates the entries; a state is
+replaced, never changed in place, as bundles in flight hold copies.
 """
 
 from __future__ import annotations
@@ -22,15 +41,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import types
 
-from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct import direct_runner, evaluation_context, transform_evaluator
 from apache_beam.transforms import userstate
 
-__all__ = ["install_spec_cache", "uninstall_spec_cache"]
+__all__ = [
+    "install_spec_cache",
+    "install_state_pruning",
+    "is_empty_state",
+    "uninstall_spec_cache",
+    "uninstall_state_pruning",
+]
 
 _LOGGER = logging.getLogger(__name__)
 _ORIGINAL = userstate.get_dofn_specs
+_ORIGINAL_HANDLE_RESULT = evaluation_context.EvaluationContext.handle_result
 _CACHE: dict[type, tuple[frozenset, frozenset]] = {}
 _LOCK = threading.Lock()
 
@@ -69,3 +96,109 @@ def uninstall_spec_cache() -> None:
     userstate.get_dofn_specs = _ORIGINAL
     transform_evaluator.get_dofn_specs = _ORIGINAL
     _CACHE.clear()
+
+
+_WINDOW_IDS = "window_ids"  # MergeableStateAdapter's global state: window -> raw state ids
+_COLLECT_EVERY_S = 5.0
+_LAST_COLLECT: dict[int, float] = {}  # id(applied transform) -> monotonic time of last sweep
+
+
+def is_empty_state(state) -> bool:
+    """Whether a key's ``InMemoryUnmergedState`` holds nothing: no global state (an empty
+    window-id map counts as none), no timers, and no window state but empty lists (what reading
+    an unset tag leaves behind)."""
+    return (
+        all(name == _WINDOW_IDS and value == {} for name, value in state.global_state.items())
+        and not any(state.timers.values())
+        and all(
+            type(values) is list and not values
+            for tags in state.state.values()
+            for values in tags.values()
+        )
+    )
+
+
+def without_expired_windows(state, input_watermark, allowed_lateness):
+    """``state`` without the windows whose end plus ``allowed_lateness`` the input watermark
+    has passed and that have no timer left, or ``state`` itself when there are none; a copy,
+    the original is not changed."""
+    window_ids = state.global_state.get(_WINDOW_IDS)
+    if not window_ids:
+        return state
+    expired = [
+        window
+        for window, ids in window_ids.items()
+        if input_watermark > window.end + allowed_lateness
+        and not any(state.timers.get(i) for i in ids)
+    ]
+    if not expired:
+        return state
+    collected = state.copy()
+    kept = collected.global_state[_WINDOW_IDS]
+    for window in expired:
+        for raw_id in kept.pop(window):
+            collected.state.pop(raw_id, None)
+            collected.timers.pop(raw_id, None)
+    return collected
+
+
+def _collect_due(applied) -> bool:
+    now = time.monotonic()
+    if now - _LAST_COLLECT.get(id(applied), 0.0) < _COLLECT_EVERY_S:
+        return False
+    _LAST_COLLECT[id(applied)] = now
+    return True
+
+
+def _collect_step(context, applied) -> None:
+    """Drops the expired windows of one streaming group-by-window step, then its empty keys."""
+    states = context._transform_keyed_states[applied]
+    watermarks = context._watermark_manager.get_watermarks(applied)
+    # Read before taking the step's lock, which the property takes itself; an older watermark
+    # only collects less.
+    input_watermark = watermarks.input_watermark
+    lateness = applied.transform.windowing.allowed_lateness
+    with context._lock, watermarks._lock:
+        for key, state in list(states.items()):
+            if key is None:
+                continue
+            collected = without_expired_windows(state, input_watermark, lateness)
+            if is_empty_state(collected):
+                del states[key]
+            elif collected is not state:
+                states[key] = collected
+
+
+def _handle_result_and_prune(self, completed_bundle, completed_timers, result):
+    committed = _ORIGINAL_HANDLE_RESULT(self, completed_bundle, completed_timers, result)
+    applied = result.transform
+    if result.partial_keyed_state:
+        states = self._transform_keyed_states[applied]
+        with self._lock, self._watermark_manager.get_watermarks(applied)._lock:
+            for key, state in result.partial_keyed_state.items():
+                # Only the entry this bundle committed (a later commit may have replaced it).
+                if key is not None and states.get(key) is state and is_empty_state(state):
+                    del states[key]
+    # Every step's sweep is driven by any commit, as a window's expiry does not wait for its
+    # own step to have work.
+    for step in list(self._transform_keyed_states):
+        if isinstance(step.transform, direct_runner._StreamingGroupAlsoByWindow) and (
+            _collect_due(step)
+        ):
+            _collect_step(self, step)
+    return committed
+
+
+def install_state_pruning() -> bool:
+    """Installs the pruning of empty keyed state (idempotent); returns whether it is on."""
+    if os.environ.get("GENAI_NO_STATE_PRUNING") == "1":
+        return False
+    if evaluation_context.EvaluationContext.handle_result is not _handle_result_and_prune:
+        evaluation_context.EvaluationContext.handle_result = _handle_result_and_prune
+        _LOGGER.info("DirectRunner: empty keyed state dropped after each bundle")
+    return True
+
+
+def uninstall_state_pruning() -> None:
+    """Puts Beam's own method back (for tests)."""
+    evaluation_context.EvaluationContext.handle_result = _ORIGINAL_HANDLE_RESULT

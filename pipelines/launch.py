@@ -9,7 +9,7 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.direct_runner import install_spec_cache
+from pipelines.direct_runner import install_spec_cache, install_state_pruning
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
 __all__ = ["configure_logging", "launch"]
@@ -50,6 +50,7 @@ def launch(
     on_dataflow = str(runner).lower().removesuffix("runner") == "dataflow"
     if not on_dataflow:
         install_spec_cache()  # a local runner: see pipelines.direct_runner
+        install_state_pruning()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)
     result = pipeline.run()

@@ -5,8 +5,16 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms import userstate
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.evaluation_context import DirectUnmergedState, EvaluationContext
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms import trigger, userstate, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import _ListStateTag, _ReadModifyWriteStateTag
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines import backfill, direct_runner, streaming
 from transforms.dedupe import _DedupeShardFn
@@ -18,8 +26,10 @@ COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     direct_runner.uninstall_spec_cache()
+    direct_runner.uninstall_state_pruning()
     yield
     direct_runner.uninstall_spec_cache()
+    direct_runner.uninstall_state_pruning()
 
 
 def _names(specs):
@@ -111,3 +121,133 @@ def test_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("GENAI_NO_SPEC_CACHE", "1")
     assert not direct_runner.install_spec_cache()
     assert userstate.get_dofn_specs is _ORIGINAL
+
+
+# --- expired window state collected, empty keyed state dropped -----------------------------
+
+
+class _Pane(beam.DoFn):
+    def process(self, kv, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        yield kv[0], kv[1], w.start.micros, pane.timing, pane.index
+
+
+_CAPTURED: list = []  # what _capture saw (a module global: the matcher is pickled by reference)
+
+
+def _capture(got) -> None:
+    _CAPTURED.extend(got)
+
+
+def _late_stream() -> TestStream:
+    """40 keys over four 1-minute windows; each window gets early, on-time, late (within the
+    2-minute lateness) and too-late values."""
+    stream = TestStream().advance_watermark_to(0)
+    for minute in range(4):
+        start = minute * 240  # apart, so the watermark only moves forward
+        keys = [f"k{i}" for i in range(10 * minute, 10 * minute + 10)]
+        stream = (
+            stream.add_elements([TimestampedValue((k, 1), start + 1) for k in keys])
+            .advance_processing_time(31)  # an EARLY pane
+            .add_elements([TimestampedValue((k, 10), start + 2) for k in keys])
+            .advance_watermark_to(start + 61)  # ON_TIME
+            .add_elements([TimestampedValue((k, 100), start + 3) for k in keys])  # LATE
+            .advance_watermark_to(start + 60 + 121)
+            .add_elements([TimestampedValue((k, 1000), start + 4) for k in keys])  # too late
+        )
+    # Processing time moves on at the end too, as a live stream's does: the early-firing timers
+    # left of the last window fire (a window with a timer left is never collected).
+    return stream.advance_processing_time(60).advance_watermark_to_infinity()
+
+
+def _run_late_stream(contexts: list) -> tuple[list, int]:
+    """The panes of ``_late_stream`` summed per key and window, and how many keyed entries the
+    group-by-window step kept at the end."""
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    _CAPTURED.clear()
+    with TestPipeline(options=options) as p:
+        out = (
+            p
+            | _late_stream()
+            | beam.WindowInto(
+                window.FixedWindows(60),
+                trigger=trigger.AfterWatermark(
+                    early=trigger.AfterProcessingTime(30), late=trigger.AfterCount(1)
+                ),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=120,
+            )
+            | "Sum" >> beam.CombinePerKey(sum)
+            | beam.ParDo(_Pane())
+        )
+        assert_that(out, _capture)
+    kept = 0
+    for applied, states in contexts[-1]._transform_keyed_states.items():
+        if "Sum" in applied.full_label:
+            kept += sum(1 for key in states if isinstance(key, bytes))
+    return sorted(_CAPTURED), kept
+
+
+@pytest.fixture
+def _contexts(monkeypatch):
+    contexts = []
+    original = EvaluationContext.__init__
+
+    def record(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        contexts.append(self)
+
+    monkeypatch.setattr(EvaluationContext, "__init__", record)
+    return contexts
+
+
+def test_collecting_expired_windows_changes_no_pane_and_drops_their_keys(_contexts, monkeypatch):
+    monkeypatch.setattr(direct_runner, "_COLLECT_EVERY_S", 0.0)  # collect after every bundle
+    plain_panes, plain_kept = _run_late_stream(_contexts)
+    assert direct_runner.install_state_pruning()
+    panes, kept = _run_late_stream(_contexts)
+    assert panes == plain_panes
+    assert {(key, total) for key, total, *_ in panes if total >= 111} == {
+        (f"k{i}", 111) for i in range(40)
+    }  # the late value counted, the too-late one not
+    assert (plain_kept, kept) == (40, 0)  # Beam keeps every key; collected, none is left
+
+
+def test_state_pruning_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("GENAI_NO_STATE_PRUNING", "1")
+    assert not direct_runner.install_state_pruning()
+    assert EvaluationContext.handle_result is direct_runner._ORIGINAL_HANDLE_RESULT
+
+
+def test_only_state_holding_nothing_is_empty():
+    state = DirectUnmergedState()
+    assert direct_runner.is_empty_state(state)
+    state.get_state("w", _ListStateTag("elements"))  # a read leaves an empty list behind
+    assert direct_runner.is_empty_state(state)
+    state.set_global_state(_ReadModifyWriteStateTag("window_ids"), {})
+    assert direct_runner.is_empty_state(state)
+    held = DirectUnmergedState()
+    held.add_state("w", _ReadModifyWriteStateTag("n"), 0)  # a stored 0 is state
+    assert not direct_runner.is_empty_state(held)
+    timed = DirectUnmergedState()
+    timed.set_timer("w", "t", TimeDomain.WATERMARK, 10)
+    assert not direct_runner.is_empty_state(timed)
+    timed.clear_timer("w", "t", TimeDomain.WATERMARK)
+    assert direct_runner.is_empty_state(timed)
+    global_ = DirectUnmergedState()
+    global_.set_global_state(_ReadModifyWriteStateTag("g"), 1)
+    assert not direct_runner.is_empty_state(global_)
+
+
+def test_a_window_with_a_timer_left_is_not_collected():
+    early, late = window.IntervalWindow(0, 60), window.IntervalWindow(60, 120)
+    state = DirectUnmergedState()
+    state.set_global_state(_ReadModifyWriteStateTag("window_ids"), {early: [1], late: [2]})
+    state.add_state(1, _ListStateTag("elements"), "a")
+    state.add_state(2, _ListStateTag("elements"), "b")
+    state.set_timer(2, "t", TimeDomain.WATERMARK, 119)
+    collected = direct_runner.without_expired_windows(state, Timestamp(500), Duration(120))
+    assert collected.global_state["window_ids"] == {late: [2]}
+    assert 1 not in collected.state and collected.state[2]["elements"] == ["b"]
+    assert state.global_state["window_ids"] == {early: [1], late: [2]}  # the original unchanged
+    assert direct_runner.without_expired_windows(state, Timestamp(150), Duration(120)) is state
