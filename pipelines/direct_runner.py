@@ -195,7 +195,7 @@ def install_state_pruning() -> bool:
         return False
     if evaluation_context.EvaluationContext.handle_result is not _handle_result_and_prune:
         evaluation_context.EvaluationContext.handle_result = _handle_result_and_prune
-        _LOGGER.info("DirectRunner: empty keyed state dropped after each bundle")
+        _LOGGER.info("DirectRunner: expired window state collected, empty keyed state dropped")
     return True
 
 
