@@ -12,7 +12,11 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
 from apache_beam.transforms import trigger, userstate, window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.trigger import _ListStateTag, _ReadModifyWriteStateTag
+from apache_beam.transforms.trigger import (
+    _ListStateTag,
+    _ReadModifyWriteStateTag,
+    _WatermarkHoldStateTag,
+)
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -251,3 +255,26 @@ def test_a_window_with_a_timer_left_is_not_collected():
     assert 1 not in collected.state and collected.state[2]["elements"] == ["b"]
     assert state.global_state["window_ids"] == {early: [1], late: [2]}  # the original unchanged
     assert direct_runner.without_expired_windows(state, Timestamp(150), Duration(120)) is state
+
+
+@pytest.mark.parametrize(
+    "combiner",
+    [
+        window.TimestampCombiner.OUTPUT_AT_EARLIEST,
+        window.TimestampCombiner.OUTPUT_AT_LATEST,
+        window.TimestampCombiner.OUTPUT_AT_EOW,
+    ],
+)
+def test_compacted_holds_read_the_same(combiner):
+    fixed = window.IntervalWindow(0, 60)
+    impl = window.TimestampCombiner.get_impl(combiner, window.FixedWindows(60))
+    tag = _WatermarkHoldStateTag("watermark", impl)
+    state = DirectUnmergedState()
+    for second in (30, 5, 50, 5, 17):
+        state.add_state(fixed, tag, impl.assign_output_time(fixed, Timestamp(second)))
+    before = (state.get_state(fixed, tag), state.get_earliest_hold())
+    kept = state.state[fixed]["watermark"]
+    direct_runner.compact_holds(state)
+    assert len(state.state[fixed]["watermark"]) <= 2
+    assert (state.get_state(fixed, tag), state.get_earliest_hold()) == before
+    assert len(kept) == 5  # the old list itself is unchanged (copies may hold it)
