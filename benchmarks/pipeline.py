@@ -107,6 +107,22 @@ def _figure(pattern: str, text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _print_counts(out: str) -> None:
+    """The run summary's counts identity: read = written + duplicates + dead-lettered."""
+    figures = {
+        name: _figure(label + r"\s+(\d+)", out) or "?"
+        for name, label in (
+            ("read", "events read"),
+            ("written", "written"),
+            ("duplicates", "duplicates"),
+            ("dead-lettered", "dead-lettered"),
+        )
+    }
+    parts = ", ".join(f"{name} {n}" for name, n in figures.items())
+    balanced = "yes" if "dead-lettered: OK" in out else "NO"
+    print(f"counts      {parts}; balanced {balanced}")
+
+
 def bench_backfill(
     events: int, workers: int, text_chars: int, env: dict, workdir: Path, extra: list[str]
 ) -> None:
@@ -158,7 +174,7 @@ def bench_backfill(
     )
     print(f"CPU         {cpu / max(read, 1) * 1e6:,.0f} µs per event, all processes")
     print(f"peak RSS    {peak / 1024:,.0f} MB (sampled every 5 s, all processes)")
-    print("balanced   ", "yes" if "dead-lettered: OK" in out else "NO")
+    _print_counts(out)
 
 
 def bench_streaming(
@@ -186,6 +202,7 @@ def bench_streaming(
     print(check)
     print(f"command: {' '.join(cmd[1:])}")
     print(f"events read {read} of {expected:.0f} offered; wall {wall:.1f} s")
+    _print_counts(out)
     # Sustained: everything offered was processed, and the run (start-up ~10 s, the source's
     # duration, the drain) took at most 30 s longer than the source ran. A pipeline slower
     # than the source builds a backlog that shows up as a longer wall time and worse freshness.
@@ -210,7 +227,9 @@ def bench_streaming(
             f"max {max(rss):.0f}   (first-half mean {sum(rss[:half]) / half:.0f}, "
             f"second-half mean {sum(rss[half:]) / max(len(rss) - half, 1):.0f})"
         )
-        minutes = [f"{t / 60:.0f} min {kb / 1024:.0f}" for t, kb in samples if t % 60 < 5]
+        # Every minute for a short run, every 5 minutes for a run of more than 20.
+        step = 300 if seconds > 1200 else 60
+        minutes = [f"{t / 60:.0f} min {kb / 1024:.0f}" for t, kb in samples if t % step < 5]
         print(f"RSS by time {', '.join(minutes)}   (MB; flat once state stops growing)")
 
 
