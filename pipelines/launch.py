@@ -10,6 +10,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.direct_runner import install_spec_cache, install_state_pruning
+from pipelines.local_runner import install_python_direct_runner
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
 __all__ = ["configure_logging", "launch"]
@@ -49,7 +50,8 @@ def launch(
     runner = options.view_as(StandardOptions).runner or ""
     on_dataflow = str(runner).lower().removesuffix("runner") == "dataflow"
     if not on_dataflow:
-        install_spec_cache()  # a local runner: see pipelines.direct_runner
+        install_python_direct_runner()  # a local runner: see pipelines.local_runner
+        install_spec_cache()  # and pipelines.direct_runner
         install_state_pruning()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)

@@ -64,11 +64,16 @@ class _SumCountsFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        totals, panes = Counter(), {}
+        # Into the first accumulator (Beam allows it): the running totals of a stream merge
+        # each bundle's small partial into the totals so far, so a copy would cost time in
+        # proportion to the run's length, once per bundle.
+        accumulators = iter(accumulators)
+        totals, panes = next(accumulators, None) or self.create_accumulator()
         for more_totals, more_panes in accumulators:
             totals.update(more_totals)
             for key, n in more_panes.items():
-                panes[key] = max(panes.get(key, 0), n)
+                if n > panes.get(key, 0):
+                    panes[key] = n
         return totals, panes
 
     def extract_output(self, accumulator) -> dict[str, int]:
