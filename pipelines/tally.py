@@ -7,9 +7,9 @@ them here. ``TallyOutcomes`` counts the same things as data: inputs read, the co
 as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
 largest pane of each window and key), so the summary can tell how many written events were
 too late for the metrics. In batch it writes once. In streaming the totals so far live in the
-state of one key, updated by each bundle's partial sums (so memory does not grow with the
-length of the run), and the file is rewritten at most every ``every_s`` seconds of wall time
-and once more when the stream ends.
+state of one key, as each bundle's partial sums folded into one whenever the file is rewritten:
+at most every ``every_s`` seconds of wall time and once more when the stream ends. They grow
+with the run by one entry per metric window and key only (and per second of pane lag).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.audit import WRITTEN
@@ -200,12 +200,15 @@ _LAST_WRITE_LOCK = threading.Lock()
 
 
 class _RunningTotalsFn(beam.DoFn):
-    """Streaming: folds each partial into the totals held in state (one key) and writes the
-    totals (and emits them) when ``every_s`` of wall time has passed since the last write, and
-    at the end of the stream (a watermark timer at the end of the global window). It writes
-    the file itself: a step after it would run, if only on empty bundles, after every one."""
+    """Streaming: keeps each bundle's partial in a bag in state (one key) and, when ``every_s``
+    of wall time has passed since the last write and at the end of the stream (a watermark
+    timer at the end of the global window), folds the bag into one accumulator and writes (and
+    emits) the totals. Appending costs the partial's size only: a single state value read and
+    rewritten for every partial would be coded whole each time, a cost that grows with the
+    run (the pane and freshness entries). It writes the file itself: a step after it would
+    run, if only on empty bundles, after every one."""
 
-    TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
+    PARTIALS = BagStateSpec("partials", PickleCoder())
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, path: str, every_s: float):
@@ -216,14 +219,11 @@ class _RunningTotalsFn(beam.DoFn):
     def process(
         self,
         element,
-        totals=beam.DoFn.StateParam(TOTALS),
+        partials=beam.DoFn.StateParam(PARTIALS),
         end=beam.DoFn.TimerParam(END),
     ):
         _, partial = element
-        merged = self._sum.merge_accumulators(
-            [totals.read() or self._sum.create_accumulator(), partial]
-        )
-        totals.write(merged)
+        partials.add(partial)
         end.set(window.GlobalWindow().max_timestamp())
         now = time.monotonic()
         with _LAST_WRITE_LOCK:
@@ -231,13 +231,17 @@ class _RunningTotalsFn(beam.DoFn):
             if due:
                 _LAST_WRITE[self._path] = now
         if due:
-            yield _write_totals(self._sum.extract_output(merged), self._path)
+            yield self._fold_and_write(partials)
 
     @on_timer(END)
-    def final(self, totals=beam.DoFn.StateParam(TOTALS)):
-        merged = totals.read()
-        if merged is not None:
-            yield _write_totals(self._sum.extract_output(merged), self._path)
+    def final(self, partials=beam.DoFn.StateParam(PARTIALS)):
+        yield self._fold_and_write(partials)
+
+    def _fold_and_write(self, partials) -> dict[str, int]:
+        merged = self._sum.merge_accumulators(list(partials.read()))
+        partials.clear()
+        partials.add(merged)
+        return _write_totals(self._sum.extract_output(merged), self._path)
 
 
 class TallyOutcomes(beam.PTransform):

@@ -2,7 +2,12 @@
 
 from collections import Counter
 
-from pipelines.tally import _SumCountsFn
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from pipelines.tally import TallyOutcomes, _SumCountsFn, read_tally
 
 
 def _accumulator(totals: dict[str, int], panes: dict[tuple, int]):
@@ -38,4 +43,41 @@ def test_merging_nothing_gives_an_empty_accumulator():
     assert fn.extract_output(fn.merge_accumulators([])) == {
         "metrics.requests_counted": 0,
         "metrics.windows": 0,
+    }
+
+
+_WRITTEN: list[dict] = []  # what a streaming tally emitted: the DirectRunner runs in this process
+
+
+def _record(totals: dict) -> None:
+    _WRITTEN.append(totals)
+
+
+def test_streaming_totals_fold_partials_across_writes_and_end_with_all_of_them(tmp_path):
+    # every_s=0: the totals are written (folding the bag of partials into one) after every
+    # partial, so later partials are folded into earlier folds; the last write, at the end of
+    # the stream, must still count everything once.
+    events = [b'{"n": %d}' % i for i in range(7)]
+    stream = TestStream().advance_watermark_to(0)
+    for i, event in enumerate(events):
+        stream = stream.add_elements([TimestampedValue(event, i)])
+        stream = stream.add_elements([TimestampedValue(("extra", 2), i)], tag="counts")
+        stream = stream.advance_watermark_to(i + 1)
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions([], streaming=True)
+    _WRITTEN.clear()
+    with beam.Pipeline(options=options) as pipeline:
+        inputs = pipeline | stream
+        tallies = {"read": inputs[None], "counts": inputs["counts"]} | TallyOutcomes(
+            str(tmp_path), "t1", every_s=0
+        )
+        _ = tallies | beam.Map(_record)
+    reads = [totals["read"] for totals in _WRITTEN]
+    assert len(reads) > 1, reads  # folded more than once
+    assert reads == sorted(reads) and reads[-1] == len(events), reads
+    assert read_tally(str(tmp_path), "t1") == {
+        "extra": 2 * len(events),
+        "metrics.requests_counted": 0,
+        "metrics.windows": 0,
+        "read": len(events),
     }

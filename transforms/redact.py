@@ -64,9 +64,11 @@ def redact_event(
     engine_name: str,
     policy_version: str,
     processed_at: dt.datetime,
+    counts: dict[str, int] | None = None,
 ) -> RedactedEvent:
     """Assembles the redacted event from the engine's results for ``TEXT_FIELDS`` (in order,
-    one per field that is not None)."""
+    one per field that is not None); ``counts``: their findings per info type, when the caller
+    has them already."""
     results = iter(redactions)
     texts = {
         name: (None if getattr(event, name) is None else next(results).text) for name in TEXT_FIELDS
@@ -89,7 +91,7 @@ def redact_event(
         prompt=texts["prompt"],
         response=texts["response"],
         data_class=data_class,
-        redaction_counts=_merge_counts(redactions),
+        redaction_counts=_merge_counts(redactions) if counts is None else counts,
         unknown_field_count=event.unknown_field_count,
         redaction_engine=engine_name,
         policy_version=policy_version,
@@ -228,6 +230,7 @@ class _RedactBatchFn(beam.DoFn):
             engine_name=self._engine.name,
             policy_version=self._policy.version,
             processed_at=now,
+            counts=counts,
         )
 
     def _dead_letter(self, event: Event, now: dt.datetime, error: RedactionError):
