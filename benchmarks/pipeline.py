@@ -14,6 +14,8 @@ events, two ~440-character texts) to a JSON-lines file, then runs ``python -m pi
 on it as a subprocess with ``--workers`` worker processes and reports events/s (events read over
 the wall time of the pipeline run, start-up included, parsing the run summary), the CPU time
 per event of all its processes, and the peak RSS of the run (its worker processes included).
+Then ``benchmarks/functions.py`` times the plain functions of the backfill's steps on the first
+50,000 of the same events with no runner, which bounds what any backfill could do here.
 Streaming: runs ``python -m pipelines.streaming`` on the synthetic source at ``--rate`` for
 ``--stream_s`` seconds and reports whether the source rate was sustained, the freshness p50/p99
 from the run totals, and RSS sampled over time (flat or not).
@@ -38,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CALIBRATION = 7_400  # texts/s of the machine check where the targets were set
+FUNCTIONS_EVENTS = 50_000  # events benchmarks/functions.py times after the backfill
 
 
 def _machine_check() -> tuple[float, str]:
@@ -188,6 +191,24 @@ def bench_backfill(
     print(f"CPU         {cpu / max(read, 1) * 1e6:,.0f} µs per event, all processes")
     print(f"peak RSS    {peak / 1024:,.0f} MB (sampled every 5 s, all processes)")
     _print_counts(out)
+    # The same events through the plain functions with no runner: what the per-event work alone
+    # costs here, and so the most a backfill could do on these cores at this speed.
+    floor = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/functions.py",
+            "--input",
+            str(source),
+            "--events",
+            str(min(events, FUNCTIONS_EVENTS)),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    print(floor.stdout.rstrip())
 
 
 def bench_streaming(

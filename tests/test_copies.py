@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.core_inputs import T0, event_id, raw
-from transforms.copies import ChooseCopies
+from transforms.copies import ChooseCopies, chosen_copies, merge_seen
 from transforms.elements import LineChunk
 from transforms.parse import ParseLimits
 
@@ -75,3 +75,21 @@ def test_needs_a_pinned_clock_and_offsets():
         ChooseCopies(ParseLimits())
     with pytest.raises(Exception, match="offsets"):
         assert_chosen([LineChunk("a", (raw(1),))], [])
+
+
+def test_merge_seen_sums_counts_and_keeps_the_lowest_candidate():
+    low, high = ((1, "a", 1, 1.0, "m"), "f", 10), ((2, "a", 1, 1.0, "m"), "f", 0)
+    merged = merge_seen({"x": [1, high]}, {"x": [2, low], "y": [1, high]})
+    assert merged == {"x": [3, low], "y": [1, high]}
+    assert chosen_copies(merged) == [("x", ("f", 10))]
+    other = {"z": [1, low]}
+    merge_seen(merged, other)
+    merged["z"][0] += 5
+    assert other == {"z": [1, low]}  # the merged entry is a copy, not the input's list
+
+
+def test_one_chunk_of_many_lines_and_several_shards():
+    lines = [raw(i) for i in range(20)] + [raw(3, offset_s=1), raw(17)]
+    c = chunk("a", *lines)
+    # id 3: the copy at offset_s=1 is earlier; id 17: identical copies, the first position
+    assert_chosen([c], [(event_id(3), ("a", c.offsets[20])), (event_id(17), ("a", c.offsets[17]))])

@@ -29,10 +29,40 @@ __all__ = ["ChooseCopies"]
 
 # (rank, source, offset) of a line: the lowest is the copy written.
 _Candidate = tuple[tuple[int, str, int, float, str], str, int]
+# event id -> [number of valid lines, lowest candidate], for the ids of one shard.
+_Seen = dict[str, list[Any]]
+
+
+def _add(seen: _Seen, event_id: str, count: int, candidate: _Candidate) -> None:
+    entry = seen.get(event_id)
+    if entry is None:
+        seen[event_id] = [count, candidate]
+        return
+    entry[0] += count
+    if candidate < entry[1]:
+        entry[1] = candidate
+
+
+def merge_seen(merged: _Seen, other: _Seen) -> _Seen:
+    """Adds ``other``'s ids into ``merged`` (counts summed, lowest candidate kept); returns it."""
+    for event_id, (count, candidate) in other.items():
+        _add(merged, event_id, count, candidate)
+    return merged
+
+
+def chosen_copies(seen: _Seen) -> list[tuple[str, tuple[str, int]]]:
+    """``(event_id, (source, offset))`` of the line to write, for each id with several lines."""
+    return [
+        (event_id, (candidate[1], candidate[2]))
+        for event_id, (count, candidate) in seen.items()
+        if count > 1
+    ]
 
 
 class _CandidatesFn(beam.DoFn):
-    """Emits ``(shard, (event_id, candidate))`` for every valid line of a chunk."""
+    """Emits, per chunk, ``(shard, seen)`` for every shard its valid lines fall in: the chunk's
+    ids counted in the DoFn, so the combine takes a few elements per chunk rather than one
+    per line (on the local runners every element costs its coding and bookkeeping)."""
 
     def __init__(self, limits: ParseLimits, replay: bool, num_shards: int):
         self._limits = limits
@@ -43,55 +73,39 @@ class _CandidatesFn(beam.DoFn):
         if len(chunk.offsets) != len(chunk.lines):
             raise ValueError("choosing copies needs the input's line offsets")
         now = self._limits.now
+        shards: dict[int, _Seen] = {}
         for raw, offset in zip(chunk.lines, chunk.offsets, strict=True):
             try:
                 event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
             except InvalidEvent:
                 continue
-            yield (
-                shard_of(event.event_id, self._num_shards),
-                (event.event_id, (copy_rank(event), chunk.source, offset)),
-            )
+            shard = shard_of(event.event_id, self._num_shards)
+            seen = shards.get(shard)
+            if seen is None:
+                seen = shards[shard] = {}
+            _add(seen, event.event_id, 1, (copy_rank(event), chunk.source, offset))
+        yield from shards.items()
 
 
 class _ChooseCopyFn(beam.CombineFn):
-    """Per shard: event id -> [number of valid lines, lowest candidate]; outputs the ids with
-    more than one line and the position of the line to write."""
+    """Per shard: merges the chunks' ``seen`` dicts; outputs the ids with more than one line
+    and the position of the line to write."""
 
-    def create_accumulator(self) -> dict[str, list[Any]]:
+    def create_accumulator(self) -> _Seen:
         return {}
 
-    def add_input(self, acc: dict[str, list[Any]], item: tuple[str, _Candidate]):
-        event_id, candidate = item
-        seen = acc.get(event_id)
-        if seen is None:
-            acc[event_id] = [1, candidate]
-        else:
-            seen[0] += 1
-            if candidate < seen[1]:
-                seen[1] = candidate
-        return acc
+    def add_input(self, acc: _Seen, seen: _Seen) -> _Seen:
+        return merge_seen(acc, seen)
 
-    def merge_accumulators(self, accumulators):
+    def merge_accumulators(self, accumulators) -> _Seen:
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for acc in accumulators:
-            for event_id, (count, candidate) in acc.items():
-                seen = merged.get(event_id)
-                if seen is None:
-                    merged[event_id] = [count, candidate]
-                else:
-                    seen[0] += count
-                    if candidate < seen[1]:
-                        seen[1] = candidate
+            merge_seen(merged, acc)
         return merged
 
-    def extract_output(self, acc: dict[str, list[Any]]) -> list[tuple[str, tuple[str, int]]]:
-        return [
-            (event_id, (candidate[1], candidate[2]))
-            for event_id, (count, candidate) in acc.items()
-            if count > 1
-        ]
+    def extract_output(self, acc: _Seen) -> list[tuple[str, tuple[str, int]]]:
+        return chosen_copies(acc)
 
 
 class ChooseCopies(beam.PTransform):
@@ -127,7 +141,7 @@ class ChooseCopies(beam.PTransform):
             | "Candidates"
             >> beam.ParDo(
                 _CandidatesFn(self._limits, self._replay, self._num_shards)
-            ).with_output_types(tuple[int, tuple[str, _Candidate]])
+            ).with_output_types(tuple[int, _Seen])
             | "ChoosePerShard" >> beam.CombinePerKey(_ChooseCopyFn())
             | "Chosen"
             >> beam.FlatMap(lambda kv: kv[1]).with_output_types(tuple[str, tuple[str, int]])
