@@ -6,8 +6,8 @@ file of gateway events, and prints the CPU time per input event of each step:
 * parse: ``parse_event`` on every line, once (the backfill parses twice: its first pass
   chooses the copy of each duplicated id to write);
 * redact and classify: the redaction engine over every text (batches of
-  ``--redaction_batch_size``), then ``classify`` and ``redact_event`` (the user pseudonym
-  included);
+  ``--redaction_batch_size``), then ``classify_and_redact`` (the user pseudonym included), as
+  the redaction step does;
 * archive: ``avro_record`` and the fastavro writer with the archive's schema and codec, into
   memory (no file I/O);
 * audit: ``audit_event`` and ``insert_audit_records`` into a SQLite file in a temporary
@@ -47,13 +47,13 @@ from pipelines.io.audit import create_audit_log, insert_audit_records
 from pipelines.io.files import AVRO_CODEC, avro_record
 from schemas.contract import parsed_schema
 from transforms.audit import audit_event
-from transforms.classify import DEFAULT_POLICY_PATH, classify, load_policy
+from transforms.classify import DEFAULT_POLICY_PATH, load_policy
 from transforms.deadletter import InvalidEvent
 from transforms.elements import Event, RedactedEvent
 from transforms.parse import ParseLimits, parse_event
 from transforms.pii.engine import RedactionError, redact_each
 from transforms.pii.settings import RedactionSettings
-from transforms.redact import TEXT_FIELDS, redact_event
+from transforms.redact import classify_and_redact, texts_of
 
 _T = TypeVar("_T")
 _AUDIT_ROWS_PER_FLUSH = 10_000  # pipelines.io.audit.DEFAULT_MAX_BUFFERED_ROWS
@@ -78,12 +78,14 @@ def parse_all(lines: list[bytes], now: dt.datetime) -> list[Event]:
 def redact_all(
     events: list[Event], settings: RedactionSettings, batch_size: int, now: dt.datetime
 ) -> list[RedactedEvent]:
+    """Redacts and classifies ``events`` as the redaction step does (events whose texts fail
+    are left out: the step dead-letters them)."""
     engine, key = settings.open()
     policy = load_policy(DEFAULT_POLICY_PATH)
     redacted = []
     for start in range(0, len(events), batch_size):
         part = events[start : start + batch_size]
-        texts = [[t for name in TEXT_FIELDS if (t := getattr(e, name)) is not None] for e in part]
+        texts = [texts_of(e) for e in part]
         outcomes = redact_each(engine, [t for each in texts for t in each])
         position = 0
         for event, own in zip(part, texts, strict=True):
@@ -91,23 +93,14 @@ def redact_all(
             position += len(own)
             if any(isinstance(r, RedactionError) for r in results):
                 continue
-            counts: dict[str, int] = {}
-            for result in results:
-                for info_type, n in result.counts.items():
-                    counts[info_type] = counts.get(info_type, 0) + n
-            data_class = classify(
-                policy, has_text=bool(results), info_types=counts, policy_flags=event.policy_flags
-            )
             redacted.append(
-                redact_event(
+                classify_and_redact(
                     event,
                     results,
                     key=key,
-                    data_class=data_class,
+                    policy=policy,
                     engine_name=engine.name,
-                    policy_version=policy.version,
                     processed_at=now,
-                    counts=counts,
                 )
             )
     return redacted

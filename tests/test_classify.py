@@ -26,7 +26,7 @@ def test_flags_raise_the_class_and_never_lower_it():
     assert cls(flags=["pii_redacted"]) == "CONFIDENTIAL"
     assert cls(flags=["secret_detected"]) == "RESTRICTED"
     assert cls(text=False, flags=["some_new_flag"]) == "INTERNAL"
-    assert cls(info_types=["AUTH_TOKEN"], flags=["content_filtered"]) == "RESTRICTED"
+    assert cls(info_types=["AUTH_TOKEN"], flags=["secret_detected"]) == "RESTRICTED"
 
 
 def test_unlisted_info_types_fail_safe():
@@ -48,3 +48,34 @@ def test_policy_is_versioned_and_validated(tmp_path):
     )
     with pytest.raises(ValueError, match="not in"):
         load_policy(str(bad))
+
+
+def test_classify_and_redact_counts_findings_once_and_classifies_from_them():
+    import datetime as dt
+
+    from transforms.elements import Event
+    from transforms.pii.engine import Redaction
+    from transforms.pii.pseudonym import pseudonymize
+    from transforms.redact import classify_and_redact, texts_of
+
+    when = dt.datetime(2026, 1, 27, 10, 0, tzinfo=dt.UTC)
+    event = Event(
+        *("e1", "r1", "user-1", when, "1", "m", None, 1.0, 3, None, None),
+        ("secret_detected",),
+        "eu",
+        "mail a@b.example or c@d.example",
+        None,
+        0,
+    )
+    assert texts_of(event) == [event.prompt]
+    redaction = Redaction("mail [EMAIL_ADDRESS] or [EMAIL_ADDRESS]", {"EMAIL_ADDRESS": 2})
+    out = classify_and_redact(
+        event, [redaction], key=b"k" * 16, policy=POLICY, engine_name="offline", processed_at=when
+    )
+    assert (out.prompt, out.response) == (redaction.text, None)
+    assert out.redaction_counts == {"EMAIL_ADDRESS": 2}
+    assert out.data_class == cls(info_types=["EMAIL_ADDRESS"], flags=["secret_detected"])
+    assert cls(info_types=["EMAIL_ADDRESS"]) == "CONFIDENTIAL"
+    assert out.data_class == "RESTRICTED"  # the flag raises it above what the findings give
+    assert out.user_key == pseudonymize("user-1", b"k" * 16)
+    assert out.policy_version == POLICY.version

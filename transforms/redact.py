@@ -27,7 +27,7 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.classify import DEFAULT_POLICY_PATH, classify, load_policy
+from transforms.classify import DEFAULT_POLICY_PATH, ClassificationPolicy, classify, load_policy
 from transforms.deadletter import (
     DEAD_LETTER_TAG,
     METRICS_NAMESPACE,
@@ -39,7 +39,7 @@ from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, re
 from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonymize
 from transforms.pii.settings import NO_ESCALATION, RedactionSettings
 
-__all__ = ["TEXT_FIELDS", "RedactPii", "redact_event"]
+__all__ = ["TEXT_FIELDS", "RedactPii", "classify_and_redact", "redact_event", "texts_of"]
 
 TEXT_FIELDS: tuple[str, ...] = ("prompt", "response")
 
@@ -104,7 +104,35 @@ def _user_key(event: Event, key: bytes) -> str:
     return event.user_key if event.user_key is not None else pseudonymize(event.user_id, key)
 
 
-def _texts_of(event: Event) -> list[str]:
+def classify_and_redact(
+    event: Event,
+    redactions: list[Redaction],
+    *,
+    key: bytes,
+    policy: ClassificationPolicy,
+    engine_name: str,
+    processed_at: dt.datetime,
+) -> RedactedEvent:
+    """The redacted event of ``event`` from the engine's results for its texts (as
+    ``redact_event``), classified by ``policy`` from its findings and policy flags."""
+    counts = _merge_counts(redactions)
+    data_class = classify(
+        policy, has_text=bool(redactions), info_types=counts, policy_flags=event.policy_flags
+    )
+    return redact_event(
+        event,
+        redactions,
+        key=key,
+        data_class=data_class,
+        engine_name=engine_name,
+        policy_version=policy.version,
+        processed_at=processed_at,
+        counts=counts,
+    )
+
+
+def texts_of(event: Event) -> list[str]:
+    """The texts of ``event`` the engine redacts: its ``TEXT_FIELDS`` that are not None."""
     return [text for name in TEXT_FIELDS if (text := getattr(event, name)) is not None]
 
 
@@ -177,7 +205,7 @@ class _RedactBatchFn(beam.DoFn):
 
     def _redact(self, events: tuple[Event, ...], now: dt.datetime, findings: dict[str, int]):
         """One outcome per event, in order: its ``RedactedEvent`` or a dead-letter output."""
-        texts_per_event = [_texts_of(event) for event in events]
+        texts_per_event = [texts_of(event) for event in events]
         escalate = [
             self._escalates(event)
             for event, texts in zip(events, texts_per_event, strict=True)
@@ -213,25 +241,17 @@ class _RedactBatchFn(beam.DoFn):
         now: dt.datetime,
         findings: dict[str, int],
     ) -> RedactedEvent:
-        counts = _merge_counts(redactions)
-        for info_type, n in counts.items():
-            findings[info_type] = findings.get(info_type, 0) + n
-        data_class = classify(
-            self._policy,
-            has_text=bool(redactions),
-            info_types=counts,
-            policy_flags=event.policy_flags,
-        )
-        return redact_event(
+        redacted = classify_and_redact(
             event,
             redactions,
             key=self._key,
-            data_class=data_class,
+            policy=self._policy,
             engine_name=self._engine.name,
-            policy_version=self._policy.version,
             processed_at=now,
-            counts=counts,
         )
+        for info_type, n in redacted.redaction_counts.items():
+            findings[info_type] = findings.get(info_type, 0) + n
+        return redacted
 
     def _dead_letter(self, event: Event, now: dt.datetime, error: RedactionError):
         count_dead_letter(error.reason)
