@@ -48,7 +48,7 @@ from pipelines.common import (
 )
 from pipelines.io.files import ReadAvroRecords
 from pipelines.io.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
-from pipelines.launch import configure_logging, launch
+from pipelines.launch import configure_logging, launch, parse_options
 from pipelines.sinks import (
     add_sink_options,
     describe_sinks,
@@ -192,10 +192,10 @@ def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
 
 
 def run(argv: list[str] | None = None) -> int:
-    options = PipelineOptions(argv)
+    options = parse_options(argv, BackfillOptions, "python -m pipelines.backfill", __doc__)
     backfill = options.view_as(BackfillOptions)
     described = (
-        f"backfill: input_format={backfill.input_format} output_root={backfill.output_root} "
+        f"backfill: input_format={backfill.input_format} "
         f"{describe_sinks(backfill)} engine={backfill.redaction_engine}"
     )
     return launch(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
+import sys
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -13,16 +15,75 @@ from pipelines.direct_runner import install_spec_cache, install_state_pruning
 from pipelines.local_runner import install_python_direct_runner
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
-__all__ = ["configure_logging", "launch"]
+__all__ = ["WORKER_LOGGER", "configure_logging", "launch", "parse_options", "unknown_flags"]
 
 _LOGGER = logging.getLogger(__name__)
 
 
+# Where the local runner relays its worker processes' log lines ("Worker: ..."), and the two
+# warnings every worker of a multi-process run logs at start: it is handed every flag but knows
+# only Beam's (the pipeline's own were checked at launch, see parse_options, and its DoFns carry
+# their settings), and a local worker has no semi-persistent directory. Both are dropped.
+WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
+_WORKER_START_NOISE = ("Discarding unparseable args", "No semi_persistent_directory found")
+
+
+class _DropWorkerStartNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _WORKER_START_NOISE)
+
+
 def configure_logging() -> None:
-    """INFO for this project's loggers, WARNING for the rest (Beam is chatty at INFO)."""
+    """INFO for this project's loggers, WARNING for the rest (Beam is chatty at INFO), without
+    the start-up warnings of local worker processes."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     for name in ("pipelines", "transforms", "schemas"):
         logging.getLogger(name).setLevel(logging.INFO)
+    worker_logger = logging.getLogger(WORKER_LOGGER)
+    if not any(isinstance(f, _DropWorkerStartNoise) for f in worker_logger.filters):
+        worker_logger.addFilter(_DropWorkerStartNoise())
+
+
+def parse_options(
+    argv: list[str] | None, options_class: type[PipelineOptions], command: str, description: str
+) -> PipelineOptions:
+    """The pipeline options of ``argv`` (default ``sys.argv[1:]``).
+
+    ``-h``/``--help`` prints the flags of ``options_class`` under ``description`` (as the help
+    of ``command``, ``python -m pipelines.backfill``) and exits:
+    Beam's own parser would print an empty usage. An unknown flag stops the command with a
+    clear error: Beam only warns about it and runs on without it, so a mistyped flag
+    (``--dedupe_ttl`` for ``--dedupe_ttl_s``) would silently leave its setting at the default.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        parser = argparse.ArgumentParser(
+            prog=command,
+            usage="%(prog)s [--flag value ...]",
+            description=description,
+            epilog="Beam's own flags (--runner, --direct_num_workers, Dataflow's --project, "
+            "--region, --temp_location and the rest) are accepted as well.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        options_class._add_argparse_args(parser)
+        parser.print_help()
+        raise SystemExit(0)
+    options = PipelineOptions(args)
+    unknown = unknown_flags(options)
+    if unknown:
+        raise SystemExit(
+            "invalid options:\n  "
+            + "\n  ".join(f"unknown flag {flag} (see --help)" for flag in unknown)
+        )
+    return options
+
+
+def unknown_flags(options: PipelineOptions) -> list[str]:
+    """The flags of ``options`` that no ``PipelineOptions`` class defines, sorted."""
+    known = options.get_all_options(retain_unknown_options=False)
+    given = options.get_all_options(retain_unknown_options=True)
+    return sorted(f"--{name}" for name in given.keys() - known.keys())
 
 
 def launch(

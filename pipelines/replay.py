@@ -41,7 +41,7 @@ from pipelines.common import (
 )
 from pipelines.embedded import WriteEmbedded
 from pipelines.io.files import ReadAvroRecords, dead_letter_patterns
-from pipelines.launch import configure_logging, launch
+from pipelines.launch import configure_logging, launch, parse_options
 from pipelines.summary import new_run_id
 from pipelines.tally import TallyOutcomes, read_tally
 from transforms.elements import DeadLetter, EventBatch
@@ -235,7 +235,7 @@ def _reconcile(options: PipelineOptions, replay: ReplayOptions, report: ReplayRe
 
 
 def run(argv: list[str] | None = None) -> int:
-    options = PipelineOptions(argv)
+    options = parse_options(argv, ReplayOptions, "python -m pipelines.replay", __doc__)
     replay = options.view_as(ReplayOptions)
     problems = validate(replay)
     if problems:

@@ -7,8 +7,8 @@ embedded default, no server needed), or ``pubsub``, a subscription (``--subscrip
 under ``--output_root`` (default) or Google Cloud (``pipelines.gcp``).
 
     python -m pipelines.streaming --rate 1000 --duration_s 60 --output_root ./out
-    python -m pipelines.streaming --source pubsub \
-        --subscription projects/P/subscriptions/S --sink gcp --raw_root gs://B/archive \
+    python -m pipelines.streaming --source pubsub \\
+        --subscription projects/P/subscriptions/S --sink gcp --raw_root gs://B/archive \\
         --bigquery_dataset P.genai --audit_db_url env:GENAI_AUDIT_DB_URL
 
 A Pub/Sub run never ends by itself: on Dataflow ``run`` returns once the job is submitted; on a
@@ -30,7 +30,7 @@ from pipelines.common import (
     validate_core,
 )
 from pipelines.io.pubsub import ReadGatewayEvents, id_label_for, is_subscription_path
-from pipelines.launch import configure_logging, launch
+from pipelines.launch import configure_logging, launch, parse_options
 from pipelines.loadgen import GenerateEvents, LoadProfile
 from pipelines.sinks import (
     add_sink_options,
@@ -138,7 +138,7 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> dict:
 
 
 def run(argv: list[str] | None = None) -> int:
-    options = PipelineOptions(argv)
+    options = parse_options(argv, StreamingOptions, "python -m pipelines.streaming", __doc__)
     options.view_as(StandardOptions).streaming = True
     streaming = options.view_as(StreamingOptions)
     source = (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import typing
 from collections import Counter
 
 import apache_beam as beam
@@ -244,6 +245,13 @@ class _RunningTotalsFn(beam.DoFn):
         return _write_totals(self._sum.extract_output(merged), self._path)
 
 
+def _count_partials(keys, keyed: bool) -> beam.ParDo:
+    count = beam.ParDo(_TallyBundleFn(keys, keyed=keyed))
+    # Keyed partials feed a stateful DoFn, whose key must have a deterministic coder: typed,
+    # the key ("") is coded as a string, not by FastPrimitivesCoder (which Beam warns about).
+    return count.with_output_types(tuple[str, typing.Any]) if keyed else count
+
+
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
     of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``
@@ -276,7 +284,7 @@ class TallyOutcomes(beam.PTransform):
         bounded = inputs["read"].is_bounded
         partials = [
             in_global_window(pcoll, f"Rewindow{name}")
-            | f"Count{name}" >> beam.ParDo(_TallyBundleFn(keys, keyed=not bounded))
+            | f"Count{name}" >> _count_partials(keys, keyed=not bounded)
             for name, (pcoll, keys) in branches.items()
         ] | "FlattenCounts" >> beam.Flatten()
         if bounded:

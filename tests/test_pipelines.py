@@ -16,9 +16,11 @@ import fastavro
 import numpy as np
 import pandas as pd
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import backfill, replay, retention, streaming
 from pipelines.common import _ProgressFn
+from pipelines.launch import WORKER_LOGGER, configure_logging, unknown_flags
 from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
 from pipelines.summary import _quantiles as summary_quantiles
 from pipelines.summary import summarize
@@ -298,12 +300,50 @@ def test_summary_quantiles_are_nearest_rank(histogram, expected):
         (streaming, ["--pseudonym_key", "env:NO_SUCH_KEY_VAR"], "NO_SUCH_KEY_VAR is not set"),
         (streaming, ["--redaction_engine", "magic"], "unknown redaction engine"),
         (streaming, ["--dedupe_ttl_s", "0"], "--dedupe_ttl_s must be > 0"),
+        # A mistyped flag is an error, not a silent default (Beam itself only warns).
+        (backfill, ["--input", "x", "--dedupe_ttl", "5"], "unknown flag --dedupe_ttl (see"),
+        (streaming, ["--rate_per_s", "10", "--dry"], "unknown flag --dry"),
+        (replay, ["--reasons", "bad_timestamp"], "unknown flag --reasons"),
     ],
 )
 def test_invalid_options_fail_with_a_clear_message(module, args, message):
     with pytest.raises(SystemExit) as caught:
         module.run(args)
     assert message in str(caught.value)
+
+
+def test_beams_own_flags_are_not_unknown():
+    beams = ["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--streaming"]
+    beams += ["--temp_location=gs://b/t", "--experiments", "a", "--direct_num_workers=2"]
+    ours = ["--rate", "5", "--input", "x"]  # the pipelines' own, from both classes
+    options = PipelineOptions(beams + ours)
+    assert unknown_flags(options) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "flag"),
+    [(backfill, "--input_format"), (streaming, "--rate"), (replay, "--reason")],
+)
+def test_help_lists_the_pipelines_own_flags(module, flag, capsys):
+    with pytest.raises(SystemExit) as caught:
+        module.run(["--help"])
+    assert caught.value.code == 0
+    printed = capsys.readouterr().out
+    assert f"python -m {module.__name__}" in printed
+    assert flag in printed and "--output_root" in printed
+    assert module.__doc__.splitlines()[0] in printed
+
+
+def test_logging_drops_the_worker_start_up_warnings_and_keeps_the_rest(caplog):
+    configure_logging()
+    configure_logging()  # idempotent: one filter
+    worker = logging.getLogger(WORKER_LOGGER)
+    assert len(worker.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=WORKER_LOGGER):
+        worker.warning("Worker: %s", "message: \"Discarding unparseable args: ['--rate=5']\"")
+        worker.warning("Worker: %s", 'message: "No semi_persistent_directory found: ..."')
+        worker.warning("Worker: %s", 'message: "a failed bundle"')
+    assert [r.getMessage() for r in caplog.records] == ['Worker: message: "a failed bundle"']
 
 
 def test_readme_documents_every_option():

@@ -81,3 +81,24 @@ def test_streaming_totals_fold_partials_across_writes_and_end_with_all_of_them(t
         "metrics.windows": 0,
         "read": len(events),
     }
+
+
+def test_streaming_totals_key_their_state_with_a_deterministic_coder(tmp_path):
+    # A stateful DoFn's key must encode deterministically; with an untyped input Beam falls
+    # back to FastPrimitivesCoder and warns that the state may be keyed wrongly.
+    options = PipelineOptions([], streaming=True)
+    pipeline = beam.Pipeline(options=options)
+    inputs = pipeline | TestStream().add_elements([b"{}"]).advance_watermark_to_infinity()
+    _ = {"read": inputs} | TallyOutcomes(str(tmp_path), "t1")
+    (stateful,) = [
+        applied
+        for applied in pipeline.to_runner_api().components.transforms.values()
+        if applied.unique_name.endswith("RunningTotals")
+    ]
+    coders = pipeline.to_runner_api().components.coders
+    pcollections = pipeline.to_runner_api().components.pcollections
+    (input_id,) = stateful.inputs.values()
+    kv = coders[pcollections[input_id].coder_id]
+    assert kv.spec.urn == "beam:coder:kv:v1"
+    key = coders[kv.component_coder_ids[0]]
+    assert key.spec.urn == "beam:coder:string_utf8:v1", key.spec.urn
