@@ -15,7 +15,14 @@ from pipelines.direct_runner import install_spec_cache, install_state_pruning
 from pipelines.local_runner import install_python_direct_runner
 from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
-__all__ = ["WORKER_LOGGER", "configure_logging", "launch", "parse_options", "unknown_flags"]
+__all__ = [
+    "WORKER_LOGGER",
+    "configure_logging",
+    "launch",
+    "on_dataflow",
+    "parse_options",
+    "unknown_flags",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +62,9 @@ def parse_options(
     Beam's own parser would print an empty usage. An unknown flag stops the command with a
     clear error: Beam only warns about it and runs on without it, so a mistyped flag
     (``--dedupe_ttl`` for ``--dedupe_ttl_s``) would silently leave its setting at the default.
+    On Dataflow an unknown flag is logged as a warning instead: the Flex Template launcher's
+    flags are not under this project's control, and the service itself rejects a template
+    parameter its metadata does not declare.
     """
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
@@ -71,12 +81,20 @@ def parse_options(
         raise SystemExit(0)
     options = PipelineOptions(args)
     unknown = unknown_flags(options)
-    if unknown:
+    if unknown and on_dataflow(options):
+        _LOGGER.warning("flags no options class defines, ignored: %s", " ".join(unknown))
+    elif unknown:
         raise SystemExit(
             "invalid options:\n  "
             + "\n  ".join(f"unknown flag {flag} (see --help)" for flag in unknown)
         )
     return options
+
+
+def on_dataflow(options: PipelineOptions) -> bool:
+    """Whether ``options`` run the pipeline on Dataflow (``--runner DataflowRunner``)."""
+    runner = options.view_as(StandardOptions).runner or ""
+    return str(runner).lower().removesuffix("runner") == "dataflow"
 
 
 def unknown_flags(options: PipelineOptions) -> list[str]:
@@ -108,16 +126,15 @@ def launch(
     _LOGGER.info("%s", described)
     started_at = dt.datetime.now(dt.UTC)
     view.run_id = view.run_id or new_run_id(started_at)
-    runner = options.view_as(StandardOptions).runner or ""
-    on_dataflow = str(runner).lower().removesuffix("runner") == "dataflow"
-    if not on_dataflow:
+    dataflow = on_dataflow(options)
+    if not dataflow:
         install_python_direct_runner()  # a local runner: see pipelines.local_runner
         install_spec_cache()  # and pipelines.direct_runner
         install_state_pruning()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)
     result = pipeline.run()
-    if on_dataflow:
+    if dataflow:
         _LOGGER.info("submitted to Dataflow: job %s", getattr(result, "job_id", lambda: "?")())
         return 0
     cancelled = False

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import backfill, replay, retention, streaming
 from pipelines.common import _ProgressFn
-from pipelines.launch import WORKER_LOGGER, configure_logging, unknown_flags
+from pipelines.launch import WORKER_LOGGER, configure_logging, parse_options, unknown_flags
 from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
 from pipelines.summary import _quantiles as summary_quantiles
 from pipelines.summary import summarize
@@ -318,6 +318,16 @@ def test_beams_own_flags_are_not_unknown():
     ours = ["--rate", "5", "--input", "x"]  # the pipelines' own, from both classes
     options = PipelineOptions(beams + ours)
     assert unknown_flags(options) == []
+
+
+def test_on_dataflow_an_unknown_flag_is_a_warning_naming_it_without_its_value(caplog):
+    # The Flex Template launcher's flags are not ours to fix; its service checks the template's.
+    args = ["--runner", "DataflowRunner", "--launcher_only_flag", "some-value", "--rate", "5"]
+    with caplog.at_level(logging.WARNING, logger="pipelines.launch"):
+        options = parse_options(args, streaming.StreamingOptions, "streaming", "doc")
+    assert options.view_as(streaming.StreamingOptions).rate == 5
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "pipelines.launch"]
+    assert "--launcher_only_flag" in warning and "some-value" not in warning
 
 
 @pytest.mark.parametrize(
