@@ -26,8 +26,8 @@ venv: $(STAMP)
 # when they change; without a C compiler the sources run as plain Python, except in CI.
 COMPILED := transforms/pii/_compiled/manifest.json
 $(COMPILED): $(STAMP) transforms/pii/detectors.py transforms/pii/offline.py \
-		transforms/pii/compiled.py scripts/compile_redaction.py
-	$(BIN)/python -m scripts.compile_redaction $(if $(filter true,$(CI)),--require)
+		transforms/pii/compiled.py transforms/pii/build.py
+	$(BIN)/python -m transforms.pii.build $(if $(filter true,$(CI)),--require)
 
 compiled: $(COMPILED)
 
@@ -81,7 +81,7 @@ EXECUTE ?=
 PARAMS ?=
 JOB_NAME ?=
 DEPLOY_SETTINGS ?= .local/deploy-settings.json
-FLEX = $(BIN)/python -m deploy.flex --settings $(DEPLOY_SETTINGS) --tag $(TAG) \
+FLEX = $(BIN)/python -m templates.flex --settings $(DEPLOY_SETTINGS) --tag $(TAG) \
 	$(if $(filter 1,$(EXECUTE)),--execute) $(if $(JOB_NAME),--job_name $(JOB_NAME))
 BUILD_REQUIRES := import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))
 
@@ -111,10 +111,10 @@ template-run-streaming: venv
 
 template-run-backfill: venv
 	$(FLEX) run backfill $(PARAMS)
-# --- Local Google Cloud stand-ins (scripts/local_stack.py) --------------------------------
+# --- Local Google Cloud stand-ins (tests/stack/local_stack.py) --------------------------------
 # Pub/Sub emulator, Cloud Storage emulator, bqemulator (own venv), fake ADC token server and a
 # throw-away PostgreSQL 15, all on 127.0.0.1. `make stack-up` prints the variables to export.
-STACK := $(BIN)/python -m scripts.local_stack
+STACK := $(BIN)/python -m tests.stack.local_stack
 STACK_ENV := .local/stack/env.sh
 
 .PHONY: stack-up stack-down stack-status
@@ -123,7 +123,7 @@ stack-up: venv
 	$(STACK) up
 
 stack-down:
-	$(PYTHON) -m scripts.local_stack down
+	$(PYTHON) -m tests.stack.local_stack down
 
 stack-status:
-	@$(PYTHON) -m scripts.local_stack status || echo "(not every service is up: make stack-up starts them)"
+	@$(PYTHON) -m tests.stack.local_stack status || echo "(not every service is up: make stack-up starts them)"

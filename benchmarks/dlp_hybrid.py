@@ -31,7 +31,7 @@ from collections.abc import Sequence
 # The fake lives with the tests (it is test tooling, not shipped code).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from pipelines.synthetic import make_event, new_faker
+from pipelines.local.texts import make_event, new_faker
 from tests.dlp_fake import DEIDENTIFY_TEMPLATE, INSPECT_TEMPLATE, PROJECT, FakeDlp
 from transforms.pii.dlp import DlpEngine, HybridEngine
 from transforms.pii.ratelimit import RateLimiter

@@ -21,7 +21,7 @@ what is left out. So the backfill cannot use less CPU per event than the total p
 cores' time divided by it bounds the events/s of a backfill on two cores of this machine at its
 present speed.
 
-    python -m pipelines.loadgen --events 50000 --text_chars 440 --output events.jsonl
+    python -m pipelines.local.loadgen --events 50000 --text_chars 440 --output events.jsonl
     python benchmarks/functions.py --input events.jsonl
 
 ``benchmarks/pipeline.py`` runs it on the events it generates for the backfill.
@@ -43,8 +43,8 @@ from typing import TypeVar
 
 import fastavro
 
-from pipelines.io.audit import create_audit_log, insert_audit_records
-from pipelines.io.files import AVRO_CODEC, avro_record
+from pipelines.io.sinks.embedded.audit import create_audit_log, insert_audit_records
+from pipelines.io.sinks.files import AVRO_CODEC, avro_record
 from schemas.contract import parsed_schema
 from transforms.audit import audit_event
 from transforms.classify import DEFAULT_POLICY_PATH, load_policy
@@ -56,8 +56,8 @@ from transforms.pii.settings import RedactionSettings
 from transforms.redact import classify_and_redact, texts_of
 
 _T = TypeVar("_T")
-_AUDIT_ROWS_PER_FLUSH = 10_000  # pipelines.io.audit.DEFAULT_MAX_BUFFERED_ROWS
-_ARCHIVE_RECORDS_PER_FILE = 10_000  # pipelines.io.files.DEFAULT_MAX_RECORDS
+_AUDIT_ROWS_PER_FLUSH = 10_000  # pipelines.io.sinks.embedded.audit.DEFAULT_MAX_BUFFERED_ROWS
+_ARCHIVE_RECORDS_PER_FILE = 10_000  # pipelines.io.sinks.files.DEFAULT_MAX_RECORDS
 
 
 def _timed(step: Callable[[], _T]) -> tuple[_T, float]:

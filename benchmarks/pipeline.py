@@ -8,7 +8,7 @@
 Flags this script does not know are passed on to the pipeline(s) it runs (any core option, such
 as ``--allowed_lateness_s`` or ``--dedupe_ttl_s``, which bound how long state is kept).
 
-Backfill: generates N events (``pipelines.loadgen``; ``--text_chars`` per prompt and response,
+Backfill: generates N events (``pipelines.local.loadgen``; ``--text_chars`` per prompt and response,
 default 1,000: about 2.5 kB per event; the issue's reference figures were measured on ~1.2 kB
 events, two ~440-character texts) to a JSON-lines file, then runs ``python -m pipelines.backfill``
 on it as a subprocess with ``--workers`` worker processes and reports events/s (events read over
@@ -48,7 +48,7 @@ def _machine_check() -> tuple[float, str]:
     machine's speed as a share of the reference machine's, and a line saying so."""
     code = (
         "import random; from benchmarks.redaction import calibration_texts_per_s; "
-        "from pipelines.synthetic import make_event, new_faker; "
+        "from pipelines.local.texts import make_event, new_faker; "
         "rng, fake = random.Random(1), new_faker(); "
         "events = [make_event(rng, fake, pii_share=0.2) for _ in range(1000)]; "
         "print(round(calibration_texts_per_s(events, 3)))"
@@ -147,7 +147,7 @@ def bench_backfill(
         [
             sys.executable,
             "-m",
-            "pipelines.loadgen",
+            "pipelines.local.loadgen",
             "--events",
             str(events),
             "--text_chars",

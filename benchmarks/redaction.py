@@ -1,7 +1,7 @@
 """Benchmark: the offline redaction engine against one Python ``re`` alternation.
 
 Corpus: ``--events`` gateway events of two ~1 KB texts (prompt + response) from
-``pipelines.synthetic``, ~20% of events with PII, every text with hard negatives.
+``pipelines.local.texts``, ~20% of events with PII, every text with hard negatives.
 
 Both sides use the same patterns and validators (``transforms.pii.detectors``) and the same
 overlap resolution, so they differ only in how candidates are found: the baseline runs ONE
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import transforms.pii.detectors
-from pipelines.synthetic import EMPTY_SCORE, Score, SyntheticEvent, make_event, new_faker, score
+from pipelines.local.texts import EMPTY_SCORE, Score, SyntheticEvent, make_event, new_faker, score
 from transforms.pii.detectors import Detector, Finding, build_detectors
 from transforms.pii.engine import INFO_TYPES, Redaction
 from transforms.pii.offline import OfflineEngine, resolve_overlaps

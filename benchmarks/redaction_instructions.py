@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    from pipelines.synthetic import make_event, new_faker
+    from pipelines.local.texts import make_event, new_faker
 
     rng, fake = random.Random(args.seed), new_faker()
     events = [make_event(rng, fake, pii_share=args.pii_share) for _ in range(args.events)]

@@ -1,7 +1,7 @@
 """Batch pipeline: backfill from JSON-lines files, or reconcile metrics from the raw archive.
 
 Bounded. The same core transform as streaming; only reading and writing differ. Sinks
-(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.gcp``), as in streaming.
+(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.io.sinks.gcp``), as in streaming.
 
     python -m pipelines.backfill --input 'events/*.jsonl' --output_root ./out
     python -m pipelines.backfill --input_format avro --input ./out \\
@@ -9,7 +9,7 @@ Bounded. The same core transform as streaming; only reading and writing differ. 
 
 With ``--input_format json`` every line is one gateway event; events are parsed, redacted,
 deduplicated over the whole input (exact), aggregated and archived. The input is read in chunks
-of ``--chunk_bytes`` (``pipelines.io.lines``), twice: a first, cheap pass (parsing only) picks
+of ``--chunk_bytes`` (``pipelines.io.sources.lines``), twice: a first, cheap pass (parsing only) picks
 the copy of each duplicated event id to write, so the main pass never shuffles events between
 workers; each chunk's events of one partition become archive files of their own, the same ones
 on a re-run. With ``avro``, ``--input``
@@ -36,7 +36,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.common import (
+from pipelines.io.sources.avro import ReadAvroRecords
+from pipelines.io.sources.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
+from pipelines.launch import configure_logging, launch, parse_options
+from pipelines.local.tally import TallyOutcomes, tally_inputs
+from pipelines.options import (
     LogProgress,
     add_core_options,
     add_date_range_options,
@@ -46,9 +50,6 @@ from pipelines.common import (
     parse_date,
     validate_core,
 )
-from pipelines.io.files import ReadAvroRecords
-from pipelines.io.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
-from pipelines.launch import configure_logging, launch, parse_options
 from pipelines.sinks import (
     add_sink_options,
     describe_sinks,
@@ -56,7 +57,6 @@ from pipelines.sinks import (
     validate_sinks,
     write_outputs,
 )
-from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.direct_runner import install_spec_cache, install_state_pruning
+from pipelines.local.direct_runner_fixes import install_spec_cache, install_state_pruning
+from pipelines.local.summary import new_run_id, print_example_query, print_summary, summarize
 from pipelines.local_runner import install_python_direct_runner
-from pipelines.summary import new_run_id, print_example_query, print_summary, summarize
 
 __all__ = [
     "WORKER_LOGGER",
@@ -129,7 +129,7 @@ def launch(
     dataflow = on_dataflow(options)
     if not dataflow:
         install_python_direct_runner()  # a local runner: see pipelines.local_runner
-        install_spec_cache()  # and pipelines.direct_runner
+        install_spec_cache()  # and pipelines.local.direct_runner_fixes
         install_state_pruning()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)

@@ -5,7 +5,7 @@ the Prism runner, a Go binary it downloads from github.com when the pipeline run
 to its Python runners (the ``FnApiRunner`` for batch, ``BundleBasedDirectRunner`` for
 streaming) only when that fails. The same command would so run on a different runner depending on
 whether the machine can reach GitHub: here and in CI (no route to GitHub) the Python runners,
-on a laptop Prism. Every test, figure and shim (``pipelines.direct_runner``) of this project is
+on a laptop Prism. Every test, figure and shim (``pipelines.local.direct_runner_fixes``) of this project is
 of the Python runners, so local runs use them always: ``PythonDirectRunner`` is Beam's own
 choice of runner with the Prism attempt skipped (it fails at once, as offline, and Beam logs
 ``Falling back to DirectRunner`` at INFO), and ``install_python_direct_runner`` makes it what

@@ -31,7 +31,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import backfill
-from pipelines.common import (
+from pipelines.io.sinks.embedded import WriteEmbedded
+from pipelines.io.sources.avro import ReadAvroRecords, dead_letter_patterns
+from pipelines.launch import configure_logging, launch, parse_options
+from pipelines.local.summary import new_run_id
+from pipelines.local.tally import TallyOutcomes, read_tally
+from pipelines.options import (
     add_core_options,
     add_date_range_options,
     core_config,
@@ -39,11 +44,6 @@ from pipelines.common import (
     parse_date,
     validate_core,
 )
-from pipelines.embedded import WriteEmbedded
-from pipelines.io.files import ReadAvroRecords, dead_letter_patterns
-from pipelines.launch import configure_logging, launch, parse_options
-from pipelines.summary import new_run_id
-from pipelines.tally import TallyOutcomes, read_tally
 from transforms.elements import DeadLetter, EventBatch
 from transforms.replay import ReplayDeadLetters
 

@@ -37,8 +37,8 @@ import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.embedded import WAREHOUSE_DB
-from pipelines.io.warehouse import delete_metrics_before
+from pipelines.io.sinks.embedded import WAREHOUSE_DB
+from pipelines.io.sinks.embedded.warehouse import delete_metrics_before
 
 __all__ = ["Partition", "RetentionResult", "apply_retention", "expired_partitions", "run"]
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.io.sinks.batches import SinkRetry
+from pipelines.io.sinks.embedded import WriteEmbedded
+from pipelines.io.sinks.gcp import GcpConfig, WriteGcp
+from pipelines.io.sinks.gcp.bigquery import split_dataset
+from pipelines.io.sinks.gcp.postgres import describe_db_url, resolve_db_url
+from pipelines.io.sources.pubsub import is_topic_path
+
 # The same once-only flag registration as the core flags: both pipelines add these.
-from pipelines.common import _add
-from pipelines.embedded import WriteEmbedded
-from pipelines.gcp import GcpConfig, WriteGcp
-from pipelines.io.batches import SinkRetry
-from pipelines.io.bigquery import split_dataset
-from pipelines.io.postgres import describe_db_url, resolve_db_url
-from pipelines.io.pubsub import is_topic_path
+from pipelines.options import _add
 
 __all__ = [
     "SINKS",

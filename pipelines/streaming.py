@@ -3,8 +3,8 @@
 Unbounded. Runs on Dataflow in production and on the DirectRunner here. Source (``--source``):
 ``synthetic``, a built-in rate-limited generator that ends after ``--duration_s`` (the
 embedded default, no server needed), or ``pubsub``, a subscription (``--subscription``; see
-``pipelines.io.pubsub`` for which time is event time). Sinks (``--sink``): the embedded ones
-under ``--output_root`` (default) or Google Cloud (``pipelines.gcp``).
+``pipelines.io.sources.pubsub`` for which time is event time). Sinks (``--sink``): the embedded ones
+under ``--output_root`` (default) or Google Cloud (``pipelines.io.sinks.gcp``).
 
     python -m pipelines.streaming --rate 1000 --duration_s 60 --output_root ./out
     python -m pipelines.streaming --source pubsub \\
@@ -22,16 +22,17 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.common import (
+from pipelines.io.sources.pubsub import ReadGatewayEvents, id_label_for, is_subscription_path
+from pipelines.launch import configure_logging, launch, parse_options
+from pipelines.local.loadgen import GenerateEvents, LoadProfile
+from pipelines.local.tally import TallyOutcomes, tally_inputs
+from pipelines.options import (
     LogProgress,
     add_core_options,
     core_config,
     line_count,
     validate_core,
 )
-from pipelines.io.pubsub import ReadGatewayEvents, id_label_for, is_subscription_path
-from pipelines.launch import configure_logging, launch, parse_options
-from pipelines.loadgen import GenerateEvents, LoadProfile
 from pipelines.sinks import (
     add_sink_options,
     describe_sinks,
@@ -39,7 +40,6 @@ from pipelines.sinks import (
     validate_sinks,
     write_outputs,
 )
-from pipelines.tally import TallyOutcomes, tally_inputs
 from transforms.analyze import AnalyzeEvents
 from transforms.batching import BatchPerBundle
 from transforms.elements import LineChunk, stream_chunk

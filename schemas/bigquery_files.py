@@ -19,7 +19,7 @@ from schemas.contract import bigquery_schema
 __all__ = ["TABLE_SCHEMAS", "render_table_schema", "write_table_schemas"]
 
 # BigQuery table -> the Avro schema (file stem of schemas/avro) its rows follow. The table names
-# are the sinks' (pipelines.io.warehouse.METRICS_TABLE, pipelines.io.audit.AUDIT_TABLE); a test
+# are the sinks' (pipelines.io.sinks.embedded.warehouse.METRICS_TABLE, pipelines.io.sinks.embedded.audit.AUDIT_TABLE); a test
 # checks that they agree.
 TABLE_SCHEMAS: dict[str, str] = {
     "metrics_minute": "metric_row",

@@ -5,7 +5,7 @@
 locals {
   bigquery_location = coalesce(var.bigquery_location, var.region)
   dataset_ref       = "${var.project_id}.${google_bigquery_dataset.analytics.dataset_id}"
-  # pipelines/io/warehouse.py VIEW_NAMES (a test keeps them equal).
+  # pipelines/io/sinks/embedded/warehouse.py VIEW_NAMES (a test keeps them equal).
   view_names = [
     "metrics_daily",
     "latency_percentiles_daily",
@@ -62,7 +62,7 @@ resource "google_bigquery_table" "audit_log" {
 }
 
 # The view SQL is written once, in BigQuery Standard SQL, with a literal {dataset} placeholder
-# (pipelines/io/warehouse.py translates the same files for DuckDB). It is not template syntax
+# (pipelines/io/sinks/embedded/warehouse.py translates the same files for DuckDB). It is not template syntax
 # (${...}), so it is filled with replace() rather than templatefile().
 resource "google_bigquery_table" "views" {
   for_each = toset(local.view_names)

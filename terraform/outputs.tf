@@ -1,5 +1,5 @@
 output "flex_settings" {
-  description = "Names the Flex Template commands need (make deploy-settings writes them for deploy/flex.py)."
+  description = "Names the Flex Template commands need (make deploy-settings writes them for templates/flex.py)."
   value = {
     project               = var.project_id
     region                = var.region

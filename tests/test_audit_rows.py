@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines.io import audit as sink
+from pipelines.io.sinks.embedded import audit as sink
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, dead_letter
 from transforms.audit import (

@@ -11,7 +11,7 @@ import fastavro
 import pytest
 
 from benchmarks import functions
-from pipelines import loadgen
+from pipelines.local import loadgen
 from transforms.pii.settings import RedactionSettings
 
 

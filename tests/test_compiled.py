@@ -1,6 +1,6 @@
 """The compiled build of the redaction modules: used only when current, and same results.
 
-``make`` builds it (``scripts/compile_redaction.py``); CI requires it (``CI=true``), so there a
+``make`` builds it (``transforms/pii/build.py``); CI requires it (``CI=true``), so there a
 missing build fails instead of skipping.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import transforms.pii.detectors as detectors
-from pipelines.synthetic import make_event, new_faker
+from pipelines.local.texts import make_event, new_faker
 from transforms.pii.compiled import (
     COMPILED_DIR,
     COMPILED_MODULES,
@@ -32,7 +32,7 @@ ROOT = PACKAGE_DIR.parent.parent
 # Findings of the same generated corpus, one JSON list per text; run with and without the build.
 _FINDINGS = """
 import json, random, sys
-from pipelines.synthetic import make_event, new_faker
+from pipelines.local.texts import make_event, new_faker
 from transforms.pii.offline import OfflineEngine
 import transforms.pii.detectors as detectors
 rng, fake = random.Random(11), new_faker()

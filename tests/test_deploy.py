@@ -1,4 +1,4 @@
-"""The gcloud commands of the Flex Templates (deploy/flex.py), checked against the templates'
+"""The gcloud commands of the Flex Templates (templates/flex.py), checked against the templates'
 metadata, the Terraform outputs and gcloud's own flags."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from deploy import flex
+from templates import flex
 from tests.terraform_config import load
 
 SETTINGS = flex.load_settings(flex.EXAMPLE_SETTINGS)
@@ -23,7 +23,7 @@ def test_settings_are_the_terraform_flex_settings_output():
     output = tf.outputs["flex_settings"]["value"]
     assert set(output) == flex.SETTINGS_KEYS == set(SETTINGS)
     assert set(output["parameters"]) == set(flex.PIPELINES) == set(SETTINGS["parameters"])
-    # The job Terraform launches reads the spec and runs the image that deploy/flex.py builds.
+    # The job Terraform launches reads the spec and runs the image that templates/flex.py builds.
     job = tf.resource("google_dataflow_flex_template_job", "streaming")
     assert job["container_spec_gcs_path"].endswith("/templates/streaming.json")
     assert flex.template_path(SETTINGS, "streaming").endswith("/templates/streaming.json")
@@ -159,7 +159,7 @@ def test_every_flag_used_is_a_flag_of_gcloud():
 def test_cli_prints_placeholders_without_a_settings_file(tmp_path, capsys):
     assert flex.main(["--settings", str(tmp_path / "none.json"), "--tag", "v1", "build"]) == 0
     out = capsys.readouterr().out
-    assert "placeholders from deploy/settings.example.json" in out
+    assert "placeholders from templates/settings.example.json" in out
     assert "gcloud dataflow flex-template build gs://my-project-genai-templates/" in out
 
 

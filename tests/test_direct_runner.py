@@ -20,7 +20,8 @@ from apache_beam.transforms.trigger import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipelines import backfill, direct_runner, streaming
+from pipelines import backfill, streaming
+from pipelines.local import direct_runner_fixes as direct_runner
 from transforms.dedupe import _DedupeShardFn
 
 _ORIGINAL = direct_runner._ORIGINAL

@@ -5,7 +5,7 @@ Cloud Storage emulator (raw archive, dead letters), bqemulator (metrics, audit),
 (audit) and a Pub/Sub dead-letter topic; everything checked afterwards with the official
 clients (google-cloud-pubsub, -storage, -bigquery, psycopg), never through the pipeline's code.
 
-The stack comes from ``scripts/local_stack.py`` (``make test`` starts it). Without it these tests
+The stack comes from ``tests/stack/local_stack.py`` (``make test`` starts it). Without it these tests
 are skipped with a loud reason, or fail when ``CI=true``.
 
 How a bounded run works on the DirectRunner: its Pub/Sub read blocks its single executor thread
@@ -47,8 +47,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import streaming
-from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, EventGenerator, LoadProfile
-from pipelines.tally import read_tally
+from pipelines.local.loadgen import DUPLICATE, LATE, MALFORMED, EventGenerator, LoadProfile
+from pipelines.local.tally import read_tally
 from schemas.contract import parsed_schema
 
 pytestmark = pytest.mark.integration
@@ -193,7 +193,7 @@ class Publisher:
     """Publishes generated messages with their attributes and remembers them (ground truth)."""
 
     def __init__(self, topic: str):
-        from pipelines.io.pubsub import publish_messages, publisher_client
+        from pipelines.local.publish import publish_messages, publisher_client
 
         self._topic = topic
         self._publisher = publisher_client()
@@ -667,7 +667,7 @@ def assert_no_pii(run: Run, seen: Observed) -> None:
 def test_bigquery_tables_views_and_merge_rule(stack):
     """Partitioning, clustering (set through the API) and expiry survive on the emulator; the
     MERGE keeps the newest pane per key; replays and out-of-order panes change nothing."""
-    from pipelines.io import bigquery as bq
+    from pipelines.io.sinks.gcp import bigquery as bq
     from tests.sink_factories import metric_row
 
     dataset = f"{stack.project}.it_merge_{uuid.uuid4().hex[:8]}"
@@ -727,7 +727,7 @@ def test_bigquery_tables_views_and_merge_rule(stack):
     )
 
     # A dropped table: the sink's first attempt meets NotFound, the retry creates it again.
-    from pipelines.io.batches import SinkRetry, write_with_retries
+    from pipelines.io.sinks.batches import SinkRetry, write_with_retries
 
     client.delete_table(f"{dataset}.metrics_minute")
     sink = bq._MetricsSink(dataset)
@@ -742,7 +742,7 @@ def test_bigquery_tables_views_and_merge_rule(stack):
 def test_postgres_audit_inserts_are_idempotent(stack):
     import psycopg
 
-    from pipelines.io import postgres as pg
+    from pipelines.io.sinks.gcp import postgres as pg
     from tests.sink_factories import audit_record
 
     database = f"it_audit_{uuid.uuid4().hex[:8]}"
@@ -870,7 +870,7 @@ def _stack_command(*args: str) -> None:
     if not os.environ.get("LOCAL_STACK_DIR"):
         _unavailable("LOCAL_STACK_DIR is not set, so the stack was not started by local_stack")
     subprocess.run(
-        [sys.executable, "-m", "scripts.local_stack", *args],
+        [sys.executable, "-m", "tests.stack.local_stack", *args],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -881,7 +881,7 @@ def _stack_command(*args: str) -> None:
 def test_bigquery_outage_is_retried_then_dead_lettered_nothing_lost(resources, caplog):
     """BigQuery stops for part of the run: writes are retried, then either land or become dead
     letters with their rows; every row is in exactly one place and PostgreSQL is complete."""
-    caplog.set_level(logging.WARNING, logger="pipelines.io.batches")
+    caplog.set_level(logging.WARNING, logger="pipelines.io.sinks.batches")
     run = Run(resources, seed=41, sink_failures_allowed=True)
     with running(pipeline_args(resources)) as result, run.publisher.filler(seed=42):
         first = scenario(run.generator, batches=1)

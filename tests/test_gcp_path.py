@@ -24,14 +24,17 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from pipelines import backfill, loadgen, streaming
-from pipelines.io import bigquery, postgres, pubsub, warehouse
-from pipelines.io.batches import BatchSink, SinkRetry, WriteInBatches, sink_dead_letters
-from pipelines.io.files import WriteRawEvents
+from pipelines import backfill, streaming
+from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches, sink_dead_letters
+from pipelines.io.sinks.embedded import warehouse
+from pipelines.io.sinks.files import WriteRawEvents
+from pipelines.io.sinks.gcp import bigquery, postgres
+from pipelines.io.sources import pubsub
+from pipelines.local import loadgen, publish
 from schemas.contract import bigquery_schema, load_schema
-from scripts import local_stack
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, metric_row
+from tests.stack import local_stack
 from transforms.elements import EventBatch
 
 FAST = SinkRetry(max_attempts=3, first_backoff_s=0.0, max_backoff_s=0.0)
@@ -383,7 +386,7 @@ def test_id_label_only_for_dataflow():
 
 
 def test_burst_profile():
-    profile = pubsub.BurstProfile(rate=1000, burst_factor=5, burst_every_s=60, burst_s=10)
+    profile = publish.BurstProfile(rate=1000, burst_factor=5, burst_every_s=60, burst_s=10)
     assert [profile.rate_at(t) for t in (0, 59.9, 60, 69.9, 70, 120, 131)] == [
         1000,
         1000,
@@ -394,8 +397,8 @@ def test_burst_profile():
         1000,
     ]
     assert profile.problems() == []
-    assert pubsub.BurstProfile(rate=0).problems()
-    assert pubsub.BurstProfile(rate=1, burst_every_s=10, burst_s=20).problems()
+    assert publish.BurstProfile(rate=0).problems()
+    assert publish.BurstProfile(rate=1, burst_every_s=10, burst_s=20).problems()
 
 
 class _FakePublisher:
@@ -417,8 +420,8 @@ def test_publish_paced_follows_the_burst_profile():
     clock = [0.0]
     publisher = _FakePublisher()
     generator = loadgen.EventGenerator(3, loadgen.LoadProfile(text_pool=8))
-    profile = pubsub.BurstProfile(rate=100, burst_factor=5, burst_every_s=2, burst_s=1)
-    stats = pubsub.publish_paced(
+    profile = publish.BurstProfile(rate=100, burst_factor=5, burst_every_s=2, burst_s=1)
+    stats = publish.publish_paced(
         publisher,
         "projects/p/topics/t",
         lambda n, now: [g.payload for g in generator.batch(n, now)],

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.io.lines import ReadLineChunks, line_ranges, read_range
+from pipelines.io.sources.lines import ReadLineChunks, line_ranges, read_range
 
 
 def _lines_with_offsets(data: bytes) -> list[tuple[int, bytes]]:

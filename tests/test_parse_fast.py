@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipelines.loadgen import MALFORMATIONS, MALFORMED, EventGenerator, LoadProfile
+from pipelines.local.loadgen import MALFORMATIONS, MALFORMED, EventGenerator, LoadProfile
 from transforms import parse
 from transforms.deadletter import InvalidEvent
 from transforms.parse import KNOWN_FIELDS, ParseLimits, parse_event

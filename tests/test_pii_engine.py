@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipelines.synthetic import make_text, new_faker
+from pipelines.local.texts import make_text, new_faker
 from transforms.pii import detectors, offline
 from transforms.pii.detectors import Finding
 from transforms.pii.engine import (

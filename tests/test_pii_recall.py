@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from pipelines.synthetic import (
+from pipelines.local.texts import (
     EMPTY_SCORE,
     LOCALES,
     NEGATIVE_KINDS,
@@ -144,7 +144,7 @@ def test_generator_rejects_fakers_it_cannot_use():
 
 _DIGEST = """
 import hashlib, random
-from pipelines.synthetic import make_event, new_faker
+from pipelines.local.texts import make_event, new_faker
 rng, fake = random.Random(5), new_faker()
 events = [make_event(rng, fake, pii_share=0.5) for _ in range(40)]
 print(hashlib.sha256(repr(events).encode()).hexdigest())

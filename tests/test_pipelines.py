@@ -19,11 +19,11 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import backfill, replay, retention, streaming
-from pipelines.common import _ProgressFn
 from pipelines.launch import WORKER_LOGGER, configure_logging, parse_options, unknown_flags
-from pipelines.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
-from pipelines.summary import _quantiles as summary_quantiles
-from pipelines.summary import summarize
+from pipelines.local.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
+from pipelines.local.summary import _quantiles as summary_quantiles
+from pipelines.local.summary import summarize
+from pipelines.options import _ProgressFn
 from schemas.contract import parsed_schema
 
 PROFILE = LoadProfile(
@@ -384,7 +384,7 @@ def test_progress_counts_across_bundles_and_dofn_instances(caplog):
     # the count must carry on, or a long streaming run never logs its progress.
     step = _ProgressFn("events read", every_s=0.0, weight=len)
     other = _ProgressFn("events read", every_s=0.0, weight=len)  # counts on its own
-    with caplog.at_level(logging.INFO, logger="pipelines.common"):
+    with caplog.at_level(logging.INFO, logger="pipelines.options"):
         for fn in (step, step, other, step):
             assert list(pickle.loads(pickle.dumps(fn)).process("ab")) == ["ab"]
     counts = [r.args[0] for r in caplog.records if r.getMessage().startswith("progress:")]

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipelines.loadgen import MODELS
+from pipelines.local.loadgen import MODELS
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     ModelPrice,

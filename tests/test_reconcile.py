@@ -18,7 +18,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import backfill
-from pipelines.embedded import WriteEmbedded
+from pipelines.io.sinks.embedded import WriteEmbedded
 from tests.core_inputs import T0_S, document
 from transforms.analyze import AnalyzeEvents, CoreConfig
 

@@ -10,8 +10,8 @@ import os
 import pytest
 
 from pipelines import retention
-from pipelines.io.files import write_avro_files
-from pipelines.io.warehouse import create_warehouse, read_metrics, upsert_metric_rows
+from pipelines.io.sinks.embedded.warehouse import create_warehouse, read_metrics, upsert_metric_rows
+from pipelines.io.sinks.files import write_avro_files
 from tests.core_inputs import event_id
 from tests.factories import redacted_event
 from tests.sink_factories import dead_letter, metric_row

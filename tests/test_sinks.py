@@ -27,17 +27,17 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from pipelines.io import warehouse
-from pipelines.io.audit import (
+from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.embedded import warehouse
+from pipelines.io.sinks.embedded.audit import (
     WriteAuditLog,
     _Connection,
     create_audit_log,
     insert_audit_records,
     read_audit_log,
 )
-from pipelines.io.batches import GatherForFlush
-from pipelines.io.files import WriteDeadLetters, WriteRawEvents, avro_record
-from pipelines.io.warehouse import UpsertMetrics, read_metrics, upsert_metric_rows
+from pipelines.io.sinks.embedded.warehouse import UpsertMetrics, read_metrics, upsert_metric_rows
+from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents, avro_record
 from schemas.contract import parsed_schema
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, dead_letter, metric_row
@@ -845,7 +845,7 @@ def test_sinks_with_two_worker_processes(tmp_path):
 
 def test_join_parts_of_an_empty_pane_is_an_empty_batch():
     # Streaming panes can fire empty (batch_windowing); joining one must not fail the bundle.
-    from pipelines.io.files import _join_parts
+    from pipelines.io.sinks.files import _join_parts
 
     key = ("raw/event_date=2026-01-27/region=us", 0)
     assert _join_parts(key, []) == (key, EventBatch("", ()))

@@ -7,7 +7,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines.tally import TallyOutcomes, _SumCountsFn, read_tally
+from pipelines.local.tally import TallyOutcomes, _SumCountsFn, read_tally
 
 
 def _accumulator(totals: dict[str, int], panes: dict[tuple, int]):

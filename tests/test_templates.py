@@ -261,8 +261,8 @@ def test_image_installs_the_hash_pinned_lock_then_the_package_without_resolving(
         "pip install --no-cache-dir --require-hashes -r templates/requirements.lock" in DOCKERFILE
     )
     assert "pip install --no-cache-dir --no-deps --no-build-isolation ." in DOCKERFILE
-    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
-        top = package.split(".")[0]
+    for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
+        top = pattern.removesuffix("*")
         assert f"COPY {top} {top}" in DOCKERFILE, f"package {top} is not copied into the image"
 
 

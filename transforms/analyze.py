@@ -80,7 +80,7 @@ class AnalyzeEvents(beam.PTransform):
       ``json``: PCollection[bytes], one JSON event per element (Pub/Sub messages). Input
         timestamps do not matter: every event carries its event time.
       ``json_lines``: PCollection[LineChunk], JSON lines read in chunks
-        (``pipelines.io.lines.ReadLineChunks``). With ``copies_from``, a second read of the
+        (``pipelines.io.sources.lines.ReadLineChunks``). With ``copies_from``, a second read of the
         same input, the exact batch dedupe picks the copies to write in a first pass over it
         and the main pass shuffles no events (``transforms.copies``).
       ``redacted``: PCollection[RedactedEvent] (archive replay), timestamped with event time;

@@ -112,7 +112,7 @@ class ChooseCopies(beam.PTransform):
     """Picks the line to write for every event id that more than one valid line carries.
 
     Input: PCollection[LineChunk], bounded, with line offsets (a read of the same input as
-    the main pass, e.g. ``pipelines.io.lines.ReadLineChunks``). Output: bounded
+    the main pass, e.g. ``pipelines.io.sources.lines.ReadLineChunks``). Output: bounded
     PCollection[(event_id, (source, offset))], one per such id, for
     ``DeduplicateEvents(copies=...)``. Ids carried by one valid line only are not in it.
 

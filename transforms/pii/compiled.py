@@ -1,6 +1,6 @@
 """The optional compiled build of the redaction engine's hot modules, and when to use it.
 
-``scripts/compile_redaction.py`` (run by ``make``) compiles ``COMPILED_MODULES`` with Cython,
+``transforms/pii/build.py`` (run by ``make``) compiles ``COMPILED_MODULES`` with Cython,
 unchanged, into ``transforms/pii/_compiled/`` with a manifest of the sha256 of each source it
 compiled. The package (``transforms/pii/__init__.py``) puts that directory first on its
 ``__path__`` only while every listed source still has the digest it was compiled from, so an
@@ -51,7 +51,7 @@ def compiled_dir(package_dir: Path) -> str | None:
     if manifest.get("sources") != source_digests(package_dir):
         _LOGGER.warning(
             "the compiled redaction modules in %s are older than their sources: running the "
-            "sources as plain Python (make, or python -m scripts.compile_redaction, rebuilds)",
+            "sources as plain Python (make, or python -m transforms.pii.build, rebuilds)",
             directory,
         )
         return None

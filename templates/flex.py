@@ -4,12 +4,12 @@
 this module. It prints the exact commands and runs them only with ``--execute`` (``EXECUTE=1``)
 when gcloud has an active account. Names come from a settings file, the ``flex_settings`` output
 of the Terraform in ``terraform/`` (``make deploy-settings``), so the commands and the
-infrastructure cannot disagree; without it the placeholders of ``deploy/settings.example.json``
+infrastructure cannot disagree; without it the placeholders of ``templates/settings.example.json``
 are shown. Launch parameters are checked against the template's ``metadata.json`` (names,
 required ones, regexes) before anything is printed, as Dataflow would check them at launch.
 
-    python -m deploy.flex --settings .local/deploy-settings.json --tag v1 build
-    python -m deploy.flex --settings .local/deploy-settings.json run backfill \\
+    python -m templates.flex --settings .local/deploy-settings.json --tag v1 build
+    python -m templates.flex --settings .local/deploy-settings.json run backfill \\
         input=gs://my-project-genai-raw input_format=avro start_date=2026-11-01 end_date=2026-11-07
 """
 
@@ -42,7 +42,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ("streaming", "backfill")
-EXAMPLE_SETTINGS = ROOT / "deploy" / "settings.example.json"
+EXAMPLE_SETTINGS = ROOT / "templates" / "settings.example.json"
 SETTINGS_KEYS = frozenset(
     {
         "project",

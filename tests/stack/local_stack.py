@@ -1,9 +1,9 @@
 """Local stand-ins for the Google Cloud stack, on loopback only: start, stop, status.
 
-    python -m scripts.local_stack up [SERVICE ...]     # start what is not running, print exports
-    python -m scripts.local_stack down [SERVICE ...]   # stop exactly the processes `up` started
-    python -m scripts.local_stack status [--quiet]     # exit 0 when every service answers
-    python -m scripts.local_stack env                  # print the export lines again
+    python -m tests.stack.local_stack up [SERVICE ...]     # start what is not running, print exports
+    python -m tests.stack.local_stack down [SERVICE ...]   # stop exactly the processes `up` started
+    python -m tests.stack.local_stack status [--quiet]     # exit 0 when every service answers
+    python -m tests.stack.local_stack env                  # print the export lines again
 
 Services (``SERVICES``), each one process group whose leader's pid is recorded in
 ``<state>/pids/<name>.pid``:
@@ -533,7 +533,7 @@ def up(names: list[str], keep_data: bool = False) -> None:
         if busy:
             raise SystemExit(
                 f"{name}: port {busy[0]} on {HOST} is taken by another process; set "
-                f"STACK_{name.upper()}_PORT (see scripts/local_stack.py)"
+                f"STACK_{name.upper()}_PORT (see tests/stack/local_stack.py)"
             )
         started = time.monotonic()
         pid = service.start(keep_data)
@@ -570,7 +570,7 @@ def status(names: list[str], quiet: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.local_stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.stack.local_stack", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "status", "env"))
     parser.add_argument("services", nargs="*", choices=[[], *SERVICES], default=[])
     parser.add_argument("--quiet", "-q", action="store_true", help="status: exit code only")

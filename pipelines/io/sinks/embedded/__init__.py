@@ -12,9 +12,9 @@ import os
 
 import apache_beam as beam
 
-from pipelines.io.audit import WriteAuditLog
-from pipelines.io.files import WriteDeadLetters, WriteRawEvents
-from pipelines.io.warehouse import UpsertMetrics
+from pipelines.io.sinks.embedded.audit import WriteAuditLog
+from pipelines.io.sinks.embedded.warehouse import UpsertMetrics
+from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
 
 __all__ = ["AUDIT_DB", "WAREHOUSE_DB", "WriteEmbedded"]
 

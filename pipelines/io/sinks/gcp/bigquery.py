@@ -24,7 +24,7 @@ partitions. Cost and the alternative (append plus a latest-pane view): README.
 ``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
 At least once: a batch retried after a lost response can store a record twice; the
 ``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
-PostgreSQL (``pipelines.io.postgres``); BigQuery's copy is for analytics.
+PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
 
 Both sinks retry transient errors (5xx, 429, connection and timeout errors, including an
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
@@ -45,8 +45,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.batches import BatchSink, SinkRetry, WriteInBatches
-from pipelines.io.warehouse import (
+from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
+from pipelines.io.sinks.embedded.warehouse import (
     KEY_COLUMNS,
     NOT_CONTENT,
     VIEW_NAMES,
@@ -215,7 +215,7 @@ def metrics_merge_sql(dataset: str) -> str:
     columns = ", ".join(f"`{n}`" for n in names)
     values = ", ".join(f"s.`{n}`" for n in names)
     differs = " OR ".join(_differs(f) for f in content)
-    # The warehouse's upsert rule (pipelines.io.warehouse): a backfill row outranks a streaming
+    # The warehouse's upsert rule (pipelines.io.sinks.embedded.warehouse): a backfill row outranks a streaming
     # one (or one from before the column existed), then the newest pane wins, and a replay of
     # the same pane with the same values changes nothing.
     new_rank, old_rank = source_rank_sql("s"), source_rank_sql("t")

@@ -1,7 +1,7 @@
 """Compile the redaction engine's hot modules with Cython (optional; ``make`` runs it).
 
-    python -m scripts.compile_redaction            # warn and exit 0 if it cannot build
-    python -m scripts.compile_redaction --require  # fail instead (CI, the container image)
+    python -m transforms.pii.build            # warn and exit 0 if it cannot build
+    python -m transforms.pii.build --require  # fail instead (CI, the container image)
 
 Compiles ``transforms.pii.compiled.COMPILED_MODULES`` of the ``transforms.pii`` package that
 Python imports (the checkout in a development install, site-packages in the container image),

@@ -1,6 +1,6 @@
 """The Google Cloud sinks (``--sink gcp``), applied by both pipelines to the core's outputs.
 
-The same outputs as the embedded default (``pipelines.embedded``), written to the production
+The same outputs as the embedded default (``pipelines.io.sinks.embedded``), written to the production
 services; only the sink classes differ, every transform before them is shared:
 
 * ``events`` -> the raw archive, Avro, ``<raw_root>/raw/event_date=.../region=.../`` on Cloud
@@ -17,7 +17,7 @@ the same dead-letter outputs as the core's rejections, with the row as payload f
 If the dead-letter outputs themselves keep failing, the bundle fails and the runner retries it:
 nothing is dropped silently. Clients follow the usual environment: Application Default
 Credentials, and ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and
-``BIGQUERY_EMULATOR_HOST`` against the local stack (``scripts/local_stack.py``).
+``BIGQUERY_EMULATOR_HOST`` against the local stack (``tests/stack/local_stack.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from pipelines.io.batches import SinkRetry
-from pipelines.io.bigquery import AppendAuditLog, MergeMetrics
-from pipelines.io.files import WriteDeadLetters, WriteRawEvents
-from pipelines.io.postgres import InsertAuditLog
-from pipelines.io.pubsub import PublishDeadLetters
+from pipelines.io.sinks.batches import SinkRetry
+from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
+from pipelines.io.sinks.gcp.bigquery import AppendAuditLog, MergeMetrics
+from pipelines.io.sinks.gcp.postgres import InsertAuditLog
+from pipelines.io.sinks.gcp.pubsub import PublishDeadLetters
 
 __all__ = ["GcpConfig", "WriteGcp"]
 

@@ -1,5 +1,5 @@
 """Avro file sinks for the raw archive (``WriteRawEvents``) and dead letters (``WriteDeadLetters``),
-and the reader of both (``ReadAvroRecords``, for the backfill and the dead-letter replay).
+(the reader of both is ``pipelines.io.sources.avro.ReadAvroRecords``).
 
 Both are the same private writer, ``_WriteAvroPartitions``, with a different partition function:
 
@@ -17,7 +17,7 @@ of adding a duplicate file. Locally a file is written under a hidden temporary n
 into place (readers never see half a file); on GCS an object only appears when its upload closes.
 
 Delivery: every input element is written (at least once, idempotent per group). Nothing is dropped
-for lateness: see ``pipelines.io.batches.batch_windowing``. A failed write fails the bundle, or,
+for lateness: see ``pipelines.io.sinks.batches.batch_windowing``. A failed write fails the bundle, or,
 on the Google Cloud path, is retried with backoff and then dead-lettered (``WriteRawEvents``).
 """
 
@@ -35,18 +35,17 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import fastavro
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.io.batches import SinkRetry, batch_windowing, sink_dead_letters
-from pipelines.io.retry import retry_conflicts
+from pipelines.io.sinks.batches import SinkRetry, batch_windowing, sink_dead_letters
+from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import parsed_schema
 from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.elements import DeadLetter, EventBatch, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
-__all__ = ["ReadAvroRecords", "WriteDeadLetters", "WriteRawEvents", "dead_letter_patterns"]
+__all__ = ["WriteDeadLetters", "WriteRawEvents", "avro_record", "write_avro_files"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,11 +81,6 @@ def dead_letter_directory(dead_letter: DeadLetter) -> str:
     """Returns the dead-letter partition of ``dead_letter`` (UTC date of failed_at)."""
     failed_on = dead_letter.failed_at.astimezone(dt.UTC).date()
     return f"dead_letter/dt={failed_on.isoformat()}"
-
-
-def dead_letter_patterns(root: str, dates: Iterable[dt.date]) -> list[str]:
-    """Globs of the dead-letter files of the given failure dates, by path only."""
-    return [FileSystems.join(root, "dead_letter", f"dt={d.isoformat()}", "*.avro") for d in dates]
 
 
 def shard_of(record_id: str, num_shards: int) -> int:
@@ -259,43 +253,6 @@ class _WriteAvroFilesFn(beam.DoFn):
             self._files.inc()
             self._records.inc(count)
             yield path, count
-
-
-class _ReadAvroFn(beam.DoFn):
-    """Reads one file's records, resolved against the contract's current schema."""
-
-    def __init__(self, schema_name: str):
-        self._schema_name = schema_name
-
-    def setup(self) -> None:
-        self._schema = parsed_schema(self._schema_name)
-
-    def process(self, readable: fileio.ReadableFile) -> Iterable[dict[str, Any]]:
-        with readable.open() as handle:
-            yield from fastavro.reader(handle, reader_schema=self._schema)
-
-
-class ReadAvroRecords(beam.PTransform):
-    """Reads the records of the Avro files that match each input pattern.
-
-    Input: PCollection[str] of file patterns (``FileSystems`` globs, so ``gs://`` works); a
-    pattern matching nothing reads nothing (a day without data). Output: PCollection[dict], each
-    record resolved against the current ``schema_name`` schema, so files written before a field
-    was added read it as its default. Bounded.
-    """
-
-    def __init__(self, schema_name: str):
-        super().__init__()
-        parsed_schema(schema_name)  # Validate the schema name at construction.
-        self._schema_name = schema_name
-
-    def expand(self, patterns):
-        return (
-            patterns
-            | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-            | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-            | "ReadRecords" >> beam.ParDo(_ReadAvroFn(self._schema_name))
-        )
 
 
 class _WriteAvroPartitions(beam.PTransform):

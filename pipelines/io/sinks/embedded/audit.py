@@ -54,8 +54,8 @@ from typing import Any, NamedTuple, TypeVar
 import apache_beam as beam
 import pandas as pd
 
-from pipelines.io.batches import GatherForFlush
-from pipelines.io.retry import retry_conflicts
+from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import load_schema
 from transforms.elements import AuditRecord
 

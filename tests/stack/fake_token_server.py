@@ -6,7 +6,7 @@ with backoff (about 23 s per client), and an ``authorized_user`` file always ref
 oauth2.googleapis.com. A ``service_account`` key whose ``token_uri`` is this loopback server
 refreshes locally, needs only environment variables, and so also works in worker subprocesses.
 
-    python scripts/fake_token_server.py --port 9099 --adc .local/stack/fake_adc.json
+    python tests/stack/fake_token_server.py --port 9099 --adc .local/stack/fake_adc.json
 
 writes the key file (a fresh throwaway RSA key, never a real one) and serves
 ``{"access_token": "local-token", "expires_in": 3600}`` for every POST. GET answers ``ok``

@@ -53,8 +53,8 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from pipelines.io.batches import GatherForFlush
-from pipelines.io.retry import retry_conflicts
+from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import bigquery_schema, load_schema
 from transforms.aggregate import BACKFILL
 from transforms.elements import MetricRow, to_record

@@ -1,20 +1,20 @@
 """Synthetic gateway traffic: a library, a CLI and a rate-limited streaming source.
 
-Events look like the gateway's: realistic prompts and responses (``pipelines.synthetic``), a
+Events look like the gateway's: realistic prompts and responses (``pipelines.local.texts``), a
 share of them carrying PII, plus the dirt production sends: exact duplicates (redeliveries),
 late events (event time minutes in the past), and malformed events of every dead-letter kind
 (their payloads carry PII too, to prove dead letters are redacted).
 
 CLI::
 
-    python -m pipelines.loadgen --events 10000 --output events.jsonl [--seed 7] [--pii_share 0.2]
-    python -m pipelines.loadgen --pubsub_topic projects/P/topics/T --rate 1000 --duration_s 120 \
+    python -m pipelines.local.loadgen --events 10000 --output events.jsonl [--seed 7] [--pii_share 0.2]
+    python -m pipelines.local.loadgen --pubsub_topic projects/P/topics/T --rate 1000 --duration_s 120 \
         --burst_factor 5 --burst_every_s 60 --burst_s 10
 
 The first writes JSON lines (one event per line) for ``pipelines.backfill``. The second
 publishes to Pub/Sub in real time: ``--rate`` messages/s, ``--burst_factor`` times that for
 ``--burst_s`` seconds every ``--burst_every_s`` seconds, each message with attributes
-``event_id`` and ``event_time`` (``pipelines.io.pubsub``). In a pipeline, ``GenerateEvents``
+``event_id`` and ``event_time`` (``pipelines.io.sources.pubsub``). In a pipeline, ``GenerateEvents``
 emits the same traffic at a fixed rate for a fixed duration, then ends.
 """
 
@@ -87,7 +87,7 @@ class EventGenerator:
     generator itself costs a few µs per event."""
 
     def __init__(self, seed: int = 7, profile: LoadProfile = LoadProfile()):  # noqa: B008
-        from pipelines.synthetic import make_text, new_faker
+        from pipelines.local.texts import make_text, new_faker
 
         self._rng = random.Random(seed)
         self._profile = profile
@@ -301,7 +301,7 @@ _PROFILE_DEFAULTS = LoadProfile._field_defaults
 
 
 def _publish(args: argparse.Namespace, generator: EventGenerator) -> int:
-    from pipelines.io.pubsub import BurstProfile, publish_paced, publisher_client
+    from pipelines.local.publish import BurstProfile, publish_paced, publisher_client
 
     profile = BurstProfile(args.rate, args.burst_factor, args.burst_every_s, args.burst_s)
     stats = publish_paced(
@@ -320,7 +320,7 @@ def _publish(args: argparse.Namespace, generator: EventGenerator) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.local.loadgen", description=__doc__)
     parser.add_argument("--events", type=int, default=10_000, help="file: messages to write")
     parser.add_argument("--output", help="JSON-lines file to write ('-': stdout)")
     parser.add_argument("--pubsub_topic", help="publish to projects/P/topics/T instead")
@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.output) == bool(args.pubsub_topic):
         parser.error("give exactly one of --output and --pubsub_topic")
     if args.pubsub_topic:
-        from pipelines.io.pubsub import BurstProfile, is_topic_path
+        from pipelines.io.sources.pubsub import is_topic_path
+        from pipelines.local.publish import BurstProfile
 
         problems = BurstProfile(
             args.rate, args.burst_factor, args.burst_every_s, args.burst_s

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
 
-from pipelines.io.retry import retry_conflicts
+from pipelines.io.sinks.retry import retry_conflicts
 from transforms.batching import BatchPerBundle
 from transforms.deadletter import count_dead_letter, make_dead_letter
 from transforms.elements import DeadLetter, to_record

@@ -7,8 +7,8 @@ import math
 import os
 from typing import NamedTuple
 
-from pipelines.embedded import AUDIT_DB, WAREHOUSE_DB
-from pipelines.tally import FRESHNESS_PREFIX, read_tally
+from pipelines.io.sinks.embedded import AUDIT_DB, WAREHOUSE_DB
+from pipelines.local.tally import FRESHNESS_PREFIX, read_tally
 
 __all__ = [
     "EXAMPLE_QUERY",

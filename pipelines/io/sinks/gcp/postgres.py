@@ -31,7 +31,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.io.batches import BatchSink, SinkRetry, WriteInBatches
+from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
 from schemas.contract import load_schema
 from transforms.elements import AuditRecord, to_record
 
