@@ -11,7 +11,7 @@ DURATION_S ?= 60
 OUTPUT_ROOT ?= out
 KEY_FILE := .local/pseudonym.key
 
-.PHONY: venv compiled lint format test run key bench-redaction bench-pipeline bench-dlp clean
+.PHONY: venv compiled lint format test test-unit run key bench-redaction bench-pipeline bench-dlp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -49,6 +49,11 @@ test: venv lint compiled
 	set -a; . $(STACK_ENV); set +a; \
 	$(BIN)/pytest
 
+# The test layers that need no service (no emulator, no database server): everything but the
+# integration tests. Format and lint first, as in `make test`.
+test-unit: venv lint compiled
+	$(BIN)/pytest -m "not integration"
+
 # A local pseudonym key, made once and kept (pseudonyms stay stable across runs).
 $(KEY_FILE):
 	@mkdir -p $(dir $(KEY_FILE))
@@ -58,7 +63,7 @@ $(KEY_FILE):
 key: $(KEY_FILE)
 
 run: venv compiled $(KEY_FILE)
-	$(BIN)/python -m pipelines.streaming --rate $(RATE) --duration_s $(DURATION_S) \
+	$(BIN)/python -m pipelines.streaming --source synthetic --rate $(RATE) --duration_s $(DURATION_S) \
 		--output_root $(OUTPUT_ROOT) --pseudonym_key file:$(KEY_FILE)
 
 bench-pipeline: venv compiled

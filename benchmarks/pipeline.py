@@ -218,6 +218,8 @@ def bench_streaming(
         sys.executable,
         "-m",
         "pipelines.streaming",
+        "--source",
+        "synthetic",
         "--rate",
         str(rate),
         "--duration_s",

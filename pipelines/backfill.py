@@ -1,7 +1,9 @@
 """Batch pipeline: backfill from JSON-lines files, or reconcile metrics from the raw archive.
 
 Bounded. The same core transform as streaming; only reading and writing differ. Sinks
-(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.io.sinks.gcp``), as in streaming.
+(``--sink``): the embedded ones (default) or Google Cloud (``pipelines.io.sinks.gcp``), as in
+streaming. Runs on the local runner (Beam's ``FnApiRunner``) or on Dataflow (the Flex Template
+``templates/backfill``).
 
     python -m pipelines.backfill --input 'events/*.jsonl' --output_root ./out
     python -m pipelines.backfill --input_format avro --input ./out \\
@@ -9,13 +11,13 @@ Bounded. The same core transform as streaming; only reading and writing differ. 
 
 With ``--input_format json`` every line is one gateway event; events are parsed, redacted,
 deduplicated over the whole input (exact), aggregated and archived. The input is read in chunks
-of ``--chunk_bytes`` (``pipelines.io.sources.lines``), twice: a first, cheap pass (parsing only) picks
-the copy of each duplicated event id to write, so the main pass never shuffles events between
-workers; each chunk's events of one partition become archive files of their own, the same ones
-on a re-run. With ``avro``, ``--input``
-is the root holding ``raw/`` (a directory or ``gs://``) and only the partitions selected by
-``--start_date``, ``--end_date`` and ``--regions`` are read (by path); the events are already
-redacted, so the replay starts at deduplication and does not rewrite the archive.
+of ``--chunk_bytes`` (``pipelines.io.sources.lines``), twice: a first, cheap pass (parsing only)
+picks the copy of each duplicated event id to write, so the main pass never shuffles events
+between workers; each chunk's events of one partition become archive files of their own, the
+same ones on a re-run. With ``avro``, ``--input`` is the root holding ``raw/`` (a directory or
+``gs://``) and only the partitions selected by ``--start_date``, ``--end_date`` and
+``--regions`` are read (by path); the events are already redacted, so the replay starts at
+deduplication and does not rewrite the archive.
 
 Reconciliation: the archive holds every written event, late or not, and every copy the
 streaming dedupe let through after its TTL. Replaying it is exact where streaming is not:
@@ -39,28 +41,26 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines.io.sources.avro import ReadAvroRecords
 from pipelines.io.sources.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
 from pipelines.launch import configure_logging, launch, parse_options
-from pipelines.local.tally import TallyOutcomes, tally_inputs
 from pipelines.options import (
-    LogProgress,
     add_core_options,
     add_date_range_options,
     core_config,
     date_range,
-    line_count,
     parse_date,
     validate_core,
 )
+from pipelines.progress import LogProgress, line_count
 from pipelines.sinks import (
+    PipelineOutputs,
     add_sink_options,
     describe_sinks,
-    output_lines,
     validate_sinks,
     write_outputs,
 )
 from transforms.analyze import AnalyzeEvents
 from transforms.elements import RedactedEvent
 
-__all__ = ["BackfillOptions", "build", "partition_patterns", "run"]
+__all__ = ["BackfillOptions", "build", "partition_patterns", "run", "validate"]
 
 INPUT_FORMATS = ("json", "avro")
 SECONDS_PER_DAY = 86_400
@@ -145,8 +145,8 @@ def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
 
 
-def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
-    """Wires the graph and returns the core outputs plus the sinks' results."""
+def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
+    """Wires the graph: the input, the core and the sinks."""
     config = core_config(options)
     if options.input_format == "json":
         raw = (
@@ -159,18 +159,13 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> dict:
         again = pipeline | "ReadJsonLinesAgain" >> ReadLineChunks(
             options.input, options.chunk_bytes
         )
-        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(
+        core = raw | "AnalyzeEvents" >> AnalyzeEvents(
             config, input_format="json_lines", copies_from=again
         )
-        outputs["written"] = write_outputs(outputs, options)
-    else:
-        raw = _read_archive(pipeline, options)
-        outputs = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
-        outputs["written"] = write_outputs(outputs, options, archive=False)
-    outputs["tally"] = tally_inputs(raw, outputs) | "TallyOutcomes" >> TallyOutcomes(
-        options.output_root, options.run_id or "latest"
-    )
-    return outputs
+        return PipelineOutputs(raw, core, write_outputs(core, options))
+    raw = _read_archive(pipeline, options)
+    core = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
+    return PipelineOutputs(raw, core, write_outputs(core, options, archive=False))
 
 
 def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
@@ -198,9 +193,7 @@ def run(argv: list[str] | None = None) -> int:
         f"backfill: input_format={backfill.input_format} "
         f"{describe_sinks(backfill)} engine={backfill.redaction_engine}"
     )
-    return launch(
-        options, backfill, validate(backfill), build, described, outputs=output_lines(backfill)
-    )
+    return launch(options, backfill, validate, build, described)
 
 
 if __name__ == "__main__":

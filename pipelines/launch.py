@@ -1,9 +1,14 @@
-"""The ``run()`` both pipelines share: validate, build, run to the end, summarise."""
+"""What every pipeline command shares: flags, logging, and ``launch`` (validate, build, run).
+
+On Dataflow ``launch`` builds the graph and submits it; that path imports nothing of
+``pipelines.local``. Every other run goes to ``pipelines.local.run`` (imported then, and only
+then), which picks the local runner, adds the local-only steps (the synthetic source, the run
+totals) and prints the run summary.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import sys
 from collections.abc import Callable
@@ -11,14 +16,12 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.local.direct_runner_fixes import install_spec_cache, install_state_pruning
-from pipelines.local.summary import new_run_id, print_example_query, print_summary, summarize
-from pipelines.local_runner import install_python_direct_runner
-
 __all__ = [
     "WORKER_LOGGER",
     "configure_logging",
+    "fail",
     "launch",
+    "local_only_problems",
     "on_dataflow",
     "parse_options",
     "unknown_flags",
@@ -26,6 +29,8 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
+# Exit code of a command whose flags or environment are wrong (nothing was processed).
+USAGE_ERROR = 2
 
 # Where the local runner relays its worker processes' log lines ("Worker: ..."), and the two
 # warnings every worker of a multi-process run logs at start: it is handed every flag but knows
@@ -33,6 +38,10 @@ _LOGGER = logging.getLogger(__name__)
 # their settings), and a local worker has no semi-persistent directory. Both are dropped.
 WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
 _WORKER_START_NOISE = ("Discarding unparseable args", "No semi_persistent_directory found")
+
+# Modules whose options classes define the local-only flags (the synthetic source's): known to
+# the flag parser on local runs only, so they are in no Dataflow job and no template metadata.
+_LOCAL_OPTIONS = "pipelines.local.options"
 
 
 class _DropWorkerStartNoise(logging.Filter):
@@ -52,6 +61,22 @@ def configure_logging() -> None:
         worker_logger.addFilter(_DropWorkerStartNoise())
 
 
+def fail(problems: list[str]) -> None:
+    """Stops the command: ``invalid options: <problem>; <problem>`` on one line, exit code 2."""
+    print(f"invalid options: {'; '.join(problems)}", file=sys.stderr, flush=True)
+    raise SystemExit(USAGE_ERROR)
+
+
+def _runner_of(args: list[str]) -> str:
+    options = PipelineOptions([a for a in args if a not in ("-h", "--help")])
+    return str(options.view_as(StandardOptions).runner or "")
+
+
+def _is_dataflow(runner: object) -> bool:
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
+    return name.lower().removesuffix("runner") == "dataflow"
+
+
 def parse_options(
     argv: list[str] | None, options_class: type[PipelineOptions], command: str, description: str
 ) -> PipelineOptions:
@@ -64,9 +89,15 @@ def parse_options(
     (``--dedupe_ttl`` for ``--dedupe_ttl_s``) would silently leave its setting at the default.
     On Dataflow an unknown flag is logged as a warning instead: the Flex Template launcher's
     flags are not under this project's control, and the service itself rejects a template
-    parameter its metadata does not declare.
+    parameter its metadata does not declare. The local-only flags are known on local runs only.
     """
     args = sys.argv[1:] if argv is None else argv
+    local = not _is_dataflow(_runner_of(args))
+    local_classes: list[type[PipelineOptions]] = []
+    if local:
+        import importlib
+
+        local_classes = importlib.import_module(_LOCAL_OPTIONS).LOCAL_OPTIONS.get(command, [])
     if "-h" in args or "--help" in args:
         parser = argparse.ArgumentParser(
             prog=command,
@@ -77,24 +108,23 @@ def parse_options(
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         options_class._add_argparse_args(parser)
+        for local_class in local_classes:
+            group = parser.add_argument_group(f"local runs only ({local_class.__name__})")
+            local_class._add_argparse_args(group)
         parser.print_help()
         raise SystemExit(0)
     options = PipelineOptions(args)
     unknown = unknown_flags(options)
-    if unknown and on_dataflow(options):
+    if unknown and not local:
         _LOGGER.warning("flags no options class defines, ignored: %s", " ".join(unknown))
     elif unknown:
-        raise SystemExit(
-            "invalid options:\n  "
-            + "\n  ".join(f"unknown flag {flag} (see --help)" for flag in unknown)
-        )
+        fail([f"unknown flag {flag} (see --help)" for flag in unknown])
     return options
 
 
 def on_dataflow(options: PipelineOptions) -> bool:
     """Whether ``options`` run the pipeline on Dataflow (``--runner DataflowRunner``)."""
-    runner = options.view_as(StandardOptions).runner or ""
-    return str(runner).lower().removesuffix("runner") == "dataflow"
+    return _is_dataflow(options.view_as(StandardOptions).runner)
 
 
 def unknown_flags(options: PipelineOptions) -> list[str]:
@@ -104,53 +134,45 @@ def unknown_flags(options: PipelineOptions) -> list[str]:
     return sorted(f"--{name}" for name in given.keys() - known.keys())
 
 
+def local_only_problems(options: PipelineOptions, view) -> list[str]:
+    """What a Dataflow run must not use: the synthetic source, the embedded sinks, local
+    output roots. Empty for local runs."""
+    if not on_dataflow(options):
+        return []
+    from pipelines.sinks import dataflow_problems
+
+    problems = []
+    if getattr(view, "source", None) == "synthetic":
+        problems.append("--source synthetic runs on local runners only: use --source pubsub")
+    return problems + dataflow_problems(view)
+
+
 def launch(
     options: PipelineOptions,
     view,
-    problems: list[str],
-    build: Callable[[beam.Pipeline, object], dict],
+    validate: Callable[[object], list[str]],
+    build: Callable[..., object],
     described: str,
-    outputs: list[str] | None = None,
 ) -> int:
-    """Runs a pipeline whose flags are ``view`` (a view of ``options``) to the end.
+    """Runs a pipeline whose flags are ``view`` (a view of ``options``); returns the exit code.
 
-    Stops with the list of ``problems`` if there are any; otherwise logs ``described`` (flags,
-    never secrets), builds with ``build``, waits for the pipeline to finish and prints the run
-    summary (listing ``outputs``, default the embedded layout) and an example query. On Dataflow
-    it returns once the job is submitted (a streaming job runs until drained or cancelled).
-    Locally, Ctrl-C cancels the pipeline (the way to stop an unbounded source such as Pub/Sub)
-    and still prints the summary of what was processed. Returns the process exit code.
+    First the flags: on Dataflow what only runs locally is rejected before anything else is
+    checked (so before anything contacts Google Cloud), then ``validate(view)``; any problem
+    stops the command with one line and exit code 2. Then it logs ``described`` (flags, never
+    secrets), builds with ``build(pipeline, view)`` and runs. On Dataflow it returns once the
+    job is submitted (a streaming job runs until drained or cancelled). Locally it runs to the
+    end and prints the run summary (``pipelines.local.run``).
     """
+    problems = local_only_problems(options, view) or validate(view)
     if problems:
-        raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
+        fail(problems)
     _LOGGER.info("%s", described)
-    started_at = dt.datetime.now(dt.UTC)
-    view.run_id = view.run_id or new_run_id(started_at)
-    dataflow = on_dataflow(options)
-    if not dataflow:
-        install_python_direct_runner()  # a local runner: see pipelines.local_runner
-        install_spec_cache()  # and pipelines.local.direct_runner_fixes
-        install_state_pruning()
+    if not on_dataflow(options):
+        from pipelines.local.run import run_locally
+
+        return run_locally(options, view, build)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, view)
     result = pipeline.run()
-    if dataflow:
-        _LOGGER.info("submitted to Dataflow: job %s", getattr(result, "job_id", lambda: "?")())
-        return 0
-    cancelled = False
-    try:
-        result.wait_until_finish()
-    except KeyboardInterrupt:
-        _LOGGER.info("interrupted: cancelling the pipeline")
-        result.cancel()
-        cancelled = True
-    print_summary(summarize(view.output_root, view.run_id, started_at), outputs)
-    if cancelled:
-        print(
-            "(cancelled: the totals are those of the last periodic write, every 10 s; windows "
-            "still open when it was cancelled never emitted, so late-dropped counts their "
-            "events too)",
-            flush=True,
-        )
-    print_example_query(view.output_root)
+    _LOGGER.info("submitted to Dataflow: job %s", getattr(result, "job_id", lambda: "?")())
     return 0

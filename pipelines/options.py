@@ -1,42 +1,39 @@
-"""What both pipelines share: core flags, their validation, progress and the run summary."""
+"""The flags every pipeline shares (the core transform's), their validation, and dates."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable
-from typing import Any
 
-import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 
 from transforms.analyze import CoreConfig
 from transforms.classify import load_policy
-from transforms.elements import LineChunk
 from transforms.pii.engine import ENGINE_NAMES
 from transforms.pii.pseudonym import load_key
 from transforms.pii.settings import DLP_ENGINES, NO_ESCALATION, DlpOptions, RedactionSettings
 from transforms.pricing.table import load_price_table
 
 __all__ = [
-    "LogProgress",
+    "DEDUPE_STRATEGY_CHOICES",
     "add_core_options",
     "add_date_range_options",
+    "add_flag",
     "core_config",
     "date_range",
-    "line_count",
+    "dedupe_strategy",
     "parse_date",
     "validate_core",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 _DEFAULTS = CoreConfig()
+# auto: per_key on Dataflow, sharded on local runners (transforms.dedupe says why).
+DEDUPE_STRATEGY_CHOICES = ("auto", "per_key", "sharded")
 
 
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+def add_flag(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
     # Beam parses the flags of every PipelineOptions subclass with one parser; when both
     # pipelines are imported (tests, the Flex image), the shared flags must be added once.
     if flag not in parser._option_string_actions:
@@ -45,20 +42,20 @@ def _add(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
 
 def add_core_options(parser: argparse.ArgumentParser) -> None:
     """Adds the flags of the core transform and the embedded sinks (no ``required=True``)."""
-    _add(parser, "--output_root", default="./out", help="Root of the embedded outputs.")
-    _add(
+    add_flag(parser, "--output_root", default="./out", help="Root of the embedded outputs.")
+    add_flag(
         parser,
         "--run_id",
         default="",
         help="Name of this run's totals file under output_root/runs/ (default: start time).",
     )
-    _add(
+    add_flag(
         parser,
         "--redaction_engine",
         default=_DEFAULTS.redaction_engine,
         help=f"PII redaction engine, one of {', '.join(ENGINE_NAMES)} (default offline).",
     )
-    _add(
+    add_flag(
         parser,
         "--pseudonym_key",
         default=_DEFAULTS.pseudonym_key,
@@ -67,13 +64,13 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
             "secret:projects/P/secrets/S/versions/V (Secret Manager)."
         ),
     )
-    _add(
+    add_flag(
         parser,
         "--classification_policy",
         default=_DEFAULTS.policy_path,
         help="Classification policy: builtin:classification.yaml or a YAML file path.",
     )
-    _add(
+    add_flag(
         parser,
         "--price_table",
         default=_DEFAULTS.price_table,
@@ -87,12 +84,20 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         ("max_clock_skew_s", "Event times further ahead of the worker clock are rejected."),
         ("redaction_batch_size", "Events per redaction-engine call."),
         ("dedupe_ttl_s", "Streaming: how long (event time) an event id is remembered."),
-        ("dedupe_shards", "Number of dedupe state keys."),
+        ("dedupe_shards", "Number of dedupe state keys (sharded strategy)."),
         ("window_size_s", "Metrics window size."),
         ("allowed_lateness_s", "Late data within this is merged into its window's metrics."),
         ("early_firing_s", "Streaming: speculative metric panes every this many seconds."),
     ):
-        _add(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
+        add_flag(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
+    add_flag(
+        parser,
+        "--dedupe_strategy",
+        default="auto",
+        help=f"Streaming dedupe state layout, one of {', '.join(DEDUPE_STRATEGY_CHOICES)}: "
+        "per_key (keyed state per event id, for Dataflow), sharded (ids held per shard, for "
+        "the local runners); auto picks per_key on Dataflow and sharded elsewhere.",
+    )
     _add_dlp_options(parser)
 
 
@@ -103,13 +108,13 @@ def add_date_range_options(parser: argparse.ArgumentParser) -> None:
     replay (the ``dt`` partitions, the UTC date of failure), because Beam parses the flags of
     every options class with one parser.
     """
-    _add(
+    add_flag(
         parser,
         "--start_date",
         help="First date partition to read, YYYY-MM-DD: the archive's event_date (backfill, "
         "avro) or the dead letters' failure date (replay).",
     )
-    _add(parser, "--end_date", help="Last date partition to read, inclusive, YYYY-MM-DD.")
+    add_flag(parser, "--end_date", help="Last date partition to read, inclusive, YYYY-MM-DD.")
 
 
 def parse_date(value: str | None, flag: str, problems: list[str]) -> dt.date | None:
@@ -139,14 +144,22 @@ def _add_dlp_options(parser: argparse.ArgumentParser) -> None:
         ("endpoint", "dlp/hybrid: API host[:port] (default dlp.googleapis.com)."),
         ("escalate_class", "hybrid: policy-flag class from which every text goes to DLP."),
     ):
-        _add(parser, f"--dlp_{field}", default=getattr(dlp, field), help=help_text)
-    _add(
+        add_flag(parser, f"--dlp_{field}", default=getattr(dlp, field), help=help_text)
+    add_flag(
         parser,
         "--dlp_requests_per_minute",
         type=int,
         default=dlp.requests_per_minute,
         help="dlp/hybrid: client-side request limit per worker process.",
     )
+
+
+def dedupe_strategy(options) -> str:
+    """The dedupe strategy ``--dedupe_strategy`` names (``auto`` resolved by the runner)."""
+    if options.dedupe_strategy != "auto":
+        return options.dedupe_strategy
+    runner = str(options.view_as(StandardOptions).runner or "").lower()
+    return "per_key" if runner.removesuffix("runner") == "dataflow" else "sharded"
 
 
 def core_config(options) -> CoreConfig:
@@ -160,6 +173,7 @@ def core_config(options) -> CoreConfig:
         redaction_batch_size=options.redaction_batch_size,
         dedupe_ttl_s=options.dedupe_ttl_s,
         dedupe_shards=options.dedupe_shards,
+        dedupe_strategy=dedupe_strategy(options),
         window_size_s=options.window_size_s,
         allowed_lateness_s=options.allowed_lateness_s,
         early_firing_s=options.early_firing_s,
@@ -185,6 +199,8 @@ def validate_core(options) -> list[str]:
     numbers are positive. No service is called.
     """
     problems = []
+    if options.dedupe_strategy not in DEDUPE_STRATEGY_CHOICES:
+        problems.append(f"--dedupe_strategy must be one of {', '.join(DEDUPE_STRATEGY_CHOICES)}")
     config = core_config(options)
     for name in (
         "max_event_bytes",
@@ -223,69 +239,3 @@ def _check_escalation(policy, escalate_class: str) -> None:
         raise ValueError(
             f"--dlp_escalate_class must be {NO_ESCALATION!r} or one of {policy.classes}"
         )
-
-
-# Progress counts live in the process, one per step (its token survives pickling): the
-# DirectRunner in streaming sets up a new DoFn instance for every bundle, so a count kept on the
-# instance would start again at every bundle and a long run would never log.
-_PROGRESS: dict[str, list[float]] = {}  # token -> [started, last logged, count]
-_PROGRESS_LOCK = threading.Lock()
-
-
-def _one(_) -> int:
-    return 1
-
-
-def line_count(chunk: LineChunk) -> int:
-    """The events a ``LineChunk`` holds (a ``LogProgress`` weight)."""
-    return len(chunk.lines)
-
-
-class _ProgressFn(beam.DoFn):
-    """Logs elements/s every ``every_s`` seconds of wall time (never per element): the count
-    of this step in this worker process, across its bundles and DoFn instances."""
-
-    def __init__(self, label: str, every_s: float, weight: Callable[[Any], int]):
-        self._label = label
-        self._every_s = every_s
-        self._weight = weight
-        self._token = uuid.uuid4().hex
-
-    def process(self, element):
-        now = time.monotonic()
-        with _PROGRESS_LOCK:
-            progress = _PROGRESS.setdefault(self._token, [now, now, 0])
-            progress[2] += self._weight(element)
-            due = now - progress[1] >= self._every_s
-            if due:
-                progress[1] = now
-                started, count = progress[0], int(progress[2])
-        if due:
-            _LOGGER.info(
-                "progress: %d %s so far, %.0f/s",
-                count,
-                self._label,
-                count / max(now - started, 1e-6),
-            )
-        yield element
-
-
-class LogProgress(beam.PTransform):
-    """Passes elements through and logs a progress line every ``every_s`` seconds.
-    ``weight``: what one element counts for (the lines of a chunk, say); default 1."""
-
-    def __init__(
-        self,
-        label: str = "events",
-        every_s: float = 10.0,
-        weight: Callable[[Any], int] = _one,
-    ):
-        super().__init__()
-        self._label = label
-        self._every_s = every_s
-        self._weight = weight
-
-    def expand(self, pcoll):
-        return pcoll | "Progress" >> beam.ParDo(
-            _ProgressFn(self._label, self._every_s, self._weight)
-        ).with_output_types(pcoll.element_type)

@@ -10,12 +10,16 @@ in, so the metrics count them exactly.
     python -m pipelines.replay --output_root ./out --start_date 2026-11-01 \\
         --end_date 2026-11-07 --reason event_time_in_future --max_clock_skew_s 7200
 
-Writes under the same ``--output_root``: the replayed events to the raw archive, the records
-that failed for a new reason to the dead letters, the audit records (``replayed`` per record
-re-submitted, plus the outcome of each submission) to the audit log, and the run totals to
-``runs/<run_id>.json``. Every sink is idempotent, so running it again changes nothing. The core
-flags (``--redaction_engine``, ``--max_clock_skew_s``, ``--price_table``, ...) apply to the
-replay as to any run: a fix that is a flag (a wider clock skew) is given here.
+Writes through the same sinks as the other pipelines (``--sink``: the embedded ones under
+``--output_root``, or Google Cloud): the replayed events to the raw archive, the records that
+failed for a new reason to the dead letters, the audit records (``replayed`` per record
+re-submitted, plus the outcome of each submission) to the audit log; the run totals go to
+``<output_root>/runs/<run_id>.json``. It reads the dead letters where the sinks write them
+(``--output_root``, or ``--dead_letter_root`` with ``--sink gcp``). A command of local runs (it
+reports and reconciles when the replay has finished), whatever the sinks. Every sink is
+idempotent, so running it again changes nothing. The core flags (``--redaction_engine``,
+``--max_clock_skew_s``, ``--price_table``, ...) apply to the replay as to any run: a fix that
+is a flag (a wider clock skew) is given here.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import backfill
-from pipelines.io.sinks.embedded import WriteEmbedded
 from pipelines.io.sources.avro import ReadAvroRecords, dead_letter_patterns
-from pipelines.launch import configure_logging, launch, parse_options
+from pipelines.launch import configure_logging, fail, launch, on_dataflow, parse_options
+from pipelines.local.runner import LocalRunner
 from pipelines.local.summary import new_run_id
 from pipelines.local.tally import TallyOutcomes, read_tally
 from pipelines.options import (
@@ -44,8 +48,9 @@ from pipelines.options import (
     parse_date,
     validate_core,
 )
+from pipelines.sinks import add_sink_options, gcp_config, validate_sinks, write_outputs
 from transforms.elements import DeadLetter, EventBatch
-from transforms.replay import ReplayDeadLetters
+from transforms.replay import ReplayDeadLetters, ReplayOutputs
 
 __all__ = ["ReplayOptions", "ReplayReport", "build", "replay_report", "run", "validate"]
 
@@ -59,6 +64,7 @@ class ReplayOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_core_options(parser)
+        add_sink_options(parser)
         add_date_range_options(parser)
         parser.add_argument(
             "--reason",
@@ -74,7 +80,7 @@ class ReplayOptions(PipelineOptions):
 
 
 def validate(options: ReplayOptions) -> list[str]:
-    problems = validate_core(options)
+    problems = validate_core(options) + validate_sinks(options)
     start = parse_date(options.start_date, "start_date", problems)
     end = parse_date(options.end_date, "end_date", problems)
     if options.start_date is None or options.end_date is None:
@@ -84,7 +90,7 @@ def validate(options: ReplayOptions) -> list[str]:
     if not options.reason:
         problems.append("--reason is required (a dead-letter reason or a prefix of reasons)")
     if "://" in (options.output_root or ""):
-        problems.append("--output_root must be a local directory (the embedded databases)")
+        problems.append("--output_root must be a local directory (the run totals)")
     if (
         not options.skip_reconcile
         and options.window_size_s > 0
@@ -98,16 +104,16 @@ def _dead_letter(record: dict) -> DeadLetter:
     return DeadLetter(**record)
 
 
-def _counts(outputs: dict) -> beam.PCollection:
+def _counts(outputs: ReplayOutputs) -> beam.PCollection:
     """What the report needs beyond the core's totals, as (name, n) pairs."""
     return (
-        outputs["replayed"] | "CountReplayed" >> beam.Map(lambda d: ("replay.replayed", 1)),
-        outputs["not_replayable"]
+        outputs.replayed | "CountReplayed" >> beam.Map(lambda d: ("replay.replayed", 1)),
+        outputs.not_replayable
         | "CountNotReplayable" >> beam.Map(lambda d: (f"replay.not_replayable.{d.reason}", 1)),
-        outputs["failed_again"]
+        outputs.failed_again
         | "CountFailedAgain" >> beam.Map(lambda d: (f"replay.failed_again.{d.reason}", 1)),
-        outputs["dead_letters"] | "CountNew" >> beam.Map(lambda d: ("replay.new_dead_letters", 1)),
-        outputs["events"] | "CountArchived" >> beam.FlatMap(_archived_counts),
+        outputs.dead_letters | "CountNew" >> beam.Map(lambda d: ("replay.new_dead_letters", 1)),
+        outputs.events | "CountArchived" >> beam.FlatMap(_archived_counts),
     ) | "FlattenCounts" >> beam.Flatten()
 
 
@@ -118,11 +124,16 @@ def _archived_counts(batch: EventBatch) -> list[tuple[str, int]]:
     ]
 
 
-def build(pipeline: beam.Pipeline, options: ReplayOptions) -> dict:
-    """Wires the replay and returns its outputs plus the sinks' results."""
+def _dead_letter_root(options: ReplayOptions) -> str:
+    return gcp_config(options).dead_letter_root if options.sink == "gcp" else options.output_root
+
+
+def build(pipeline: beam.Pipeline, options: ReplayOptions) -> ReplayOutputs:
+    """Wires the replay: reads the dead letters, replays them, writes through the sinks and
+    counts the run (``runs/<run_id>.json``, which the report reads)."""
     start = parse_date(options.start_date, "start_date", [])
     end = parse_date(options.end_date, "end_date", [])
-    patterns = dead_letter_patterns(options.output_root, date_range(start, end))
+    patterns = dead_letter_patterns(_dead_letter_root(options), date_range(start, end))
     dead_letters = (
         pipeline
         | "Partitions" >> beam.Create(patterns)
@@ -132,17 +143,11 @@ def build(pipeline: beam.Pipeline, options: ReplayOptions) -> dict:
     outputs = dead_letters | "ReplayDeadLetters" >> ReplayDeadLetters(
         core_config(options), options.reason
     )
-    outputs["written"] = outputs | "WriteEmbedded" >> WriteEmbedded(
-        options.output_root, metrics=False
-    )
-    tally = {
-        "read": outputs["submitted"],
-        "audit": outputs["outcomes"],
-        "counts": _counts(outputs),
-    }
-    outputs["tally"] = tally | "TallyOutcomes" >> TallyOutcomes(
-        options.output_root, options.run_id or "latest"
-    )
+    sinks = write_outputs(outputs.core(pipeline), options, metrics=False)
+    tally = {"read": outputs.submitted, "audit": outputs.outcomes, "counts": _counts(outputs)}
+    if sinks.sink_dead_letters is not None:
+        tally["sink_dead_letters"] = sinks.sink_dead_letters
+    _ = tally | "TallyOutcomes" >> TallyOutcomes(options.output_root, options.run_id or "latest")
     return outputs
 
 
@@ -222,7 +227,7 @@ def _reconcile(options: PipelineOptions, replay: ReplayOptions, report: ReplayRe
     dates = sorted({d for d, _ in report.archived})
     regions = sorted({g for _, g in report.archived})
     view = options.view_as(backfill.BackfillOptions)
-    view.input = replay.output_root
+    view.input = gcp_config(replay).raw_root if replay.sink == "gcp" else replay.output_root
     view.input_format = "avro"
     view.start_date, view.end_date = dates[0], dates[-1]
     view.regions = ",".join(regions)
@@ -231,15 +236,22 @@ def _reconcile(options: PipelineOptions, replay: ReplayOptions, report: ReplayRe
         f"reconcile after replay: event dates {dates[0]}..{dates[-1]} regions {view.regions} "
         f"output_root={view.output_root}"
     )
-    return launch(options, view, backfill.validate(view), backfill.build, described)
+    return launch(options, view, backfill.validate, backfill.build, described)
 
 
 def run(argv: list[str] | None = None) -> int:
     options = parse_options(argv, ReplayOptions, "python -m pipelines.replay", __doc__)
     replay = options.view_as(ReplayOptions)
+    if on_dataflow(options):
+        fail(
+            [
+                "the dead-letter replay runs on local runners (use --sink gcp to write to Google "
+                "Cloud)"
+            ]
+        )
     problems = validate(replay)
     if problems:
-        raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
+        fail(problems)
     replay.run_id = replay.run_id or new_run_id(dt.datetime.now(dt.UTC))
     _LOGGER.info(
         "replay: dead letters %s..%s reason %s* output_root=%s engine=%s",
@@ -249,7 +261,8 @@ def run(argv: list[str] | None = None) -> int:
         replay.output_root,
         replay.redaction_engine,
     )
-    pipeline = beam.Pipeline(options=options)
+    named = options.view_as(StandardOptions).runner
+    pipeline = beam.Pipeline(runner=None if named else LocalRunner(), options=options)
     build(pipeline, replay)
     pipeline.run().wait_until_finish()
     report = replay_report(read_tally(replay.output_root, replay.run_id))

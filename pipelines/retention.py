@@ -39,6 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks.embedded import WAREHOUSE_DB
 from pipelines.io.sinks.embedded.warehouse import delete_metrics_before
+from pipelines.launch import fail
 
 __all__ = ["Partition", "RetentionResult", "apply_retention", "expired_partitions", "run"]
 
@@ -226,7 +227,7 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     problems = validate(args)
     if problems:
-        raise SystemExit("invalid options:\n  " + "\n  ".join(problems))
+        fail(problems)
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else dt.datetime.now(dt.UTC).date()
     apply_retention(
         args.output_root,

@@ -1,27 +1,34 @@
-"""Sink selection, shared by both pipelines: the embedded default or Google Cloud (``--sink``).
+"""Sink selection, shared by every pipeline: the embedded default or Google Cloud (``--sink``).
 
-``add_sink_options`` adds the flags, ``validate_sinks`` checks them before anything is built, and
+``add_sink_options`` adds the flags, ``validate_sinks`` checks them before anything is built,
+``dataflow_problems`` rejects what cannot run on Dataflow (local files and databases), and
 ``write_outputs`` applies the chosen sinks to the core's outputs under a stable step label
 (``WriteEmbedded`` or ``WriteGcp``; Dataflow matches labels when a job is updated in place).
+``PipelineOutputs`` is what each pipeline's ``build()`` returns.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import NamedTuple
 
+import apache_beam as beam
+
+from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.batches import SinkRetry
 from pipelines.io.sinks.embedded import WriteEmbedded
 from pipelines.io.sinks.gcp import GcpConfig, WriteGcp
 from pipelines.io.sinks.gcp.bigquery import split_dataset
 from pipelines.io.sinks.gcp.postgres import describe_db_url, resolve_db_url
 from pipelines.io.sources.pubsub import is_topic_path
-
-# The same once-only flag registration as the core flags: both pipelines add these.
-from pipelines.options import _add
+from pipelines.options import add_flag
+from transforms.analyze import CoreOutputs
 
 __all__ = [
     "SINKS",
+    "PipelineOutputs",
     "add_sink_options",
+    "dataflow_problems",
     "describe_sinks",
     "gcp_config",
     "output_lines",
@@ -33,69 +40,79 @@ SINKS = ("embedded", "gcp")
 _RETRY = SinkRetry()
 
 
+class PipelineOutputs(NamedTuple):
+    """What a pipeline's ``build()`` returns: ``read``, the input elements as read (events, or
+    chunks of lines: what a run counts as read); ``core``, the core transform's outputs
+    (``CoreOutputs``); ``sinks``, what the sinks returned (``SinkOutputs``)."""
+
+    read: beam.PCollection
+    core: CoreOutputs
+    sinks: SinkOutputs
+
+
 def add_sink_options(parser: argparse.ArgumentParser) -> None:
     """Adds the sink flags (no ``required=True``: ``validate_sinks`` checks them)."""
-    _add(parser, "--sink", default="embedded", help=f"Where outputs go, one of {SINKS}.")
-    _add(
+    add_flag(parser, "--sink", default="embedded", help=f"Where outputs go, one of {SINKS}.")
+    add_flag(
         parser,
         "--raw_root",
         default="",
         help="gcp: root of the raw archive, e.g. gs://bucket/prefix (default: --output_root).",
     )
-    _add(
+    add_flag(
         parser,
         "--dead_letter_root",
         default="",
         help="gcp: root of the dead-letter files, access-restricted (default: --raw_root).",
     )
-    _add(
+    add_flag(
         parser,
         "--dead_letter_topic",
         default="",
         help="gcp: also publish dead letters to projects/P/topics/T (default: files only).",
     )
-    _add(
+    add_flag(
         parser,
         "--bigquery_dataset",
         default="",
         help="gcp: PROJECT.DATASET holding metrics_minute, audit_log and the views.",
     )
-    _add(
+    add_flag(
         parser,
         "--audit_db_url",
         default="env:GENAI_AUDIT_DB_URL",
         help="gcp: PostgreSQL audit store: env:NAME, file:PATH or a postgresql:// URL "
         "without password.",
     )
-    _add(
+    add_flag(
         parser,
         "--sink_max_attempts",
         type=int,
         default=_RETRY.max_attempts,
         help="gcp: attempts per write before its rows are dead-lettered.",
     )
-    _add(
+    add_flag(
         parser,
         "--sink_first_backoff_s",
         type=float,
         default=_RETRY.first_backoff_s,
         help="gcp: first wait between attempts; it doubles (fuzzed).",
     )
-    _add(
+    add_flag(
         parser,
         "--sink_max_backoff_s",
         type=float,
         default=_RETRY.max_backoff_s,
         help="gcp: longest wait between attempts.",
     )
-    _add(
+    add_flag(
         parser,
         "--sink_flush_s",
         type=int,
         default=10,
         help="gcp: longest wait before buffered rows go to BigQuery, PostgreSQL or Pub/Sub.",
     )
-    _add(
+    add_flag(
         parser,
         "--file_flush_s",
         type=int,
@@ -147,6 +164,26 @@ def validate_sinks(options) -> list[str]:
     return problems
 
 
+def _roots(options) -> dict[str, str]:
+    if options.sink != "gcp":
+        return {"--output_root": options.output_root}
+    c = gcp_config(options)
+    return {"--raw_root": c.raw_root, "--dead_letter_root": c.dead_letter_root}
+
+
+def dataflow_problems(options) -> list[str]:
+    """What cannot run on Dataflow: the embedded sinks (local files and databases on one
+    machine), and output roots that are not ``gs://``. Checked at launch, before anything
+    contacts Google Cloud."""
+    problems = []
+    if options.sink != "gcp":
+        problems.append("--sink is required on Dataflow: gcp (embedded writes local files)")
+    for flag, root in _roots(options).items():
+        if not (root or "").startswith("gs://"):
+            problems.append(f"{flag} must be a gs:// path on Dataflow, not a local directory")
+    return problems
+
+
 def describe_sinks(options) -> str:
     """The sink settings for the start-up log line (never a secret)."""
     if options.sink != "gcp":
@@ -176,8 +213,12 @@ def output_lines(options) -> list[str] | None:
     return lines
 
 
-def write_outputs(outputs: dict, options, *, archive: bool = True) -> dict:
+def write_outputs(
+    core: CoreOutputs, options, *, archive: bool = True, metrics: bool = True
+) -> SinkOutputs:
     """Applies the chosen sinks to the core's outputs; returns what they return."""
     if options.sink == "gcp":
-        return outputs | "WriteGcp" >> WriteGcp(gcp_config(options), archive=archive)
-    return outputs | "WriteEmbedded" >> WriteEmbedded(options.output_root, archive=archive)
+        return core | "WriteGcp" >> WriteGcp(gcp_config(options), archive=archive, metrics=metrics)
+    return core | "WriteEmbedded" >> WriteEmbedded(
+        options.output_root, archive=archive, metrics=metrics
+    )

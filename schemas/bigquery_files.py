@@ -19,8 +19,8 @@ from schemas.contract import bigquery_schema
 __all__ = ["TABLE_SCHEMAS", "render_table_schema", "write_table_schemas"]
 
 # BigQuery table -> the Avro schema (file stem of schemas/avro) its rows follow. The table names
-# are the sinks' (pipelines.io.sinks.embedded.warehouse.METRICS_TABLE, pipelines.io.sinks.embedded.audit.AUDIT_TABLE); a test
-# checks that they agree.
+# are the sinks' (METRICS_TABLE of pipelines.io.sinks.embedded.warehouse, AUDIT_TABLE of
+# pipelines.io.sinks.embedded.audit); a test checks that they agree.
 TABLE_SCHEMAS: dict[str, str] = {
     "metrics_minute": "metric_row",
     "audit_log": "audit_record",

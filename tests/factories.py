@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.elements import RedactedEvent
 
-__all__ = ["EPOCH", "events_of", "redacted_event"]
+__all__ = ["EPOCH", "events_of", "pinned_clock", "redacted_event"]
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -57,3 +60,9 @@ def redacted_event(**overrides: Any) -> RedactedEvent:
 def events_of(batches: beam.PCollection, label: str) -> beam.PCollection:
     """The events of a PCollection of ``EventBatch`` (the core's ``events``), one per element."""
     return batches | label >> beam.FlatMap(lambda batch: batch.events)
+
+
+def pinned_clock(seconds: float) -> Callable[[], Timestamp]:
+    """A clock that always reads ``seconds`` since the epoch (a picklable callable, for steps
+    that take a ``clock``, so a TestStream script decides what "now" is)."""
+    return functools.partial(Timestamp, seconds)

@@ -14,7 +14,6 @@ from decimal import Decimal
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
@@ -22,6 +21,7 @@ from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 
 from tests.factories import redacted_event
+from tests.support.pipelines import TestPipeline
 from transforms import sketches
 from transforms.aggregate import (
     AggregateMetrics,

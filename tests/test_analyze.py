@@ -5,7 +5,6 @@ import json
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
@@ -13,6 +12,7 @@ from apache_beam.transforms.window import TimestampedValue
 from tests.core_inputs import PII_PROMPT, PII_VALUES, T0_S, event_id, raw
 from tests.factories import events_of
 from tests.fakes import FAIL_MARKER, register_failing_engine
+from tests.support.pipelines import TestPipeline
 from transforms.analyze import AnalyzeEvents, CoreConfig
 from transforms.elements import LineChunk
 from transforms.pii.pseudonym import load_key, pseudonymize
@@ -90,7 +90,7 @@ def test_batch_every_output_exactly(mode):
     with TestPipeline() as p:
         out = analyze(p, inputs, mode)
         assert_that(
-            events_of(out["events"], "Unbatch1")
+            events_of(out.events, "Unbatch1")
             | "eid" >> beam.Map(lambda e: (e.event_id, e.data_class)),
             equal_to(
                 [(event_id(1), "RESTRICTED"), (event_id(2), "INTERNAL"), (event_id(3), "INTERNAL")]
@@ -98,12 +98,12 @@ def test_batch_every_output_exactly(mode):
             label="events",
         )
         assert_that(
-            out["duplicates"] | "did" >> beam.Map(lambda e: e.event_id),
+            out.duplicates | "did" >> beam.Map(lambda e: e.event_id),
             equal_to([event_id(2)]),
             label="duplicates",
         )
         assert_that(
-            out["dead_letters"] | "reasons" >> beam.Map(lambda d: (d.reason, d.event_id)),
+            out.dead_letters | "reasons" >> beam.Map(lambda d: (d.reason, d.event_id)),
             equal_to(
                 [
                     ("invalid_json", None),
@@ -114,7 +114,7 @@ def test_batch_every_output_exactly(mode):
             label="dead letters",
         )
         assert_that(
-            out["audit"] | "outcomes" >> beam.Map(lambda a: (a.outcome, a.event_id, a.reason)),
+            out.audit | "outcomes" >> beam.Map(lambda a: (a.outcome, a.event_id, a.reason)),
             equal_to(
                 [
                     ("written", event_id(1), None),
@@ -129,7 +129,7 @@ def test_batch_every_output_exactly(mode):
             label="audit",
         )
         assert_that(
-            out["metrics"] | "m" >> beam.Map(metric_view),
+            out.metrics | "m" >> beam.Map(metric_view),
             equal_to(
                 [
                     (0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME"),
@@ -139,7 +139,7 @@ def test_batch_every_output_exactly(mode):
             label="metrics",
         )
         for name in ("events", "duplicates", "metrics", "audit", "dead_letters"):
-            assert_no_pii(out[name], name)
+            assert_no_pii(getattr(out, name), name)
 
 
 @pytest.mark.parametrize("mode", BATCH_MODES)
@@ -158,13 +158,13 @@ def test_batch_dedupe_is_exact_whatever_the_order(mode):
     with TestPipeline() as p:
         out = analyze(p, inputs, mode)
         assert_that(
-            events_of(out["events"], "Unbatch")
+            events_of(out.events, "Unbatch")
             | "written" >> beam.Map(lambda e: (e.event_id, e.request_id)),
             equal_to([(event_id(1), "R-1"), (event_id(2), "R-2"), (event_id(3), "R-3-a")]),
             label="written",
         )
         assert_that(
-            out["duplicates"] | "dups" >> beam.Map(lambda e: (e.event_id, e.request_id)),
+            out.duplicates | "dups" >> beam.Map(lambda e: (e.event_id, e.request_id)),
             equal_to(
                 [
                     (event_id(1), "R-1-retry"),
@@ -176,7 +176,7 @@ def test_batch_dedupe_is_exact_whatever_the_order(mode):
             label="duplicates",
         )
         assert_that(
-            out["dead_letters"] | "dl" >> beam.Map(lambda d: (d.reason, d.event_id)),
+            out.dead_letters | "dl" >> beam.Map(lambda d: (d.reason, d.event_id)),
             equal_to([("negative_value:latency_ms", event_id(3))]),
             label="dead letters",
         )
@@ -191,7 +191,7 @@ def test_redacted_event_content():
             | (AnalyzeEvents(CONFIG))
         )
         assert_that(
-            events_of(out["events"], "Unbatch2")
+            events_of(out.events, "Unbatch2")
             | beam.Map(lambda e: (e.user_key, e.prompt, e.redaction_counts, e.policy_flags)),
             equal_to(
                 [
@@ -226,12 +226,12 @@ def test_redaction_failure_fails_closed(monkeypatch):
             | AnalyzeEvents(config)
         )
         assert_that(
-            events_of(out["events"], "Unbatch3") | "ok" >> beam.Map(lambda e: e.event_id),
+            events_of(out.events, "Unbatch3") | "ok" >> beam.Map(lambda e: e.event_id),
             equal_to([event_id(2)]),
             label="the other event still goes through",
         )
         assert_that(
-            out["dead_letters"]
+            out.dead_letters
             | "dl"
             >> beam.Map(
                 lambda d: (
@@ -261,7 +261,7 @@ def test_redaction_failure_fails_closed(monkeypatch):
             ),
             label="dead letter without text",
         )
-        assert_no_pii(out["dead_letters"], "dead letters")
+        assert_no_pii(out.dead_letters, "dead letters")
 
 
 def _stream(*steps):
@@ -293,7 +293,7 @@ def test_stream_on_time_then_late_within_lateness_updates_the_window():
     )
     p, out = run_stream(stream)
     assert_that(
-        out["metrics"] | beam.Map(metric_view),
+        out.metrics | beam.Map(metric_view),
         equal_to(
             [
                 (0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME"),
@@ -314,17 +314,17 @@ def test_stream_late_beyond_lateness_is_archived_but_not_in_metrics():
     )
     p, out = run_stream(stream)
     assert_that(
-        out["metrics"] | "m" >> beam.Map(metric_view),
+        out.metrics | "m" >> beam.Map(metric_view),
         equal_to([(0.0, "gpt-4o-mini", "us", 1, 10, "ON_TIME")]),
         label="metrics",
     )
     assert_that(
-        events_of(out["events"], "Unbatch4") | "e" >> beam.Map(lambda e: e.event_id),
+        events_of(out.events, "Unbatch4") | "e" >> beam.Map(lambda e: e.event_id),
         equal_to([event_id(1), event_id(2)]),
         label="still written",
     )
     assert_that(
-        out["audit"] | "a" >> beam.Map(lambda a: (a.outcome, a.event_id)),
+        out.audit | "a" >> beam.Map(lambda a: (a.outcome, a.event_id)),
         equal_to([("written", event_id(1)), ("written", event_id(2))]),
         label="still audited",
     )
@@ -344,17 +344,17 @@ def test_stream_duplicates_in_same_and_across_windows_and_malformed_mixed_in():
     )
     p, out = run_stream(stream)
     assert_that(
-        out["metrics"] | "m" >> beam.Map(metric_view),
+        out.metrics | "m" >> beam.Map(metric_view),
         equal_to([(0.0, "gpt-4o-mini", "us", 2, 30, "ON_TIME")]),
         label="metrics count each event once",
     )
     assert_that(
-        out["duplicates"] | "d" >> beam.Map(lambda e: (e.event_id, e.event_time.second)),
+        out.duplicates | "d" >> beam.Map(lambda e: (e.event_id, e.event_time.second)),
         equal_to([(event_id(1), 5), (event_id(2), 30)]),
         label="duplicates",
     )
     assert_that(
-        out["dead_letters"] | "dl" >> beam.Map(lambda d: d.reason),
+        out.dead_letters | "dl" >> beam.Map(lambda d: d.reason),
         equal_to(["invalid_json", "negative_value:token_count"]),
         label="dead letters",
     )
@@ -371,7 +371,7 @@ def test_stream_early_pane_on_processing_time():
     )
     p, out = run_stream(stream)
     assert_that(
-        out["metrics"] | beam.Map(metric_view),
+        out.metrics | beam.Map(metric_view),
         equal_to(
             [
                 (0.0, "gpt-4o-mini", "us", 1, 10, "EARLY"),
@@ -420,7 +420,7 @@ def test_dead_letter_ids_never_carry_pii():
     with TestPipeline() as p:
         out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
         assert_that(
-            out["dead_letters"] | beam.Map(lambda d: (d.reason, d.event_id, d.request_id)),
+            out.dead_letters | beam.Map(lambda d: (d.reason, d.event_id, d.request_id)),
             equal_to(
                 [
                     ("bad_value:event_id", None, "R-ok-1"),
@@ -429,7 +429,7 @@ def test_dead_letter_ids_never_carry_pii():
                 ]
             ),
         )
-        assert_no_pii(out["audit"], "audit")
+        assert_no_pii(out.audit, "audit")
 
 
 def test_inputs_that_break_the_decoder_are_dead_lettered_not_retried():
@@ -439,11 +439,11 @@ def test_inputs_that_break_the_decoder_are_dead_lettered_not_retried():
     with TestPipeline() as p:
         out = p | beam.Create(inputs) | AnalyzeEvents(CONFIG)
         assert_that(
-            out["dead_letters"] | beam.Map(lambda d: (d.reason, d.payload_state)),
+            out.dead_letters | beam.Map(lambda d: (d.reason, d.payload_state)),
             equal_to([("invalid_json", "redacted"), ("bad_timestamp", "redacted")]),
         )
         assert_that(
-            events_of(out["events"], "Unbatch") | "ids" >> beam.Map(lambda e: e.event_id),
+            events_of(out.events, "Unbatch") | "ids" >> beam.Map(lambda e: e.event_id),
             equal_to([event_id(2)]),
             label="the rest goes through",
         )

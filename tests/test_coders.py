@@ -9,10 +9,10 @@ import apache_beam as beam
 import msgspec
 import pytest
 from apache_beam.coders import registry
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.factories import redacted_event
+from tests.support.pipelines import TestPipeline
 from transforms.coders import MsgpackCoder
 from transforms.elements import (
     AuditRecord,

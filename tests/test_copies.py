@@ -6,10 +6,10 @@ import datetime as dt
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.core_inputs import T0, event_id, raw
+from tests.support.pipelines import TestPipeline
 from transforms.copies import ChooseCopies, chosen_copies, merge_seen
 from transforms.elements import LineChunk
 from transforms.parse import ParseLimits

@@ -1,13 +1,18 @@
-"""The DirectRunner shim caches DoFn state/timer specs without changing any answer."""
+"""The DirectRunner fixes (``pipelines.local.direct_runner_fixes``): they change no answer, are
+in place for one local run only, refuse an untested Beam, and the Beam code they fork or wrap
+is pinned, so a Beam upgrade fails here first."""
 
 from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
 
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.evaluation_context import DirectUnmergedState, EvaluationContext
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
 from apache_beam.transforms import trigger, userstate, window
@@ -22,9 +27,12 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines import backfill, streaming
 from pipelines.local import direct_runner_fixes as direct_runner
+from pipelines.local.run import build_locally
+from tests.support.pipelines import TestPipeline, local_pipeline
 from transforms.dedupe import _DedupeShardFn
 
-_ORIGINAL = direct_runner._ORIGINAL
+_ORIGINAL = userstate.get_dofn_specs
+_ORIGINAL_HANDLE_RESULT = EvaluationContext.handle_result
 COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
 
 
@@ -57,7 +65,7 @@ def _dofns(pipeline: beam.Pipeline) -> list[beam.DoFn]:
 @pytest.mark.parametrize(
     ("module", "argv"),
     [
-        (streaming, ["--rate", "10", "--duration_s", "1"]),
+        (streaming, ["--source", "synthetic", "--rate", "10", "--duration_s", "1"]),
         (backfill, ["--input", __file__]),
     ],
 )
@@ -67,8 +75,8 @@ def test_every_dofn_of_both_pipelines_gets_the_same_specs(module, argv, tmp_path
     view = options.view_as(
         streaming.StreamingOptions if module is streaming else backfill.BackfillOptions
     )
-    pipeline = beam.Pipeline(options=options)
-    module.build(pipeline, view)
+    pipeline = local_pipeline(options)
+    build_locally(pipeline, options, view, module.build)
     dofns = _dofns(pipeline)
     assert len(dofns) > 20
     assert direct_runner.install_spec_cache()
@@ -221,7 +229,7 @@ def test_collecting_expired_windows_changes_no_pane_and_drops_their_keys(_contex
 def test_state_pruning_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("GENAI_NO_STATE_PRUNING", "1")
     assert not direct_runner.install_state_pruning()
-    assert EvaluationContext.handle_result is direct_runner._ORIGINAL_HANDLE_RESULT
+    assert EvaluationContext.handle_result is _ORIGINAL_HANDLE_RESULT
 
 
 def test_only_state_holding_nothing_is_empty():
@@ -279,3 +287,99 @@ def test_compacted_holds_read_the_same(combiner):
     assert len(state.state[fixed]["watermark"]) <= 2
     assert (state.get_state(fixed, tag), state.get_earliest_hold()) == before
     assert len(kept) == 5  # the old list itself is unchanged (copies may hold it)
+
+
+# --- scope, version guard, pinned sources ------------------------------------------------
+
+
+def test_installed_for_one_run_and_removed_after_it_even_when_it_fails():
+    assert userstate.get_dofn_specs is _ORIGINAL
+    with direct_runner.installed() as on:
+        assert on
+        assert userstate.get_dofn_specs is direct_runner.cached_dofn_specs
+        assert EvaluationContext.handle_result is not _ORIGINAL_HANDLE_RESULT
+    assert userstate.get_dofn_specs is _ORIGINAL
+    assert EvaluationContext.handle_result is _ORIGINAL_HANDLE_RESULT
+    with pytest.raises(RuntimeError), direct_runner.installed():
+        raise RuntimeError("the run failed")
+    assert userstate.get_dofn_specs is _ORIGINAL
+    assert EvaluationContext.handle_result is _ORIGINAL_HANDLE_RESULT
+
+
+def test_nested_runs_keep_them_until_the_outer_one_ends():
+    with direct_runner.installed():
+        with direct_runner.installed():
+            pass
+        assert userstate.get_dofn_specs is direct_runner.cached_dofn_specs
+    assert userstate.get_dofn_specs is _ORIGINAL
+
+
+def test_an_untested_beam_gets_a_warning_and_no_fix(monkeypatch, caplog):
+    monkeypatch.setattr(direct_runner, "_BEAM", None)
+    monkeypatch.setattr(direct_runner, "_REFUSED", set())
+    monkeypatch.setattr(direct_runner.beam, "__version__", "2.99.0")
+    with (
+        caplog.at_level(logging.WARNING, logger=direct_runner.__name__),
+        direct_runner.installed() as on,
+    ):
+        assert not on
+        assert userstate.get_dofn_specs is _ORIGINAL
+        assert EvaluationContext.handle_result is _ORIGINAL_HANDLE_RESULT
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "2.77.0" in warning and "2.99.0" in warning
+
+
+def test_a_local_run_leaves_beam_as_it_found_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENAI_PSEUDONYM_KEY", "test-only-pseudonym-key-0123456789")
+    args = ["--source", "synthetic", "--rate", "20", "--duration_s", "1", "--tick_s", "0.5"]
+    assert streaming.run([*args, "--output_root", str(tmp_path)]) == 0
+    assert userstate.get_dofn_specs is _ORIGINAL
+    assert EvaluationContext.handle_result is _ORIGINAL_HANDLE_RESULT
+
+
+def _digest(function) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode("utf-8")).hexdigest()[:16]
+
+
+# The Beam code the fixes fork (extract_transform_timers) or wrap and whose private state they
+# read (the rest), as of Beam 2.77.0. A new Beam changes a digest: read the new code, adapt the
+# fix (or drop it if Beam fixed the cause, see docs/adr), then update the digest and
+# TESTED_BEAM_VERSION together.
+PINNED_SOURCES = {
+    "watermark_manager._TransformWatermarks.extract_transform_timers": "897adb07f063798e",
+    "evaluation_context.EvaluationContext.handle_result": "5f8b5c3277610476",
+    "evaluation_context.EvaluationContext.__init__": "eff10da5f858f2c7",
+    "userstate.get_dofn_specs": "eeb36145d3115aa0",
+    "trigger.GeneralTriggerDriver": "8d32e3915f214f02",
+    "evaluation_context.DirectUnmergedState": "37cf61e76c8361ae",
+    "trigger.InMemoryUnmergedState": "61b8ef7a2a93b190",
+    "direct_runner._StreamingGroupAlsoByWindow": "af74419c67c84995",
+}
+
+
+def _pinned(name: str):
+    from apache_beam.runners.direct import direct_runner as beam_direct_runner
+    from apache_beam.runners.direct import evaluation_context, watermark_manager
+
+    modules = {
+        "watermark_manager": watermark_manager,
+        "evaluation_context": evaluation_context,
+        "userstate": userstate,
+        "trigger": trigger,
+        "direct_runner": beam_direct_runner,
+    }
+    module, *path = name.split(".")
+    value = modules[module]
+    for part in path:
+        value = getattr(value, part)
+    return value
+
+
+def test_the_beam_code_the_fixes_depend_on_is_pinned():
+    assert beam.__version__ == direct_runner.TESTED_BEAM_VERSION
+    changed = {
+        name: _digest(_pinned(name))
+        for name, digest in PINNED_SOURCES.items()
+        if _digest(_pinned(name)) != digest
+    }
+    assert not changed, f"Beam code the DirectRunner fixes depend on changed: {changed}"

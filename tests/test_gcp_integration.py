@@ -5,8 +5,8 @@ Cloud Storage emulator (raw archive, dead letters), bqemulator (metrics, audit),
 (audit) and a Pub/Sub dead-letter topic; everything checked afterwards with the official
 clients (google-cloud-pubsub, -storage, -bigquery, psycopg), never through the pipeline's code.
 
-The stack comes from ``tests/stack/local_stack.py`` (``make test`` starts it). Without it these tests
-are skipped with a loud reason, or fail when ``CI=true``.
+The stack comes from ``tests/stack/local_stack.py`` (``make test`` starts it). Without it these
+tests are skipped with a loud reason, or fail when ``CI=true``.
 
 How a bounded run works on the DirectRunner: its Pub/Sub read blocks its single executor thread
 for 30 s whenever the subscription is empty, and its watermark is the wall clock. So a test
@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import apache_beam as beam
 import fastavro
 import numpy as np
 import pandas as pd
@@ -50,6 +49,7 @@ from pipelines import streaming
 from pipelines.local.loadgen import DUPLICATE, LATE, MALFORMED, EventGenerator, LoadProfile
 from pipelines.local.tally import read_tally
 from schemas.contract import parsed_schema
+from tests.support.pipelines import local_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -283,7 +283,7 @@ def running(args: list[str]) -> Iterator[Any]:
     options.view_as(StandardOptions).streaming = True
     view = options.view_as(streaming.StreamingOptions)
     assert streaming.validate(view) == []
-    pipeline = beam.Pipeline(options=options)
+    pipeline = local_pipeline(options)
     streaming.build(pipeline, view)
     result = pipeline.run()
     try:
@@ -730,7 +730,7 @@ def test_bigquery_tables_views_and_merge_rule(stack):
     from pipelines.io.sinks.batches import SinkRetry, write_with_retries
 
     client.delete_table(f"{dataset}.metrics_minute")
-    sink = bq._MetricsSink(dataset)
+    sink = bq.MetricsMergeSink(dataset)
     sink.setup()
     failures = []
     retry = SinkRetry(max_attempts=3, first_backoff_s=0.1, max_backoff_s=0.1)

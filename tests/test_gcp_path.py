@@ -19,7 +19,6 @@ import duckdb
 import pytest
 import sqlglot
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
@@ -31,10 +30,12 @@ from pipelines.io.sinks.files import WriteRawEvents
 from pipelines.io.sinks.gcp import bigquery, postgres
 from pipelines.io.sources import pubsub
 from pipelines.local import loadgen, publish
+from pipelines.local.run import build_locally
 from schemas.contract import bigquery_schema, load_schema
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, metric_row
 from tests.stack import local_stack
+from tests.support.pipelines import TestPipeline, local_pipeline, usage_error
 from transforms.elements import EventBatch
 
 FAST = SinkRetry(max_attempts=3, first_backoff_s=0.0, max_backoff_s=0.0)
@@ -489,10 +490,8 @@ def test_loadgen_cli_needs_exactly_one_destination():
         ),
     ],
 )
-def test_invalid_gcp_options_fail_with_a_clear_message(args, message):
-    with pytest.raises(SystemExit) as caught:
-        streaming.run(args)
-    assert message in str(caught.value)
+def test_invalid_gcp_options_fail_with_a_clear_message(args, message, capsys):
+    assert message in usage_error(streaming.run, args, capsys)
 
 
 def _labels(pipeline: beam.Pipeline) -> dict[str, beam.PTransform]:
@@ -510,14 +509,17 @@ def _labels(pipeline: beam.Pipeline) -> dict[str, beam.PTransform]:
 
 
 def _graph(args: list[str]) -> dict[str, beam.PTransform]:
-    """The labelled transforms of the streaming graph. Built on the DirectRunner whatever
+    """The labelled transforms of the streaming graph (with the local-only steps when the
+    source is synthetic, as a local run builds it). Built on the local runner whatever
     ``--runner`` says, so that nothing tries to reach Google Cloud."""
-    from apache_beam.runners.direct.direct_runner import DirectRunner
-
     options = PipelineOptions(args)
     options.view_as(StandardOptions).streaming = True
-    pipeline = beam.Pipeline(runner=DirectRunner(), options=options)
-    streaming.build(pipeline, options.view_as(streaming.StreamingOptions))
+    pipeline = local_pipeline(options)
+    view = options.view_as(streaming.StreamingOptions)
+    if view.source == "synthetic":
+        build_locally(pipeline, options, view, streaming.build)
+    else:
+        streaming.build(pipeline, view)
     return _labels(pipeline)
 
 
@@ -534,14 +536,23 @@ GCP_ARGS = [
 
 def test_gcp_and_embedded_share_every_transform_but_the_sinks():
     gcp = _graph(GCP_ARGS)
-    embedded = _graph(["--rate=10", "--duration_s=1"])
+    embedded = _graph(["--source=synthetic", "--rate=10", "--duration_s=1"])
     core = {label for label in embedded if label.startswith("AnalyzeEvents")}
     assert core and core == {label for label in gcp if label.startswith("AnalyzeEvents")}
     assert "WriteGcp" in gcp and "WriteEmbedded" not in gcp
     assert "WriteEmbedded" in embedded and "WriteGcp" not in embedded
-    for sink in ("WriteRawEvents", "MergeMetrics", "InsertAuditLog", "AppendAuditLog"):
+    for sink in (
+        "WriteRawEvents",
+        "write_metrics_bigquery",
+        "write_audit_postgres",
+        "write_audit_bigquery",
+        "publish_dead_letters",
+        "WriteDeadLetters",
+    ):
         assert f"WriteGcp/{sink}" in gcp
-    assert "WriteGcp/PublishDeadLetters" in gcp and "WriteGcp/WriteDeadLetters" in gcp
+    # The local-only steps are in the local graph only.
+    assert "TallyOutcomes" in embedded and "GenerateEvents" in embedded
+    assert "TallyOutcomes" not in gcp and "GenerateEvents" not in gcp
 
 
 def test_pubsub_source_reads_with_attributes_and_event_time():
@@ -556,10 +567,11 @@ def test_pubsub_source_reads_with_attributes_and_event_time():
 
 def test_backfill_takes_the_gcp_sink_without_archiving_a_replay():
     options = PipelineOptions(["--input_format=avro", "--input=gs://b/archive", *GCP_ARGS[2:]])
-    pipeline = beam.Pipeline(options=options)
+    pipeline = local_pipeline(options)
     backfill.build(pipeline, options.view_as(backfill.BackfillOptions))
     labels = _labels(pipeline)
-    assert "WriteGcp/MergeMetrics" in labels and "WriteGcp/WriteRawEvents" not in labels
+    assert "WriteGcp/write_metrics_bigquery" in labels
+    assert "WriteGcp/WriteRawEvents" not in labels
 
 
 def test_local_stack_exports():

@@ -8,10 +8,10 @@ import random
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.io.sources.lines import ReadLineChunks, line_ranges, read_range
+from tests.support.pipelines import TestPipeline
 
 
 def _lines_with_offsets(data: bytes) -> list[tuple[int, bytes]]:

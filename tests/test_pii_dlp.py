@@ -18,7 +18,6 @@ import fastavro
 import grpc
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.cloud import dlp_v2
 
@@ -34,6 +33,7 @@ from tests.dlp_fake import (
     register_fast_dlp_engines,
 )
 from tests.factories import events_of
+from tests.support.pipelines import TestPipeline, usage_error
 from transforms.analyze import AnalyzeEvents, CoreConfig
 from transforms.pii.dlp import DlpEngine, HybridEngine
 from transforms.pii.dlp_batching import PackLimits, pack, placeholder_counts, request_bytes
@@ -425,10 +425,9 @@ def test_dlp_options_name_every_problem():
         (streaming.run, ["--redaction_engine", "dlp"], "--dlp_deidentify_template"),
     ],
 )
-def test_pipelines_reject_incomplete_dlp_options(run, args, message):
-    with pytest.raises(SystemExit) as caught:
-        run(["--input", "x", *args] if run is backfill.run else args)
-    assert message in str(caught.value)
+def test_pipelines_reject_incomplete_dlp_options(run, args, message, capsys):
+    args = ["--input", "x", *args] if run is backfill.run else args
+    assert message in usage_error(run, args, capsys)
 
 
 # ------------------------------------------------------------------ through the pipeline
@@ -456,7 +455,7 @@ def test_redacted_events_get_dlp_results_in_the_right_fields(fake, monkeypatch):
     with TestPipeline() as p:
         out = p | beam.Create(inputs) | AnalyzeEvents(dlp_config(fake, "hybrid"))
         assert_that(
-            events_of(out["events"], "Unbatch1")
+            events_of(out.events, "Unbatch1")
             | beam.Map(lambda e: (e.event_id, e.prompt, e.response, e.redaction_counts)),
             equal_to(
                 [
@@ -504,12 +503,12 @@ def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
         | AnalyzeEvents(dlp_config(fake, "hybrid"))
     )
     assert_that(
-        events_of(out["events"], "Unbatch2") | "ok" >> beam.Map(lambda e: e.event_id),
+        events_of(out.events, "Unbatch2") | "ok" >> beam.Map(lambda e: e.event_id),
         equal_to([event_id(2)]),
         label="the event without candidates still goes through",
     )
     assert_that(
-        out["dead_letters"]
+        out.dead_letters
         | "dl"
         >> beam.Map(
             lambda d: (
@@ -530,7 +529,7 @@ def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
         text = repr(records)
         assert not [v for v in PII_VALUES if v in text]
 
-    assert_that(out["dead_letters"], no_pii, label="no PII in dead letters")
+    assert_that(out.dead_letters, no_pii, label="no PII in dead letters")
     result = p.run()
     result.wait_until_finish()
     counters = {

@@ -21,9 +21,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import backfill, replay, retention, streaming
 from pipelines.launch import WORKER_LOGGER, configure_logging, parse_options, unknown_flags
 from pipelines.local.loadgen import DUPLICATE, LATE, MALFORMED, VALID, EventGenerator, LoadProfile
+from pipelines.local.options import SyntheticSourceOptions
 from pipelines.local.summary import _quantiles as summary_quantiles
 from pipelines.local.summary import summarize
-from pipelines.options import _ProgressFn
+from pipelines.options import core_config
+from pipelines.progress import _ProgressFn
 from schemas.contract import parsed_schema
 
 PROFILE = LoadProfile(
@@ -230,8 +232,8 @@ def test_partition_selection_is_by_path():
 
 def test_streaming_run_on_the_embedded_default(tmp_path):
     root = tmp_path / "stream"
-    args = ["--rate", "150", "--duration_s", "4", "--tick_s", "0.5", "--output_root", str(root)]
-    assert streaming.run([*args, "--run_id", "s1", "--seed", "5"]) == 0
+    args = ["--source", "synthetic", "--rate", "150", "--duration_s", "4", "--tick_s", "0.5"]
+    assert streaming.run([*args, "--output_root", str(root), "--run_id", "s1", "--seed", "5"]) == 0
     summary = summarize(str(root), "s1", dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     assert summary.events_read == 600
     assert summary.balanced
@@ -272,6 +274,20 @@ def test_summary_quantiles_are_nearest_rank(histogram, expected):
     assert summary_quantiles(histogram, (0.5, 0.99)) == expected
 
 
+SYNTHETIC = ["--source", "synthetic"]
+DATAFLOW = ["--runner", "DataflowRunner", "--project", "p", "--region", "r"]
+GCP = [
+    "--sink",
+    "gcp",
+    "--raw_root",
+    "gs://b/raw",
+    "--bigquery_dataset",
+    "p.genai",
+    "--audit_db_url",
+    "postgresql://u@h/db",
+]
+
+
 @pytest.mark.parametrize(
     ("module", "args", "message"),
     [
@@ -295,44 +311,96 @@ def test_summary_quantiles_are_nearest_rank(histogram, expected):
             "before --start_date",
         ),
         (streaming, ["--source", "kafka"], "--source must be one of"),
-        (streaming, ["--rate", "0"], "must be > 0"),
-        (streaming, ["--pii_share", "2"], "between 0 and 1"),
-        (streaming, ["--pseudonym_key", "env:NO_SUCH_KEY_VAR"], "NO_SUCH_KEY_VAR is not set"),
-        (streaming, ["--redaction_engine", "magic"], "unknown redaction engine"),
-        (streaming, ["--dedupe_ttl_s", "0"], "--dedupe_ttl_s must be > 0"),
+        (streaming, ["--source", "pubsub"], "--source pubsub needs --subscription"),
+        (streaming, [*SYNTHETIC, "--rate", "0"], "must be > 0"),
+        (streaming, [*SYNTHETIC, "--pii_share", "2"], "between 0 and 1"),
+        (streaming, [*SYNTHETIC, "--pseudonym_key", "env:NO_SUCH_KEY_VAR"], "NO_SUCH_KEY_VAR"),
+        (streaming, [*SYNTHETIC, "--redaction_engine", "magic"], "unknown redaction engine"),
+        (streaming, [*SYNTHETIC, "--dedupe_ttl_s", "0"], "--dedupe_ttl_s must be > 0"),
+        (streaming, [*SYNTHETIC, "--dedupe_strategy", "x"], "--dedupe_strategy must be one of"),
         # A mistyped flag is an error, not a silent default (Beam itself only warns).
         (backfill, ["--input", "x", "--dedupe_ttl", "5"], "unknown flag --dedupe_ttl (see"),
         (streaming, ["--rate_per_s", "10", "--dry"], "unknown flag --dry"),
         (replay, ["--reasons", "bad_timestamp"], "unknown flag --reasons"),
     ],
 )
-def test_invalid_options_fail_with_a_clear_message(module, args, message):
+def test_invalid_options_fail_with_one_clear_line_and_exit_code_2(module, args, message, capsys):
     with pytest.raises(SystemExit) as caught:
         module.run(args)
-    assert message in str(caught.value)
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("invalid options: ") and message in line
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        (streaming, [*SYNTHETIC, *GCP], "--source synthetic runs on local runners only"),
+        (
+            streaming,
+            ["--subscription", "projects/p/subscriptions/s"],
+            "--sink is required on Dataflow: gcp",
+        ),
+        (
+            streaming,
+            ["--subscription", "projects/p/subscriptions/s", *GCP[:2], "--output_root", "/tmp/x"],
+            "--raw_root must be a gs:// path on Dataflow",
+        ),
+        (backfill, ["--input", "gs://b/in/*.jsonl"], "--sink is required on Dataflow: gcp"),
+        (backfill, ["--input", "gs://b/in/*.jsonl", *GCP, "--dead_letter_root", "/dl"], "gs://"),
+    ],
+)
+def test_local_only_flags_are_rejected_on_dataflow_before_anything_else(
+    module, args, message, capsys, monkeypatch
+):
+    # A key that would need Secret Manager: checked only after the local-only flags, so the
+    # rejection happens before anything contacts Google Cloud.
+    monkeypatch.setenv("GENAI_PSEUDONYM_KEY", "")
+    args = [*DATAFLOW, *args, "--pseudonym_key", "secret:projects/p/secrets/s/versions/1"]
+    with pytest.raises(SystemExit) as caught:
+        module.run(args)
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line, line
+
+
+def test_dedupe_strategy_follows_the_runner():
+    def strategy(args):
+        options = PipelineOptions(args)
+        return core_config(options.view_as(streaming.StreamingOptions)).dedupe_strategy
+
+    assert strategy([]) == "sharded"
+    assert strategy(["--runner", "DataflowRunner"]) == "per_key"
+    assert strategy(["--runner", "DataflowRunner", "--dedupe_strategy", "sharded"]) == "sharded"
+    assert strategy(["--dedupe_strategy", "per_key"]) == "per_key"
+
+
+def test_default_dedupe_ttl_covers_the_allowed_lateness_and_a_window():
+    defaults = PipelineOptions([]).view_as(streaming.StreamingOptions)
+    assert defaults.dedupe_ttl_s >= defaults.allowed_lateness_s + defaults.window_size_s
 
 
 def test_beams_own_flags_are_not_unknown():
     beams = ["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--streaming"]
     beams += ["--temp_location=gs://b/t", "--experiments", "a", "--direct_num_workers=2"]
-    ours = ["--rate", "5", "--input", "x"]  # the pipelines' own, from both classes
+    ours = ["--subscription", "s", "--input", "x"]  # the pipelines' own, from both classes
     options = PipelineOptions(beams + ours)
     assert unknown_flags(options) == []
 
 
 def test_on_dataflow_an_unknown_flag_is_a_warning_naming_it_without_its_value(caplog):
     # The Flex Template launcher's flags are not ours to fix; its service checks the template's.
-    args = ["--runner", "DataflowRunner", "--launcher_only_flag", "some-value", "--rate", "5"]
+    args = ["--runner", "DataflowRunner", "--launcher_only_flag", "some-value", "--source", "x"]
     with caplog.at_level(logging.WARNING, logger="pipelines.launch"):
         options = parse_options(args, streaming.StreamingOptions, "streaming", "doc")
-    assert options.view_as(streaming.StreamingOptions).rate == 5
+    assert options.view_as(streaming.StreamingOptions).source == "x"
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "pipelines.launch"]
     assert "--launcher_only_flag" in warning and "some-value" not in warning
 
 
 @pytest.mark.parametrize(
     ("module", "flag"),
-    [(backfill, "--input_format"), (streaming, "--rate"), (replay, "--reason")],
+    [(backfill, "--input_format"), (streaming, "--subscription"), (replay, "--reason")],
 )
 def test_help_lists_the_pipelines_own_flags(module, flag, capsys):
     with pytest.raises(SystemExit) as caught:
@@ -342,6 +410,14 @@ def test_help_lists_the_pipelines_own_flags(module, flag, capsys):
     assert f"python -m {module.__name__}" in printed
     assert flag in printed and "--output_root" in printed
     assert module.__doc__.splitlines()[0] in printed
+
+
+def test_streaming_help_lists_the_synthetic_flags_as_local_only(capsys):
+    with pytest.raises(SystemExit):
+        streaming.run(["--help"])
+    printed = capsys.readouterr().out
+    local = printed[printed.index("local runs only") :]
+    assert "--rate" in local and "--duration_s" in local and "--pii_share" in local
 
 
 def test_logging_drops_the_worker_start_up_warnings_and_keeps_the_rest(caplog):
@@ -356,10 +432,18 @@ def test_logging_drops_the_worker_start_up_warnings_and_keeps_the_rest(caplog):
     assert [r.getMessage() for r in caplog.records] == ['Worker: message: "a failed bundle"']
 
 
-def test_readme_documents_every_option():
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+def test_the_docs_document_every_option():
+    root = pathlib.Path(__file__).parent.parent
+    readme = "\n".join(
+        path.read_text() for path in [root / "README.md", *sorted(root.glob("docs/**/*.md"))]
+    )
     parsers = [retention._parser()]
-    for options in (streaming.StreamingOptions, backfill.BackfillOptions, replay.ReplayOptions):
+    for options in (
+        streaming.StreamingOptions,
+        SyntheticSourceOptions,
+        backfill.BackfillOptions,
+        replay.ReplayOptions,
+    ):
         parser = argparse.ArgumentParser()
         options._add_argparse_args(parser)
         parsers.append(parser)
@@ -367,7 +451,7 @@ def test_readme_documents_every_option():
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag != "-h" and flag != "--help":
-                    assert f"`{flag}`" in readme, f"README does not document {flag}"
+                    assert f"`{flag}" in readme, f"neither README nor docs/ document {flag}"
 
 
 def test_tally_file_is_json(backfilled):
@@ -384,7 +468,7 @@ def test_progress_counts_across_bundles_and_dofn_instances(caplog):
     # the count must carry on, or a long streaming run never logs its progress.
     step = _ProgressFn("events read", every_s=0.0, weight=len)
     other = _ProgressFn("events read", every_s=0.0, weight=len)  # counts on its own
-    with caplog.at_level(logging.INFO, logger="pipelines.options"):
+    with caplog.at_level(logging.INFO, logger="pipelines.progress"):
         for fn in (step, step, other, step):
             assert list(pickle.loads(pickle.dumps(fn)).process("ab")) == ["ab"]
     counts = [r.args[0] for r in caplog.records if r.getMessage().startswith("progress:")]

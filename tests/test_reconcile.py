@@ -13,13 +13,13 @@ import duckdb
 import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import backfill
 from pipelines.io.sinks.embedded import WriteEmbedded
 from tests.core_inputs import T0_S, document
+from tests.support.pipelines import TestPipeline
 from transforms.analyze import AnalyzeEvents, CoreConfig
 
 DAY_S = 86_400

@@ -20,6 +20,7 @@ from tests.conftest import TEST_PSEUDONYM_KEY
 from tests.core_inputs import document, event_id
 from tests.fakes import FAIL_MARKER, register_failing_engine
 from tests.sink_factories import dead_letter
+from tests.support.pipelines import usage_error
 from transforms.deadletter import dead_letter_id
 from transforms.parse import InvalidEvent, parse_event
 from transforms.pii.offline import OfflineEngine
@@ -328,12 +329,10 @@ def test_choosing_pairing_and_rekeying():
     assert pairs == [((chosen, ids), failed)]  # by id: "b..." before "e..."
 
 
-def test_replay_options_are_validated():
+def test_replay_options_are_validated(capsys):
     for args, message in (
         (["--reason", "x"], "--start_date and --end_date are required"),
         (["--start_date", "2026-01-02", "--end_date", "2026-01-01", "--reason", "x"], "before"),
         (["--start_date", "2026-01-01", "--end_date", "2026-01-01"], "--reason is required"),
     ):
-        with pytest.raises(SystemExit) as caught:
-            replay.run(args)
-        assert message in str(caught.value)
+        assert message in usage_error(replay.run, args, capsys)

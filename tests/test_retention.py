@@ -15,6 +15,7 @@ from pipelines.io.sinks.files import write_avro_files
 from tests.core_inputs import event_id
 from tests.factories import redacted_event
 from tests.sink_factories import dead_letter, metric_row
+from tests.support.pipelines import usage_error
 from transforms.elements import to_record
 
 AS_OF = dt.date(2026, 3, 1)  # raw and dead letters: before 2026-01-30; metrics: before 2025-03-01
@@ -170,7 +171,5 @@ def test_the_command(root, capsys):
         (["--output_root", "gs://bucket/out"], "--output_root must be a local directory"),
     ],
 )
-def test_invalid_options_fail_with_a_clear_message(args, message):
-    with pytest.raises(SystemExit) as caught:
-        retention.run(args)
-    assert message in str(caught.value)
+def test_invalid_options_fail_with_a_clear_message(args, message, capsys):
+    assert message in usage_error(retention.run, args, capsys)

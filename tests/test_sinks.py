@@ -21,12 +21,12 @@ import pytest
 import sqlglot
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from pipelines import views
 from pipelines.io.sinks.batches import GatherForFlush
 from pipelines.io.sinks.embedded import warehouse
 from pipelines.io.sinks.embedded.audit import (
@@ -41,6 +41,7 @@ from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents, avro_reco
 from schemas.contract import parsed_schema
 from tests.factories import redacted_event
 from tests.sink_factories import T0, audit_record, dead_letter, metric_row
+from tests.support.pipelines import TestPipeline
 from transforms import sketches
 from transforms.elements import EventBatch, to_record
 
@@ -479,7 +480,7 @@ def test_upsert_metrics_streaming_gathered_rows_all_land(tmp_path):
     later = metric_row(model="model-later")
     p = TestPipeline(options=_streaming_options())
     _ = p | _trickled_stream(rows, later) | UpsertMetrics(db_path, flush_s=20)
-    assert 1 <= _flushes_of(p, "warehouse_flushes") <= 2
+    assert 1 <= _flushes_of(p, "flushes") <= 2
     assert sorted(r["model"] for r in _stored_rows(db_path)) == sorted(
         r.model for r in [*rows, later]
     )
@@ -638,15 +639,15 @@ def test_daily_views_on_a_hand_computed_example(tmp_path):
 
 
 def test_view_sql_is_one_bigquery_definition_per_view():
-    for name in warehouse.VIEW_NAMES:
-        bigquery = warehouse.bigquery_view_sql(name, "my-project.genai")
+    for name in views.VIEW_NAMES:
+        bigquery = views.bigquery_view_sql(name, "my-project.genai")
         assert "{dataset}" not in bigquery
         assert "`my-project.genai.metrics_minute`" in bigquery
         assert f"`my-project.genai.{name}`" in bigquery
         sqlglot.parse_one(bigquery, read="bigquery")  # valid BigQuery syntax
-        assert warehouse.duckdb_view_sql(name).startswith(f'CREATE OR REPLACE VIEW "{name}"')
+        assert views.duckdb_view_sql(name).startswith(f'CREATE OR REPLACE VIEW "{name}"')
     with pytest.raises(ValueError, match="unknown view"):
-        warehouse.bigquery_view_sql("nope", "ds")
+        views.bigquery_view_sql("nope", "ds")
 
 
 def test_quantiles_of_an_empty_day_are_null(tmp_path):
@@ -767,7 +768,7 @@ def test_write_audit_log_streaming_gathered_records_all_land(tmp_path):
     later = audit_record(event_id="evt-later")
     p = TestPipeline(options=_streaming_options())
     _ = p | _trickled_stream(records, later) | WriteAuditLog(db_path, flush_s=20)
-    assert 1 <= _flushes_of(p, "audit_flushes") <= 2
+    assert 1 <= _flushes_of(p, "flushes") <= 2
     assert sorted(read_audit_log(db_path)["event_id"]) == sorted(
         r.event_id for r in [*records, later]
     )

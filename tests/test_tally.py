@@ -8,6 +8,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.local.tally import TallyOutcomes, _SumCountsFn, read_tally
+from tests.support.pipelines import local_pipeline
 
 
 def _accumulator(totals: dict[str, int], panes: dict[tuple, int]):
@@ -66,7 +67,7 @@ def test_streaming_totals_fold_partials_across_writes_and_end_with_all_of_them(t
     stream = stream.advance_watermark_to_infinity()
     options = PipelineOptions([], streaming=True)
     _WRITTEN.clear()
-    with beam.Pipeline(options=options) as pipeline:
+    with local_pipeline(options) as pipeline:
         inputs = pipeline | stream
         tallies = {"read": inputs[None], "counts": inputs["counts"]} | TallyOutcomes(
             str(tmp_path), "t1", every_s=0
@@ -87,7 +88,7 @@ def test_streaming_totals_key_their_state_with_a_deterministic_coder(tmp_path):
     # A stateful DoFn's key must encode deterministically; with an untyped input Beam falls
     # back to FastPrimitivesCoder and warns that the state may be keyed wrongly.
     options = PipelineOptions([], streaming=True)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = local_pipeline(options)
     inputs = pipeline | TestStream().add_elements([b"{}"]).advance_watermark_to_infinity()
     _ = {"read": inputs} | TallyOutcomes(str(tmp_path), "t1")
     (stateful,) = [

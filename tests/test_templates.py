@@ -17,6 +17,9 @@ from apache_beam.options import pipeline_options as beam_options
 from packaging.requirements import Requirement
 
 from pipelines import backfill, streaming
+from pipelines.launch import local_only_problems
+from pipelines.options import DEDUPE_STRATEGY_CHOICES
+from pipelines.sinks import SINKS
 from transforms.pii import settings as pii_settings
 from transforms.pii.engine import ENGINE_NAMES, build_engine
 
@@ -27,10 +30,14 @@ PIPELINES = {
     "backfill": (backfill.BackfillOptions, backfill.validate),
 }
 # Options whose value is one of a code constant: the regex must accept exactly those.
+# The values a template accepts: what the code accepts on Dataflow (the synthetic source and the
+# embedded sinks are rejected there at launch: pipelines.launch.local_only_problems).
 ENUMS = {
-    "source": streaming.SOURCES,
+    "source": tuple(s for s in streaming.SOURCES if s != "synthetic"),
+    "sink": tuple(s for s in SINKS if s != "embedded"),
     "input_format": backfill.INPUT_FORMATS,
     "redaction_engine": ENGINE_NAMES,
+    "dedupe_strategy": DEDUPE_STRATEGY_CHOICES,
 }
 EXAMPLE = re.compile(r"Example: (\S+)$")
 # A valid run of each pipeline, so that one flag can be judged in context (the backfill's flags
@@ -150,7 +157,9 @@ def test_fixed_format_parameters_have_regexes(pipeline):
 def test_regexes_accept_the_code_defaults(pipeline):
     for name, action in _options(PIPELINES[pipeline][0]).items():
         parameter = _parameters(pipeline)[name]
-        if action.default not in (None, "") and parameter.get("regexes"):
+        # A required parameter is always given: the code's default is not the template's.
+        optional = parameter.get("isOptional", False)
+        if optional and action.default not in (None, "") and parameter.get("regexes"):
             assert _regexes_accept(parameter, str(action.default)), f"{name}={action.default!r}"
 
 
@@ -209,7 +218,8 @@ def test_date_regexes_match_what_the_backfill_parses():
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))
 def test_required_parameters_are_exactly_the_ones_validation_requires(pipeline):
     options_class, validate = PIPELINES[pipeline]
-    problems = validate(options_class([]))
+    options = options_class(["--runner=DataflowRunner"])  # what a template launch runs on
+    problems = local_only_problems(options, options) + validate(options)
     required = {
         n for n in _parameters(pipeline) if any(f"--{n} is required" in p for p in problems)
     }

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.io.sinks.embedded.audit import AUDIT_TABLE
-from pipelines.io.sinks.embedded.warehouse import METRICS_TABLE, VIEW_NAMES, bigquery_view_sql
+from pipelines.io.sinks.embedded.warehouse import METRICS_TABLE
+from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.bigquery_files import TABLE_SCHEMAS, render_table_schema, write_table_schemas
 from schemas.contract import bigquery_schema
 from tests.terraform_config import ROOT, TERRAFORM_DIR, block, blocks, dynamic_for_each, load

@@ -32,7 +32,7 @@ from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
 from transforms.redact import RedactPii
 from transforms.windowing import in_global_window
 
-__all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig"]
+__all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig", "CoreOutputs"]
 
 # json: raw gateway events, one per element (bytes). json_lines: the same in chunks of lines read
 # from files (LineChunk, with line offsets). redacted: events read back from the raw archive,
@@ -56,13 +56,26 @@ class CoreConfig(NamedTuple):
     max_event_bytes: int = 1 << 20
     max_clock_skew_s: int = 300
     redaction_batch_size: int = 64
-    dedupe_ttl_s: int = 600
+    # Covers allowed_lateness_s plus a window: a copy within the lateness, which could still
+    # change a metric, is never counted twice.
+    dedupe_ttl_s: int = 3660
     dedupe_shards: int = 32
+    dedupe_strategy: str = "sharded"  # or "per_key" (Dataflow): see transforms.dedupe
     window_size_s: int = 60
     allowed_lateness_s: int = 3600
     early_firing_s: int = 30
     dlp: DlpOptions = DlpOptions()
     price_table: str = DEFAULT_PRICE_TABLE
+
+
+class CoreOutputs(NamedTuple):
+    """What ``AnalyzeEvents`` returns: one PCollection per outcome (see its docstring)."""
+
+    events: beam.PCollection  # EventBatch of the copies written, to archive
+    duplicates: beam.PCollection  # RedactedEvent, other copies of an id already written
+    metrics: beam.PCollection  # MetricRow panes
+    audit: beam.PCollection  # AuditRecord, one per input event
+    dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
 
 
 def _without_text(event: RedactedEvent) -> RedactedEvent:
@@ -93,7 +106,7 @@ class AnalyzeEvents(beam.PTransform):
     A bounded input is parsed against one clock, pinned when the pipeline is built, so the
     passes over it (and a re-run) reject the same events; unbounded input uses the workers'.
 
-    Returns a dict of PCollections:
+    Returns ``CoreOutputs``, PCollections:
       ``events``: ``EventBatch`` of first copies, to archive (see ``DeduplicateEvents`` for
         how they are batched);
       ``duplicates``: ``RedactedEvent`` copies of an id already written (for counters/audit);
@@ -156,7 +169,7 @@ class AnalyzeEvents(beam.PTransform):
     def _from_redacted(self, batches, dead_letters, copies):
         c = self._config
         deduped = batches | "DeduplicateEvents" >> DeduplicateEvents(
-            c.dedupe_ttl_s, c.dedupe_shards, copies=copies
+            c.dedupe_ttl_s, c.dedupe_shards, copies=copies, strategy=c.dedupe_strategy
         )
         metrics = deduped.unique | "AggregateMetrics" >> AggregateMetrics(
             window_size_s=c.window_size_s,
@@ -167,10 +180,10 @@ class AnalyzeEvents(beam.PTransform):
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()
         )
-        return {
-            "events": deduped.unique,
-            "duplicates": deduped[DUPLICATE_TAG],
-            "metrics": metrics,
-            "audit": audit,
-            "dead_letters": dead_letters,
-        }
+        return CoreOutputs(
+            events=deduped.unique,
+            duplicates=deduped[DUPLICATE_TAG],
+            metrics=metrics,
+            audit=audit,
+            dead_letters=dead_letters,
+        )

@@ -1,19 +1,39 @@
 """Deduplicate events by ``event_id``; duplicates go to an output of their own.
 
 Guarantee:
-  * Unbounded input (streaming): exact within the time-to-live. The first copy of an id to
-    arrive is written; any copy arriving while the id is remembered is a duplicate. An id is
-    remembered from its first copy until the watermark passes ``ttl_s`` beyond the later of
-    that copy's event time and the latest event time its shard had seen when it arrived (so a
-    late event is remembered for ``ttl_s`` of event time after it arrived, not after its own
-    old event time); then a timer clears it, at the next step of a grid of ``ttl_s / 10``
-    (so an id is remembered for at most 10% longer than the TTL). A copy arriving after that is
-    written again (and counted as written): the reconciliation backfill, which dedupes over the
-    whole range, corrects the metrics.
-  * Bounded input (batch, backfill): exact over the whole input, whatever the time between
-    copies. The copy written is the one with the earliest event time, ties broken by content
-    (``copy_rank``), then by input position when the input has positions. Two strategies give
-    this split:
+  * Unbounded input (streaming): exact within the time-to-live, with either strategy
+    (``strategy``, below). The first copy of an id to reach the dedupe state is written; any
+    copy reaching it while the id is remembered is a duplicate. An id is remembered from its
+    first copy until the watermark passes its expiry, ``ttl_s`` beyond the later of the copy's
+    event time and its *arrival*, an estimate in event time of when it arrived
+    (``expiry_micros``): so a late event is remembered for ``ttl_s`` after it arrived, not
+    after its own old event time. A copy arriving after that is written again (and counted as
+    written): the reconciliation backfill, which dedupes over the whole range, corrects the
+    metrics. The strategies differ in the arrival estimate and in when the state is cleared:
+      - ``sharded``: arrival is the latest event time of a first copy its shard had seen
+        (``shard_of``: CRC32 of the id mod ``num_shards``; this copy included). A timer
+        clears expired ids at the next step of a grid of ``ttl_s / 10`` (at least 1 s), so an
+        id is remembered for at most 10% longer than its expiry.
+      - ``per_key``: arrival is a clock read when the copy is processed (``clock``, by default
+        the worker's wall clock, ``Timestamp.now()``: on a live stream the watermark follows
+        it). One timer per id clears it at its expiry exactly (a grid would only bunch the
+        firings).
+    Where the two can differ: (a) a backlog read into a stream (catch-up after an outage, a
+    replay through the streaming pipeline): the clock runs ahead of the event times and the
+    watermark, so ``per_key`` remembers each id until the watermark reaches the clock's
+    reading plus ``ttl_s``, i.e. for the backlog plus the TTL (more state, no fewer duplicates
+    caught), where ``sharded`` remembers ``ttl_s`` past its shard's event times; (b) a quiet
+    shard's latest event time lags the stream, so ``sharded`` may remember a late event for
+    less than ``ttl_s`` after it really arrived, where the clock does not lag; (c) the grid:
+    ``sharded`` may remember an id up to ``ttl_s / 10`` longer; (d) among copies of one input
+    batch, ``sharded`` writes the first in the batch's order (they reach their shard in one
+    element), ``per_key`` any one of them (one element per event, and Beam does not order
+    elements between steps). Events stamped ahead of the clock (clock skew) use their event
+    time in both.
+  * Bounded input (batch, backfill), whatever ``strategy``: exact over the whole input,
+    whatever the time between copies. The copy written is the one with the earliest event
+    time, ties broken by content (``copy_rank``), then by input position when the input has
+    positions. Two ways give this split:
       - with ``copies`` (JSON-lines input read in chunks with line offsets, see
         ``transforms.copies.ChooseCopies``): a first pass over a second read of the input has
         already picked, for every id carried by more than one valid line, the line to write;
@@ -22,22 +42,39 @@ Guarantee:
         duplicates of it: a dead-letter replay brings it back.)
       - otherwise: a ``GroupByKey`` on the shards below.
 
-Design: state is held per shard, ``hash(event_id) mod num_shards``, each shard holding the ids it
-has seen with their expiry. One state cell per id would be the textbook layout, but measured
-here it is the main cost on the DirectRunner (its watermark manager walks every key's timers on
-each pass) and ~10x slower than a grouping in batch; a bounded number of shard keys keeps both
-modes fast, and each input batch is split by shard first, so a shard's state is read and
-written once per batch, not once per event. A streaming shard keeps its ids as sorted 128-bit
-digests with their expiries in two arrays (``transforms.seen.SeenIds``), stored as one bytes
-value, because the DirectRunner codes a state cell on every read and write. On Dataflow
-``num_shards`` bounds the parallelism of this step: at 5k events/s, 32 shards carry ~160 events/s
-each.
+When each is used: ``per_key`` on Dataflow, ``sharded`` on the local runners. ``per_key`` is
+the shape of Beam's own ``DeduplicatePerKey``: one state key per id, so the step spreads over
+any number of workers and each event reads and writes a few bytes. ``sharded`` holds state per
+shard, each shard holding the ids it has seen with their expiry. One state cell per id is the
+textbook layout, but measured here it is the main cost on the DirectRunner (its watermark
+manager walks every key's timers on each pass) and ~10x slower than a grouping in batch; a
+bounded number of shard keys keeps both modes fast there, and each input batch is split by
+shard first, so a shard's state is read and written once per batch, not once per event. A
+streaming shard keeps its ids as sorted 128-bit digests with their expiries in two arrays
+(``transforms.seen.SeenIds``), stored as one bytes value, because the DirectRunner codes a
+state cell on every read and write. On Dataflow ``num_shards`` bounds the parallelism of that
+step (at 5k events/s, 32 shards carry ~160 events/s each) and each bundle rewrites the whole
+value of every shard it touches.
+
+State size per 1,000 events/s at the default TTL (3,660 s): ids held = rate x TTL = 3.66 M.
+  * ``sharded``: 24 bytes per id (16-byte digest, 8-byte expiry): ~88 MB (up to ~97 MB, the
+    grid's 10%), in ``num_shards`` values: ~2.7 MB per shard at 32 shards, each rewritten
+    whole when a batch reaches it; an input batch of 100 events reaches ~31 of the 32 shards,
+    so ~84 MB is written for it.
+  * ``per_key``: one state cell (``first_digest``, an 8-byte value) and one watermark timer
+    per id. Assuming 36-character UUID ids (37 bytes coded), ~12-byte state and timer tags and
+    a timer holding its firing and hold times (8 bytes each): ~58 bytes for the cell and ~65
+    for the timer, ~120 bytes per id, ~0.44 GB, about 5x the sharded layout, before the
+    per-entry overhead of Dataflow's state store (not published; not counted). It is spread
+    over the id keyspace, and an event writes its own ~120 bytes, not a shard's whole value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, VarIntCoder
@@ -52,13 +89,30 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.batching import BatchPerBundle
 from transforms.deadletter import METRICS_NAMESPACE
 from transforms.elements import EventBatch, RedactedEvent, event_micros
 from transforms.seen import SeenIds, id_digest
 
-__all__ = ["DUPLICATE_TAG", "DeduplicateEvents", "copy_rank", "shard_of"]
+__all__ = [
+    "DEDUPE_STRATEGIES",
+    "DEFAULT_TTL_S",
+    "DUPLICATE_TAG",
+    "DeduplicateEvents",
+    "content_digest",
+    "copy_rank",
+    "expiry_micros",
+    "shard_of",
+    "sharded_clear_micros",
+]
 
 DUPLICATE_TAG = "duplicates"
+# The streaming strategies (see the module docstring); bounded input ignores the choice.
+DEDUPE_STRATEGIES = ("sharded", "per_key")
+# A 1-hour allowed lateness plus a 1-minute window (the metrics' defaults, AggregateMetrics):
+# an id is remembered at least as long as the window of its first copy still takes late data,
+# so no copy the metrics would still count is written twice.
+DEFAULT_TTL_S = 60 * 60 + 60
 _DUPLICATES = {DUPLICATE_TAG: RedactedEvent}  # the type of the duplicates output
 
 _GLOBAL = (window.GlobalWindow(),)
@@ -66,6 +120,7 @@ _GLOBAL = (window.GlobalWindow(),)
 # are cleared in batches, about _EXPIRY_GRID_STEPS times per TTL, instead of at every advance
 # of the watermark (each firing reads and rewrites the shard's whole id map).
 _EXPIRY_GRID_STEPS = 10
+_CONTENT_DIGEST_BYTES = 8
 
 
 def shard_of(event_id: str, num_shards: int) -> int:
@@ -87,6 +142,49 @@ def copy_rank(event) -> tuple[int, str, int, float, str]:
     )
 
 
+def expiry_micros(event_time_micros: int, arrival_micros: int, ttl_micros: int) -> int:
+    """When a first copy's id expires (µs of event time): ``ttl_micros`` beyond the later of its
+    event time and its arrival (an estimate, in event time, of when it arrived). Both streaming
+    strategies remember an id until the watermark passes this; they differ in the arrival
+    estimate (see the module docstring)."""
+    return max(event_time_micros, arrival_micros) + ttl_micros
+
+
+def sharded_clear_micros(expiry: int, ttl_micros: int) -> int:
+    """When the sharded strategy clears an id of this expiry (µs): the expiry rounded up to a
+    grid of ``ttl_micros / 10``, at least 1 s, so at most 10% of the TTL later."""
+    grid = max(ttl_micros // _EXPIRY_GRID_STEPS, 1_000_000)
+    return -(-expiry // grid) * grid
+
+
+def content_digest(event: RedactedEvent) -> bytes:
+    """An 8-byte BLAKE2b digest of what the gateway reported about an event, the same in every
+    process: two copies of an id with different digests carry different content.
+
+    Left out: what this pipeline derived (redaction and classification results, the parse's
+    counts, ``processed_at``), which may differ between two deliveries of one event without the
+    event differing, and the texts (redacted, so they change with the redaction, and long to
+    hash on every event). ``repr`` of str, int, float, None and tuples of str is exact and
+    stable; the event time goes in as µs since the epoch."""
+    reported = (
+        event.request_id,
+        event.user_key,
+        event_micros(event.event_time),
+        event.schema_version,
+        event.model,
+        event.model_version,
+        float(event.latency_ms),
+        event.token_count,
+        event.prompt_tokens,
+        event.completion_tokens,
+        tuple(event.policy_flags),
+        event.region,
+    )
+    return hashlib.blake2b(
+        repr(reported).encode("utf-8"), digest_size=_CONTENT_DIGEST_BYTES
+    ).digest()
+
+
 def _timestamp(event: RedactedEvent) -> Timestamp:
     return Timestamp(micros=event_micros(event.event_time))
 
@@ -95,6 +193,12 @@ def _stamped(value, events: Iterable[RedactedEvent]) -> WindowedValue:
     """``value`` in the global window, timestamped with the earliest of ``events``."""
     earliest = min(event.event_time for event in events)
     return WindowedValue(value, Timestamp(micros=event_micros(earliest)), _GLOBAL)
+
+
+def _ttl_micros(ttl_s) -> int:
+    if ttl_s is None or ttl_s <= 0:
+        raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+    return int(ttl_s * 1_000_000)
 
 
 def _duplicate(event: RedactedEvent):
@@ -131,14 +235,7 @@ class _DedupeShardFn(beam.DoFn):
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, ttl_s: int):
-        if not ttl_s or ttl_s <= 0:
-            raise ValueError("ttl_s must be a positive number of seconds")
-        self._ttl_micros = int(ttl_s * 1_000_000)
-        self._grid_micros = max(self._ttl_micros // _EXPIRY_GRID_STEPS, 1_000_000)
-
-    def _timer_time(self, expiry: int) -> int:
-        """``expiry`` rounded up to the expiry grid."""
-        return -(-expiry // self._grid_micros) * self._grid_micros
+        self._ttl_micros = _ttl_micros(ttl_s)
 
     def setup(self):
         self._unique = Metrics.counter(METRICS_NAMESPACE, "events_written")
@@ -164,15 +261,16 @@ class _DedupeShardFn(beam.DoFn):
                 self._duplicates.inc()
                 yield _duplicate(event)
                 continue
-            high = max(high, event_micros(event.event_time))
-            added[digest] = high + self._ttl_micros
+            at = event_micros(event.event_time)
+            high = max(high, at)
+            added[digest] = expiry_micros(at, high, self._ttl_micros)
             unique.append(event)
         if high != high_before:
             high_water.write(high)
         if not unique:
             return
         seen.write(ids.with_added(list(added), list(added.values())).to_bytes())
-        due = self._timer_time(min(added.values()))
+        due = sharded_clear_micros(min(added.values()), self._ttl_micros)
         scheduled = next_expiry.read()
         if scheduled is None or due < scheduled:
             timer.set(Timestamp(micros=due))
@@ -195,9 +293,92 @@ class _DedupeShardFn(beam.DoFn):
             next_expiry.clear()
             return
         seen.write(remaining.to_bytes())
-        due = self._timer_time(soonest)
+        due = sharded_clear_micros(soonest, self._ttl_micros)
         timer.set(Timestamp(micros=due))
         next_expiry.write(due)
+
+
+def _wall_clock() -> Timestamp:
+    # A plain function, not the bound method Timestamp.now: the local runner's spec cache
+    # (pipelines.local.direct_runner_fixes) re-inspects DoFns that hold bound methods.
+    return Timestamp.now()
+
+
+class _KeyByEventIdFn(beam.DoFn):
+    """Explodes a batch into one ``(event_id, event)`` per event, timestamped with its event
+    time (the per-key strategy's input)."""
+
+    def process(self, batch: EventBatch):
+        for event in batch.events:
+            yield WindowedValue((event.event_id, event), _timestamp(event), _GLOBAL)
+
+
+class _DedupePerKeyFn(beam.DoFn):
+    """Streaming dedupe of one event id (the key): the first copy is written, later ones are
+    duplicates until the id expires (``expiry_micros``, the arrival read from ``clock``), when
+    the ``expiry`` timer clears the state.
+
+    State: ``first_digest``, the ``content_digest`` of the first copy (a later change compares
+    copies with it); ``expiry``, a watermark timer at the id's expiry.
+
+    Args:
+      ttl_s: how long (event time) an id is remembered after it arrived. Required, > 0.
+      clock: returns "now" as a ``Timestamp`` (a picklable callable), the arrival estimate;
+        None: the worker's wall clock, ``Timestamp.now``.
+    """
+
+    FIRST_DIGEST = ReadModifyWriteStateSpec("first_digest", BytesCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, ttl_s: int, clock: Callable[[], Timestamp] | None = None):
+        self._ttl_micros = _ttl_micros(ttl_s)
+        if clock is not None and not callable(clock):
+            raise ValueError("clock must be a callable returning a Timestamp")
+        self._clock = _wall_clock if clock is None else clock
+
+    def setup(self):
+        self._unique = Metrics.counter(METRICS_NAMESPACE, "events_written")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "events_duplicate")
+
+    def process(
+        self,
+        element: tuple[str, RedactedEvent],
+        first_digest=beam.DoFn.StateParam(FIRST_DIGEST),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        _, event = element
+        if first_digest.read() is not None:
+            self._duplicates.inc()
+            yield beam.pvalue.TaggedOutput(DUPLICATE_TAG, event)  # keeps its event time
+            return
+        first_digest.write(content_digest(event))
+        at = event_micros(event.event_time)
+        expiry.set(Timestamp(micros=expiry_micros(at, self._clock().micros, self._ttl_micros)))
+        self._unique.inc()
+        yield event
+
+    @on_timer(EXPIRY)
+    def expire(self, first_digest=beam.DoFn.StateParam(FIRST_DIGEST)):
+        first_digest.clear()
+
+
+def _stream_batch(events: tuple[RedactedEvent, ...]) -> EventBatch:
+    return EventBatch("", events)
+
+
+class _DedupeOutputs(NamedTuple):
+    """The per-key strategy's outputs, read as the sharded strategy's ``with_outputs`` result
+    is: ``.unique`` or ``["unique"]``, ``.duplicates`` or ``[DUPLICATE_TAG]``, or unpacked."""
+
+    unique: beam.PCollection
+    duplicates: beam.PCollection
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
 
 
 class _DedupeGroupFn(beam.DoFn):
@@ -255,30 +436,53 @@ class _SplitByCopiesFn(beam.DoFn):
 class DeduplicateEvents(beam.PTransform):
     """Splits batches of redacted events into copies written and duplicates, by ``event_id``.
 
-    Input: ``EventBatch`` elements in the global window (as ``RedactPii`` emits them).
-    Outputs: ``unique``, ``EventBatch`` elements of the copies written (in streaming one per
-    input batch and shard; in batch one per input batch with ``copies``, else one per shard),
-    each timestamped with its earliest event time; and ``DUPLICATE_TAG``, one ``RedactedEvent``
-    per other copy, timestamped with its event time. Each input event is in exactly one. See
-    the module docstring for the guarantee in each mode.
+    Input: ``EventBatch`` elements in the global window (as ``RedactPii`` emits them), bounded
+    or unbounded. Outputs: ``unique``, ``EventBatch`` elements of the copies written, each
+    timestamped with its earliest event time (bounded input: one per input batch with
+    ``copies``, else one per shard; unbounded input, ``sharded``: one per input batch and
+    shard; ``per_key``: one per bundle of the dedupe step, source ``""``); and
+    ``DUPLICATE_TAG``, one ``RedactedEvent`` per other copy, timestamped with its event time.
+    Each input event is in exactly one. Read them as ``.unique`` and ``[DUPLICATE_TAG]``
+    whatever the strategy. See the module docstring for the guarantee in each mode.
 
     Args:
-      ttl_s: how long (event time, streaming) an id is remembered. Required, > 0.
-      num_shards: number of state keys. More shards: more parallelism, smaller state per key.
+      ttl_s: how long (event time, streaming) an id is remembered after its first copy
+        arrived. Required, > 0; the default covers a 1-hour allowed lateness and a 1-minute
+        window.
+      num_shards: number of state keys of the ``sharded`` strategy and of the bounded
+        grouping. More shards: more parallelism, smaller state per key.
       copies: bounded input only: a PCollection of ``(event_id, (source, offset))``, the line
         to write for each id that several lines carry (``transforms.copies.ChooseCopies``);
         the input batches must then carry their offsets.
+      strategy: the streaming strategy, one of ``DEDUPE_STRATEGIES``: ``sharded`` (local
+        runners) or ``per_key`` (Dataflow). Bounded input is deduplicated the same either way.
+      clock: ``per_key`` only: returns "now" as a ``Timestamp`` (a picklable callable), the
+        arrival estimate of the expiry rule; None: the worker's wall clock. Tests pin it.
     """
 
-    def __init__(self, ttl_s: int = 600, num_shards: int = 32, copies=None):
+    def __init__(
+        self,
+        ttl_s: int = DEFAULT_TTL_S,
+        num_shards: int = 32,
+        copies=None,
+        strategy: str = "sharded",
+        clock: Callable[[], Timestamp] | None = None,
+    ):
         super().__init__()
-        if not ttl_s or ttl_s <= 0:
-            raise ValueError("ttl_s must be a positive number of seconds")
+        _ttl_micros(ttl_s)  # validated here, where the composite is built
         if num_shards < 1:
             raise ValueError("num_shards must be >= 1")
+        if strategy not in DEDUPE_STRATEGIES:
+            raise ValueError(f"strategy must be one of {DEDUPE_STRATEGIES}, got {strategy!r}")
+        if clock is not None and strategy != "per_key":
+            raise ValueError("clock goes with strategy='per_key'")
+        if clock is not None and not callable(clock):
+            raise ValueError("clock must be a callable returning a Timestamp")
         self._ttl_s = ttl_s
         self._num_shards = num_shards
         self._copies = copies
+        self._strategy = strategy
+        self._clock = clock
 
     def expand(self, batches):
         if not isinstance(batches.windowing.windowfn, window.GlobalWindows):
@@ -290,6 +494,8 @@ class DeduplicateEvents(beam.PTransform):
             return batches | "DedupeByCopies" >> beam.ParDo(
                 _SplitByCopiesFn(), copies=beam.pvalue.AsDict(self._copies)
             ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")
+        if not batches.is_bounded and self._strategy == "per_key":
+            return self._expand_per_key(batches)
         by_shard = batches | "SplitByShard" >> beam.ParDo(
             _SplitByShardFn(self._num_shards)
         ).with_output_types(tuple[int, EventBatch])
@@ -305,3 +511,17 @@ class DeduplicateEvents(beam.PTransform):
         return by_shard | "DedupeStream" >> beam.ParDo(
             _DedupeShardFn(self._ttl_s)
         ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")
+
+    def _expand_per_key(self, batches) -> _DedupeOutputs:
+        deduped = (
+            batches
+            | "KeyByEventId"
+            >> beam.ParDo(_KeyByEventIdFn()).with_output_types(tuple[str, RedactedEvent])
+            | "DedupePerKey"
+            >> beam.ParDo(_DedupePerKeyFn(self._ttl_s, self._clock))
+            .with_output_types(RedactedEvent, **_DUPLICATES)
+            .with_outputs(DUPLICATE_TAG, main="unique")
+        )
+        # Downstream steps (the archive writer, the aggregation) take batches.
+        unique = deduped.unique | "BatchUnique" >> BatchPerBundle(_stream_batch, EventBatch)
+        return _DedupeOutputs(unique, deduped[DUPLICATE_TAG])

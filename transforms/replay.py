@@ -34,16 +34,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.analyze import AnalyzeEvents, CoreConfig
+from transforms.analyze import AnalyzeEvents, CoreConfig, CoreOutputs
 from transforms.audit import DEAD_LETTERED, audit_dead_letter, audit_replay
 from transforms.deadletter import PAYLOAD_REDACTED, dead_letter_id
 from transforms.elements import AuditRecord, DeadLetter
 
 __all__ = [
     "ReplayDeadLetters",
+    "ReplayOutputs",
     "choose_submission",
     "is_replayable",
     "pair_refailures",
@@ -118,11 +120,36 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class ReplayOutputs(NamedTuple):
+    """What ``ReplayDeadLetters`` returns (see its docstring)."""
+
+    events: beam.PCollection
+    duplicates: beam.PCollection
+    dead_letters: beam.PCollection
+    failed_again: beam.PCollection
+    audit: beam.PCollection
+    outcomes: beam.PCollection
+    submitted: beam.PCollection
+    replayed: beam.PCollection
+    not_replayable: beam.PCollection
+
+    def core(self, pipeline: beam.Pipeline) -> CoreOutputs:
+        """What the sinks write: the core's outputs without metrics (the reconciliation of the
+        replayed days writes those)."""
+        return CoreOutputs(
+            events=self.events,
+            duplicates=self.duplicates,
+            metrics=pipeline | "NoMetrics" >> beam.Create([]),
+            audit=self.audit,
+            dead_letters=self.dead_letters,
+        )
+
+
 class ReplayDeadLetters(beam.PTransform):
     """Re-submits the replayable dead letters whose reason starts with ``reason_prefix``.
 
     Input: PCollection[DeadLetter], bounded (the records of a date range, duplicates of an id
-    allowed). Returns a dict of PCollections:
+    allowed). Returns ``ReplayOutputs``, PCollections:
       ``events``, ``duplicates``: as ``AnalyzeEvents`` returns them (events to archive);
       ``dead_letters``: ``DeadLetter`` records that failed again for a new reason (to store);
       ``failed_again``: every submission that failed again (new reason or not), rekeyed;
@@ -172,7 +199,7 @@ class ReplayDeadLetters(beam.PTransform):
             {
                 "submitted": submissions
                 | "KeyByPayload" >> beam.Map(lambda s: (payload_digest(s[0].payload), s)),
-                "failed": core["dead_letters"]
+                "failed": core.dead_letters
                 | "KeyFailuresByPayload" >> beam.Map(lambda d: (d.payload_sha256, d)),
             }
             | "JoinFailures" >> beam.CoGroupByKey()
@@ -186,7 +213,7 @@ class ReplayDeadLetters(beam.PTransform):
             rekeyed.known,
         ) | "FailedAgain" >> beam.Flatten().with_output_types(DeadLetter)
         outcomes = (
-            core["audit"]
+            core.audit
             # The core's dead_lettered records name the ids before rekeying; these replace them.
             | "ProcessedOutcomes" >> beam.Filter(lambda a: a.outcome != DEAD_LETTERED),
             failed_again
@@ -200,15 +227,15 @@ class ReplayDeadLetters(beam.PTransform):
         replayed_audit = replayable | "AuditReplayed" >> beam.Map(
             lambda d: audit_replay(d, _now())
         ).with_output_types(AuditRecord)
-        return {
-            "events": core["events"],
-            "duplicates": core["duplicates"],
-            "dead_letters": rekeyed.new,
-            "failed_again": failed_again,
-            "audit": (outcomes, replayed_audit)
+        return ReplayOutputs(
+            events=core.events,
+            duplicates=core.duplicates,
+            dead_letters=rekeyed.new,
+            failed_again=failed_again,
+            audit=(outcomes, replayed_audit)
             | "FlattenAudit" >> beam.Flatten().with_output_types(AuditRecord),
-            "outcomes": outcomes,
-            "submitted": payloads,
-            "replayed": replayable,
-            "not_replayable": not_replayable,
-        }
+            outcomes=outcomes,
+            submitted=payloads,
+            replayed=replayable,
+            not_replayable=not_replayable,
+        )

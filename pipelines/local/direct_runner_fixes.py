@@ -1,7 +1,14 @@
-"""Local-runner shims for the streaming DirectRunner of Beam 2.77 (``BundleBasedDirectRunner``).
+"""Fixes for the streaming DirectRunner of Beam 2.77 (``BundleBasedDirectRunner``): local only.
 
-Both are installed by ``launch`` for local runners only; Dataflow and the other portable runners
-are untouched. Neither changes what a pipeline computes; tests run both pipelines with them.
+They change no result, only what a long local streaming run costs; the streaming figures of
+``docs/performance.md`` are measured with them. ``installed()`` puts them in place for the
+duration of one local run and takes them out after it (``pipelines.local.run`` wraps every
+local run in it); ``install()``/``uninstall()`` are the two halves. They read and replace
+private names of Beam's direct runner, so they refuse to install (a warning, and the run goes
+on without them) on any Beam version but ``TESTED_BEAM_VERSION``, and a test pins the source of
+every Beam function they fork or wrap, so an upgrade fails loudly there first. Nothing on the
+Dataflow path imports this module. One ADR per fix says what Beam does, why it hurts here and
+the upstream fix: ``docs/adr/``.
 
 **DoFn state/timer specs, cached per DoFn class** (``GENAI_NO_SPEC_CACHE=1`` leaves Beam as it
 is). The runner calls ``apache_beam.transforms.userstate.get_dofn_specs`` about three times for
@@ -50,36 +57,83 @@ at all, for which Beam's ``get_timers`` returns nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import types
+from collections.abc import Iterator
 
-from apache_beam.runners.direct import (
-    direct_runner,
-    evaluation_context,
-    transform_evaluator,
-    watermark_manager,
-)
-from apache_beam.runners.direct.util import TimerFiring
-from apache_beam.transforms import userstate
+import apache_beam as beam
 
 __all__ = [
+    "TESTED_BEAM_VERSION",
     "compact_holds",
+    "install",
     "install_spec_cache",
     "install_state_pruning",
+    "installed",
     "is_empty_state",
+    "uninstall",
     "uninstall_spec_cache",
     "uninstall_state_pruning",
 ]
 
 _LOGGER = logging.getLogger(__name__)
-_ORIGINAL = userstate.get_dofn_specs
-_ORIGINAL_HANDLE_RESULT = evaluation_context.EvaluationContext.handle_result
-_ORIGINAL_EXTRACT_TIMERS = watermark_manager._TransformWatermarks.extract_transform_timers
+TESTED_BEAM_VERSION = "2.77.0"
 _CACHE: dict[type, tuple[frozenset, frozenset]] = {}
 _LOCK = threading.Lock()
+
+
+class _Beam:
+    """Beam's direct-runner modules and the originals the fixes replace, read on first use, only
+    on the tested version (another version may not have them)."""
+
+    def __init__(self) -> None:
+        from apache_beam.runners.direct import (
+            direct_runner,
+            evaluation_context,
+            transform_evaluator,
+            watermark_manager,
+        )
+        from apache_beam.runners.direct.util import TimerFiring
+        from apache_beam.transforms import userstate
+
+        self.direct_runner = direct_runner
+        self.evaluation_context = evaluation_context
+        self.transform_evaluator = transform_evaluator
+        self.watermark_manager = watermark_manager
+        self.userstate = userstate
+        self.TimerFiring = TimerFiring
+        self.get_dofn_specs = userstate.get_dofn_specs
+        self.handle_result = evaluation_context.EvaluationContext.handle_result
+        self.extract_transform_timers = (
+            watermark_manager._TransformWatermarks.extract_transform_timers
+        )
+
+
+_BEAM: _Beam | None = None
+_REFUSED: set[str] = set()  # untested Beam versions already warned about
+
+
+def _beam() -> _Beam | None:
+    """The direct-runner internals, or None (with a warning, once) on an untested Beam."""
+    global _BEAM
+    if _BEAM is None:
+        if beam.__version__ != TESTED_BEAM_VERSION:
+            if beam.__version__ in _REFUSED:
+                return None
+            _REFUSED.add(beam.__version__)
+            _LOGGER.warning(
+                "DirectRunner fixes not installed: written for Beam %s, this is Beam %s "
+                "(local streaming runs work, slower over long runs; see docs/adr)",
+                TESTED_BEAM_VERSION,
+                beam.__version__,
+            )
+            return None
+        _BEAM = _Beam()
+    return _BEAM
 
 
 def _has_bound_methods(dofn) -> bool:
@@ -88,12 +142,13 @@ def _has_bound_methods(dofn) -> bool:
 
 def cached_dofn_specs(dofn) -> tuple[set, set]:
     """``get_dofn_specs(dofn)``, from the class's cached result where that is exact."""
+    original = _BEAM.get_dofn_specs
     if _has_bound_methods(dofn):
-        return _ORIGINAL(dofn)
+        return original(dofn)
     cls = type(dofn)
     specs = _CACHE.get(cls)
     if specs is None:
-        state_specs, timer_specs = _ORIGINAL(dofn)
+        state_specs, timer_specs = original(dofn)
         specs = (frozenset(state_specs), frozenset(timer_specs))
         with _LOCK:
             _CACHE[cls] = specs
@@ -102,19 +157,21 @@ def cached_dofn_specs(dofn) -> tuple[set, set]:
 
 def install_spec_cache() -> bool:
     """Installs the cache (idempotent); returns whether it is installed."""
-    if os.environ.get("GENAI_NO_SPEC_CACHE") == "1":
+    b = _beam()
+    if b is None or os.environ.get("GENAI_NO_SPEC_CACHE") == "1":
         return False
-    if userstate.get_dofn_specs is not cached_dofn_specs:
-        userstate.get_dofn_specs = cached_dofn_specs
-        transform_evaluator.get_dofn_specs = cached_dofn_specs
-        _LOGGER.info("DirectRunner: DoFn state/timer specs cached per class")
+    if b.userstate.get_dofn_specs is not cached_dofn_specs:
+        b.userstate.get_dofn_specs = cached_dofn_specs
+        b.transform_evaluator.get_dofn_specs = cached_dofn_specs
     return True
 
 
 def uninstall_spec_cache() -> None:
-    """Puts Beam's own function back (for tests)."""
-    userstate.get_dofn_specs = _ORIGINAL
-    transform_evaluator.get_dofn_specs = _ORIGINAL
+    """Puts Beam's own function back."""
+    if _BEAM is None:
+        return
+    _BEAM.userstate.get_dofn_specs = _BEAM.get_dofn_specs
+    _BEAM.transform_evaluator.get_dofn_specs = _BEAM.get_dofn_specs
     _CACHE.clear()
 
 
@@ -203,11 +260,11 @@ def compact_holds(state) -> None:
 
 
 def _is_group_by_window(applied) -> bool:
-    return isinstance(applied.transform, direct_runner._StreamingGroupAlsoByWindow)
+    return isinstance(applied.transform, _BEAM.direct_runner._StreamingGroupAlsoByWindow)
 
 
 def _handle_result_and_prune(self, completed_bundle, completed_timers, result):
-    committed = _ORIGINAL_HANDLE_RESULT(self, completed_bundle, completed_timers, result)
+    committed = _BEAM.handle_result(self, completed_bundle, completed_timers, result)
     applied = result.transform
     if result.partial_keyed_state:
         states = self._transform_keyed_states[applied]
@@ -246,7 +303,7 @@ def _extract_transform_timers(self):
             for expired in timers:
                 window, (name, time_domain, timestamp, dynamic_timer_tag) = expired
                 fired_timers.append(
-                    TimerFiring(
+                    _BEAM.TimerFiring(
                         encoded_key,
                         window,
                         name,
@@ -261,16 +318,56 @@ def _extract_transform_timers(self):
 
 def install_state_pruning() -> bool:
     """Installs the state shims (idempotent); returns whether they are on."""
-    if os.environ.get("GENAI_NO_STATE_PRUNING") == "1":
+    b = _beam()
+    if b is None or os.environ.get("GENAI_NO_STATE_PRUNING") == "1":
         return False
-    if evaluation_context.EvaluationContext.handle_result is not _handle_result_and_prune:
-        evaluation_context.EvaluationContext.handle_result = _handle_result_and_prune
-        watermark_manager._TransformWatermarks.extract_transform_timers = _extract_transform_timers
-        _LOGGER.info("DirectRunner: expired window state collected, empty keyed state dropped")
+    context = b.evaluation_context.EvaluationContext
+    if context.handle_result is not _handle_result_and_prune:
+        context.handle_result = _handle_result_and_prune
+        b.watermark_manager._TransformWatermarks.extract_transform_timers = (
+            _extract_transform_timers
+        )
     return True
 
 
 def uninstall_state_pruning() -> None:
-    """Puts Beam's own methods back (for tests)."""
-    evaluation_context.EvaluationContext.handle_result = _ORIGINAL_HANDLE_RESULT
-    watermark_manager._TransformWatermarks.extract_transform_timers = _ORIGINAL_EXTRACT_TIMERS
+    """Puts Beam's own methods back."""
+    if _BEAM is None:
+        return
+    _BEAM.evaluation_context.EvaluationContext.handle_result = _BEAM.handle_result
+    _BEAM.watermark_manager._TransformWatermarks.extract_transform_timers = (
+        _BEAM.extract_transform_timers
+    )
+    _LAST_COLLECT.clear()
+
+
+def install() -> bool:
+    """Installs every fix; returns whether any is on (none on an untested Beam)."""
+    cache = install_spec_cache()
+    pruning = install_state_pruning()
+    return cache or pruning
+
+
+def uninstall() -> None:
+    """Puts every Beam function the fixes replaced back."""
+    uninstall_spec_cache()
+    uninstall_state_pruning()
+
+
+_DEPTH = [0]  # nested installed() blocks (a test may run a pipeline inside a launch)
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[bool]:
+    """The fixes in place for the duration of the block (one local run), removed after it,
+    even when the run fails. Yields whether they are on."""
+    with _LOCK:
+        on = install()
+        _DEPTH[0] += 1
+    try:
+        yield on
+    finally:
+        with _LOCK:
+            _DEPTH[0] -= 1
+            if _DEPTH[0] == 0:
+                uninstall()

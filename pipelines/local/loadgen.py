@@ -7,15 +7,16 @@ late events (event time minutes in the past), and malformed events of every dead
 
 CLI::
 
-    python -m pipelines.local.loadgen --events 10000 --output events.jsonl [--seed 7] [--pii_share 0.2]
-    python -m pipelines.local.loadgen --pubsub_topic projects/P/topics/T --rate 1000 --duration_s 120 \
-        --burst_factor 5 --burst_every_s 60 --burst_s 10
+    python -m pipelines.local.loadgen --events 10000 --output events.jsonl [--seed 7]
+    python -m pipelines.local.loadgen --pubsub_topic projects/P/topics/T --rate 1000 \
+        --duration_s 120 --burst_factor 5 --burst_every_s 60 --burst_s 10
 
 The first writes JSON lines (one event per line) for ``pipelines.backfill``. The second
 publishes to Pub/Sub in real time: ``--rate`` messages/s, ``--burst_factor`` times that for
 ``--burst_s`` seconds every ``--burst_every_s`` seconds, each message with attributes
-``event_id`` and ``event_time`` (``pipelines.io.sources.pubsub``). In a pipeline, ``GenerateEvents``
-emits the same traffic at a fixed rate for a fixed duration, then ends.
+``event_id`` and ``event_time`` (``pipelines.io.sources.pubsub``). In a local streaming run,
+``--source synthetic`` (``pipelines.local.source``) serves the same traffic at a fixed rate for a
+fixed duration, then ends.
 """
 
 from __future__ import annotations
@@ -25,16 +26,12 @@ import datetime as dt
 import json
 import random
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from typing import NamedTuple
 
-import apache_beam as beam
 import msgspec
 
-__all__ = ["EventGenerator", "GenerateEvents", "Generated", "LoadProfile", "main"]
+__all__ = ["EventGenerator", "Generated", "LoadProfile", "main"]
 
 VALID = "valid"
 DUPLICATE = "duplicate"
@@ -185,116 +182,6 @@ class EventGenerator:
             if len(self._recent) > 1000:
                 del self._recent[:500]
         return out
-
-
-# The TestStream client's gRPC channel takes messages of up to 4 MiB: a tick's events are sent
-# in parts that stay well below it.
-_MAX_MESSAGE_BYTES = 3 << 20
-
-
-def _message_parts(elements: list) -> Iterator[list]:
-    """``elements`` cut into consecutive parts of at most ``_MAX_MESSAGE_BYTES`` of payload."""
-    part: list = []
-    size = 0
-    for element in elements:
-        length = len(element.encoded_element) + 16
-        if part and size + length > _MAX_MESSAGE_BYTES:
-            yield part
-            part, size = [], 0
-        part.append(element)
-        size += length
-    if part:
-        yield part
-
-
-class _PacedEvents:
-    """Feeds the TestStream service: one batch of events per tick, in real time.
-
-    After each batch it advances processing time by the wall time that passed and the
-    watermark to the tick's time, so windows, triggers and timers behave as with a live source
-    whose watermark follows the clock (as Pub/Sub's does).
-    """
-
-    def __init__(self, generator: EventGenerator, rate: float, duration_s: float, tick_s: float):
-        self._generator = generator
-        self._rate, self._duration_s, self._tick_s = rate, duration_s, tick_s
-        self.on_done = lambda: None
-
-    def read_multiple(self, unused_specs) -> Iterator:
-        from apache_beam.coders import BytesCoder
-        from apache_beam.portability.api import beam_runner_api_pb2 as api
-
-        event = api.TestStreamPayload.Event
-        encode = BytesCoder().encode
-        ticks = max(1, round(self._duration_s / self._tick_s))
-        started = last = time.monotonic()
-        carry = 0.0
-        for tick in range(ticks):
-            delay = started + tick * self._tick_s - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            carry += self._rate * self._tick_s
-            n, carry = int(carry), carry - int(carry)
-            now = dt.datetime.now(dt.UTC)
-            now_us = int(now.timestamp() * 1_000_000)
-            elements = [
-                api.TestStreamPayload.TimestampedElement(
-                    encoded_element=encode(generated.payload), timestamp=now_us
-                )
-                for generated in self._generator.batch(n, now)
-            ]
-            for part in _message_parts(elements):
-                yield event(element_event=event.AddElements(elements=part))
-            moment = time.monotonic()
-            advance_us = int((moment - last) * 1_000_000)
-            last = moment
-            yield event(
-                processing_time_event=event.AdvanceProcessingTime(advance_duration=advance_us)
-            )
-            yield event(watermark_event=event.AdvanceWatermark(new_watermark=now_us))
-        self.on_done()
-
-
-class GenerateEvents(beam.PTransform):
-    """Unbounded source of synthetic gateway events (JSON bytes) at ``rate`` events/s for
-    ``duration_s`` seconds of wall-clock time; then it ends by itself. DirectRunner only.
-
-    Why not ``PeriodicImpulse``: on the DirectRunner a splittable DoFn either runs stage by
-    stage (FnApiRunner: nothing downstream runs until the source ends) or does not run at all
-    in streaming mode (BundleBasedDirectRunner, Beam 2.77). So the events are served to a
-    ``TestStream`` by an in-process event service on loopback (Beam's TestStreamService, as
-    Interactive Beam uses it), paced in real time, with the watermark following the clock.
-    The service stops itself a few seconds after the last event.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        duration_s: float,
-        seed: int = 7,
-        profile: LoadProfile = LoadProfile(),  # noqa: B008
-        tick_s: float = 0.1,
-    ):
-        super().__init__()
-        if rate <= 0 or duration_s <= 0 or tick_s <= 0:
-            raise ValueError("rate, duration_s and tick_s must be > 0")
-        self._rate, self._duration_s, self._seed = rate, duration_s, seed
-        self._profile, self._tick_s = profile, tick_s
-
-    def expand(self, begin):
-        from apache_beam.coders import BytesCoder
-        from apache_beam.testing.test_stream import TestStream
-        from apache_beam.testing.test_stream_service import TestStreamServiceController
-
-        paced = _PacedEvents(
-            EventGenerator(self._seed, self._profile), self._rate, self._duration_s, self._tick_s
-        )
-        service = TestStreamServiceController(paced)  # binds localhost on a free port
-        # Stop the service shortly after the last event, from a thread of its own (stopping
-        # a gRPC server from inside one of its handlers would wait on itself).
-        paced.on_done = lambda: threading.Timer(5.0, service.stop).start()
-        service.start()
-        return begin | "ServeEvents" >> TestStream(coder=BytesCoder(), endpoint=service.endpoint)
 
 
 _PROFILE_DEFAULTS = LoadProfile._field_defaults

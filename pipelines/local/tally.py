@@ -1,11 +1,12 @@
-"""Run totals computed by the pipeline itself, for the end-of-run summary.
+"""Run totals computed by the pipeline itself, for the end-of-run summary of local runs.
 
-Beam counters are the production signal (Dataflow shows them live), but the DirectRunner's
-streaming mode keeps only the last bundle's counter values, so the summary cannot rely on
-them here. ``TallyOutcomes`` counts the same things as data: inputs read, the core's outcomes
-(written, duplicates, dead letters by reason), redactions per info type, and writes the totals
-as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count (the
-largest pane of each window and key), so the summary can tell how many written events were
+Local runs only (``pipelines.local.run`` applies it; no Dataflow graph has it). Beam counters
+are the production signal (Dataflow shows them live, per outcome and reason), but the
+DirectRunner's streaming mode keeps only the last bundle's counter values, so the local summary
+cannot rely on them. ``TallyOutcomes`` counts the same things as data: inputs read, the core's
+outcomes (written, duplicates, dead letters by reason), redactions per info type, and writes the
+totals as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count
+(the largest pane of each window and key), so the summary can tell how many written events were
 too late for the metrics. In batch it writes once. In streaming the totals so far live in the
 state of one key, as each bundle's partial sums folded into one whenever the file is rewritten:
 at most every ``every_s`` seconds of wall time and once more when the stream ends. They grow
@@ -161,19 +162,18 @@ def _write_totals(totals: dict[str, int], path: str) -> dict[str, int]:
     return totals
 
 
-def tally_inputs(read, outputs: dict) -> dict:
-    """The inputs ``TallyOutcomes`` takes, from the raw input and the core's outputs (and the
-    sinks' dead letters, when the sinks report any: ``outputs["written"]["sink_dead_letters"]``)."""
+def tally_inputs(outputs) -> dict:
+    """The inputs ``TallyOutcomes`` takes from a pipeline's ``PipelineOutputs``: what it read,
+    the core's outcomes and metrics, and the sinks' dead letters when the sinks report any."""
     inputs = {
-        "read": read,
-        "events": outputs["events"],
-        "duplicates": outputs["duplicates"],
-        "dead_letters": outputs["dead_letters"],
-        "metrics": outputs["metrics"],
+        "read": outputs.read,
+        "events": outputs.core.events,
+        "duplicates": outputs.core.duplicates,
+        "dead_letters": outputs.core.dead_letters,
+        "metrics": outputs.core.metrics,
     }
-    sink_dead_letters = outputs.get("written", {}).get("sink_dead_letters")
-    if sink_dead_letters is not None:
-        inputs["sink_dead_letters"] = sink_dead_letters
+    if outputs.sinks.sink_dead_letters is not None:
+        inputs["sink_dead_letters"] = outputs.sinks.sink_dead_letters
     return inputs
 
 

@@ -1,9 +1,9 @@
 """Local stand-ins for the Google Cloud stack, on loopback only: start, stop, status.
 
-    python -m tests.stack.local_stack up [SERVICE ...]     # start what is not running, print exports
-    python -m tests.stack.local_stack down [SERVICE ...]   # stop exactly the processes `up` started
-    python -m tests.stack.local_stack status [--quiet]     # exit 0 when every service answers
-    python -m tests.stack.local_stack env                  # print the export lines again
+    python -m tests.stack.local_stack up [SERVICE ...]    # start what is not up, print exports
+    python -m tests.stack.local_stack down [SERVICE ...]  # stop exactly what `up` started
+    python -m tests.stack.local_stack status [--quiet]    # exit 0 when every service answers
+    python -m tests.stack.local_stack env                 # print the export lines again
 
 Services (``SERVICES``), each one process group whose leader's pid is recorded in
 ``<state>/pids/<name>.pid``:
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 STATE = Path(os.environ.get("LOCAL_STACK_DIR", ROOT / ".local" / "stack")).resolve()
 PROJECT = "local-project"
 HOST = "127.0.0.1"
@@ -226,7 +226,7 @@ def _start_token(keep_data: bool) -> int:
         "token",
         [
             sys.executable,
-            str(ROOT / "scripts" / "fake_token_server.py"),
+            str(Path(__file__).resolve().parent / "fake_token_server.py"),
             "--host",
             HOST,
             "--port",

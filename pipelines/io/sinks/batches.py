@@ -79,13 +79,20 @@ class BatchSink:
     """What ``WriteInBatches`` needs from a sink. Subclasses are pickled to the workers.
 
     ``name`` is the sink family in the dead-letter reason (``sink_failed:<name>``); ``step`` names
-    the write in dead letters (``write_metrics_bigquery``). ``setup`` builds clients (called once
-    per DoFn instance, and some runners make one per bundle: cache expensive clients per
-    process). ``write`` writes one batch or raises.
+    the write in dead letters and is the label ``WriteGcp`` applies it under. ``setup`` builds
+    clients (called once per DoFn instance, and some runners make one per bundle: cache
+    expensive clients per process). ``write`` writes one batch or raises.
     """
 
     name = "sink"
     step = "write"
+    # How WriteInBatches batches for this sink (each can be overridden there): the element
+    # field whose hash picks the shard, parallel writers, most elements per write, and whether
+    # exhausted retries dead-letter the batch (False: fail the bundle, for dead-letter sinks).
+    id_field = "id"
+    num_shards = 1
+    max_batch_rows = 500
+    dead_letter_failures = True
 
     def setup(self) -> None:
         """Builds clients; the default does nothing."""
@@ -336,10 +343,11 @@ class WriteInBatches(beam.PTransform):
     are: MERGE, ON CONFLICT DO NOTHING, insert ids, ids in topic attributes).
 
     Args:
-        sink: the ``BatchSink``.
-        id_field: element field whose hash picks the shard (the same id, the same shard).
+        sink: the ``BatchSink``; it also gives the defaults of the arguments below that are
+          None (its ``id_field``, ``max_batch_rows``, ``num_shards``, ``dead_letter_failures``).
         retry: backoff and attempts per batch.
         flush_s: unbounded input: longest wait (processing time) before a batch is written.
+        id_field: element field whose hash picks the shard (the same id, the same shard).
         max_batch_rows: most elements per write call.
         num_shards: parallel writers; 1 serialises writes (what BigQuery DML wants).
         dead_letter_failures: False: exhausted retries fail the bundle instead.
@@ -349,26 +357,28 @@ class WriteInBatches(beam.PTransform):
         self,
         sink: BatchSink,
         *,
-        id_field: str,
         retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
         flush_s: int = 10,
-        max_batch_rows: int = 500,
-        num_shards: int = 1,
-        dead_letter_failures: bool = True,
+        id_field: str | None = None,
+        max_batch_rows: int | None = None,
+        num_shards: int | None = None,
+        dead_letter_failures: bool | None = None,
     ):
         super().__init__()
+        self._id_field = id_field or sink.id_field
+        self._max_batch_rows = max_batch_rows or sink.max_batch_rows
+        self._num_shards = num_shards or sink.num_shards
+        self._dead_letter_failures = (
+            sink.dead_letter_failures if dead_letter_failures is None else dead_letter_failures
+        )
         problems = retry.problems()
-        if flush_s < 1 or max_batch_rows < 1 or num_shards < 1:
+        if flush_s < 1 or self._max_batch_rows < 1 or self._num_shards < 1:
             problems.append("need flush_s >= 1, max_batch_rows >= 1 and num_shards >= 1")
         if problems:
             raise ValueError("; ".join(problems))
         self._sink = sink
-        self._id_field = id_field
         self._retry = retry
         self._flush_s = flush_s
-        self._max_batch_rows = max_batch_rows
-        self._num_shards = num_shards
-        self._dead_letter_failures = dead_letter_failures
 
     def expand(self, pcoll):
         return (

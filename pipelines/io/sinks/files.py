@@ -16,9 +16,10 @@ derived from the same hash, so a retried bundle rewrites the same bytes to the s
 of adding a duplicate file. Locally a file is written under a hidden temporary name and renamed
 into place (readers never see half a file); on GCS an object only appears when its upload closes.
 
-Delivery: every input element is written (at least once, idempotent per group). Nothing is dropped
-for lateness: see ``pipelines.io.sinks.batches.batch_windowing``. A failed write fails the bundle, or,
-on the Google Cloud path, is retried with backoff and then dead-lettered (``WriteRawEvents``).
+Delivery: every input element is written (at least once, idempotent per group). Nothing is
+dropped for lateness: see ``pipelines.io.sinks.batches.batch_windowing``. A failed write fails
+the bundle, or, on the Google Cloud path, is retried with backoff and then dead-lettered
+(``WriteRawEvents``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Pub/Sub I/O: the gateway-event source, the dead-letter topic, and paced publishing.
+"""The gateway-event source on Pub/Sub: ``ReadGatewayEvents``.
 
-Message contract (what the gateway, and ``pipelines.local.loadgen --pubsub_topic``, publish): the body
-is one JSON gateway event (``gateway_event.avsc``); attribute ``event_id`` is its event id (when
-the publisher could read one) and attribute ``event_time`` its event time in RFC 3339 UTC (the
-publisher's clock when the body has no valid event time).
+Message contract (what the gateway, and ``pipelines.local.loadgen --pubsub_topic``, publish):
+the body is one JSON gateway event (``gateway_event.avsc``); attribute ``event_id`` is its event
+id (when the publisher could read one) and attribute ``event_time`` its event time in RFC 3339
+UTC (the publisher's clock when the body has no valid event time).
 
 Event time: ``ReadGatewayEvents`` reads with ``timestamp_attribute="event_time"``, so the runner
 stamps each message with the publisher's attribute and, on Dataflow, estimates the source

@@ -12,6 +12,7 @@ import os
 
 import apache_beam as beam
 
+from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.embedded.audit import WriteAuditLog
 from pipelines.io.sinks.embedded.warehouse import UpsertMetrics
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
@@ -23,15 +24,15 @@ AUDIT_DB = "audit.sqlite"
 
 
 class WriteEmbedded(beam.PTransform):
-    """Writes the core outputs (the dict ``AnalyzeEvents`` returns).
+    """Writes the core outputs (``CoreOutputs``) under one output root.
 
     Args:
-      output_root: directory of all outputs (created if missing).
+      output_root: directory of all outputs (created when the pipeline runs, if missing).
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
       metrics: upsert ``metrics``; False for a dead-letter replay, whose rows would hold the
         replayed events alone (the reconciliation of their days writes the metrics).
 
-    Returns a dict of the file sinks' results, PCollections of (path, record count).
+    Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here).
     """
 
     def __init__(self, output_root: str, archive: bool = True, metrics: bool = True):
@@ -41,16 +42,15 @@ class WriteEmbedded(beam.PTransform):
         self._metrics = metrics
 
     def expand(self, outputs):
-        os.makedirs(self._root, exist_ok=True)
-        written = {
-            "dead_letters": outputs["dead_letters"]
-            | "WriteDeadLetters" >> WriteDeadLetters(self._root)
-        }
+        dead_letter_files = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            self._root
+        )
+        raw_files = None
         if self._archive:
-            written["raw"] = outputs["events"] | "WriteRawEvents" >> WriteRawEvents(self._root)
+            raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(self._root)
         if self._metrics:
-            _ = outputs["metrics"] | "UpsertMetrics" >> UpsertMetrics(
+            _ = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(
                 os.path.join(self._root, WAREHOUSE_DB)
             )
-        _ = outputs["audit"] | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
-        return written
+        _ = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
+        return SinkOutputs(raw_files, dead_letter_files)

@@ -51,10 +51,9 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
-import apache_beam as beam
 import pandas as pd
 
-from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.embedded.tables import EmbeddedTable, WriteTable
 from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import load_schema
 from transforms.elements import AuditRecord
@@ -70,7 +69,6 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
-_READY: set[str] = set()  # database files whose tables this process has created
 
 AUDIT_TABLE = "audit_log"
 _PRIMARY_KEY = "audit_id"
@@ -431,97 +429,10 @@ def read_audit_log(db_path: str) -> pd.DataFrame:
         return pd.DataFrame(cursor.fetchall(), columns=names)
 
 
-class _WriteAuditLogFn(beam.DoFn):
-    """Buffers audit rows and inserts them per bundle, or when the buffer is full."""
+class AuditLogTable(EmbeddedTable):
+    """``audit_log`` in a SQLite file, for ``WriteTable``: inserts ignore rows already stored."""
 
-    def __init__(
-        self,
-        db_path: str,
-        max_buffered_rows: int,
-        max_attempts: int,
-        first_backoff_s: float,
-        busy_timeout_s: float,
-    ):
-        self._db_path = db_path
-        self._max_buffered_rows = max_buffered_rows
-        self._max_attempts = max_attempts
-        self._first_backoff_s = first_backoff_s
-        self._busy_timeout_s = busy_timeout_s
-        self._buffer: list[AuditRecord] = []
-        self._inserted = beam.metrics.Metrics.counter(__name__, "audit_rows_inserted")
-        self._ignored = beam.metrics.Metrics.counter(__name__, "audit_rows_already_stored")
-        self._retries = beam.metrics.Metrics.counter(__name__, "audit_lock_retries")
-        self._flushes = beam.metrics.Metrics.counter(__name__, "audit_flushes")
-
-    def setup(self) -> None:
-        # Some runners (the DirectRunner in streaming) call setup() for every bundle: create
-        # the tables once per process and database file.
-        if self._db_path in _READY and os.path.exists(self._db_path):
-            return
-        create_audit_log(self._db_path, busy_timeout_s=self._busy_timeout_s)
-        _READY.add(self._db_path)
-        _LOGGER.info("audit log ready at %s", self._db_path)
-
-    def start_bundle(self) -> None:
-        self._buffer = []
-        self._connection = _Connection(self._db_path, self._busy_timeout_s)
-
-    def process(self, record: AuditRecord) -> None:
-        self._buffer.append(record)
-        if len(self._buffer) >= self._max_buffered_rows:
-            self._flush()
-
-    def finish_bundle(self) -> None:
-        try:
-            self._flush()
-        finally:
-            self._connection.close()  # not kept across bundles (nor DoFn instances)
-
-    def teardown(self) -> None:
-        connection = getattr(self, "_connection", None)
-        if connection is not None:  # a bundle that failed before finish_bundle
-            connection.close()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        inserted = insert_audit_records(
-            self._db_path,
-            self._buffer,
-            max_attempts=self._max_attempts,
-            first_backoff_s=self._first_backoff_s,
-            busy_timeout_s=self._busy_timeout_s,
-            on_retry=self._retries.inc,
-            connection=self._connection,
-        )
-        self._inserted.inc(inserted)
-        self._ignored.inc(len(self._buffer) - inserted)
-        self._flushes.inc()
-        self._buffer = []
-
-
-class WriteAuditLog(beam.PTransform):
-    """Writes ``AuditRecord`` elements to the SQLite table ``audit_log``, idempotently.
-
-    Input: PCollection[AuditRecord], bounded or unbounded, any windowing. Output: an empty
-    PCollection (counters count inserted rows, rows already stored, flushes and lock retries).
-
-    Guarantee: every record is stored once per ``audit_id`` and per ``(event_id, outcome)``;
-    replays and retried bundles insert nothing new. Rows are committed when their bundle
-    finishes (or when ``max_buffered_rows`` are buffered); unbounded input is first gathered for
-    ``flush_s`` seconds of processing time (``GatherForFlush``), so a record is stored within
-    about ``flush_s`` of its outcome. A flush that cannot get the write lock after
-    ``max_attempts`` fails the bundle, so nothing is dropped silently.
-
-    Args:
-        db_path: local path of the SQLite file (created if missing).
-        max_buffered_rows: rows buffered before an early flush inside a bundle.
-        max_attempts: attempts per flush on lock conflicts before the bundle fails.
-        first_backoff_s: first backoff between attempts; it doubles, up to 2 s.
-        busy_timeout_s: how long SQLite itself waits for a lock in each attempt.
-        flush_s: unbounded input: seconds of processing time records are gathered before a
-          commit.
-    """
+    name = "audit_log"
 
     def __init__(
         self,
@@ -533,25 +444,50 @@ class WriteAuditLog(beam.PTransform):
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         flush_s: int = DEFAULT_FLUSH_S,
     ):
-        super().__init__()
-        if not db_path or "://" in db_path:
-            raise ValueError(f"db_path must be a local file path, got {db_path!r}")
-        if (
-            max_buffered_rows < 1
-            or max_attempts < 1
-            or first_backoff_s < 0
-            or busy_timeout_s < 0
-            or flush_s < 1
-        ):
-            raise ValueError(
-                "need max_buffered_rows >= 1, max_attempts >= 1, first_backoff_s >= 0, "
-                "busy_timeout_s >= 0 and flush_s >= 1"
-            )
-        self._flush_s = flush_s
-        self._fn = _WriteAuditLogFn(
-            db_path, max_buffered_rows, max_attempts, first_backoff_s, busy_timeout_s
+        super().__init__(db_path, max_buffered_rows=max_buffered_rows, flush_s=flush_s)
+        if max_attempts < 1 or first_backoff_s < 0 or busy_timeout_s < 0:
+            raise ValueError("need max_attempts >= 1, first_backoff_s >= 0 and busy_timeout_s >= 0")
+        self._max_attempts = max_attempts
+        self._first_backoff_s = first_backoff_s
+        self._busy_timeout_s = busy_timeout_s
+        self._connection: _Connection | None = None
+
+    def create(self) -> None:
+        create_audit_log(self.db_path, busy_timeout_s=self._busy_timeout_s)
+
+    def open(self) -> None:
+        # One connection for the flushes of a bundle: its page cache stays warm.
+        self._connection = _Connection(self.db_path, self._busy_timeout_s)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # not kept across bundles (nor DoFn instances)
+            self._connection = None
+
+    def write(self, rows: list[AuditRecord], on_retry: Callable[[], None]) -> int:
+        return insert_audit_records(
+            self.db_path,
+            rows,
+            max_attempts=self._max_attempts,
+            first_backoff_s=self._first_backoff_s,
+            busy_timeout_s=self._busy_timeout_s,
+            on_retry=on_retry,
+            connection=self._connection,
         )
 
-    def expand(self, pcoll):
-        pcoll = pcoll | "GatherForFlush" >> GatherForFlush(self._flush_s)
-        return pcoll | "InsertRows" >> beam.ParDo(self._fn)
+    def __getstate__(self):
+        return {**self.__dict__, "_connection": None}
+
+
+class WriteAuditLog(WriteTable):
+    """Writes ``AuditRecord`` elements to the SQLite table ``audit_log``, idempotently.
+
+    Input: PCollection[AuditRecord], bounded or unbounded, any windowing. Output: an empty
+    PCollection. Guarantee: every record is stored once per ``audit_id``; replays and retried
+    bundles insert nothing new. Rows are committed when their bundle finishes (``WriteTable``);
+    a flush that cannot get the write lock after ``max_attempts`` fails the bundle, so nothing
+    is dropped silently. Keyword arguments: those of ``AuditLogTable``.
+    """
+
+    def __init__(self, db_path: str, **kwargs):
+        super().__init__(AuditLogTable(db_path, **kwargs))

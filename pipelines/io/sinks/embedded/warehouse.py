@@ -22,11 +22,8 @@ was added keeps working; rows already there hold NULL in the new columns. Only n
 be added this way (the contract adds fields as nullable for that reason, as BigQuery requires);
 a new required field is an error that names the column.
 
-Views (``metrics_daily``, ``latency_percentiles_daily``, ``policy_flag_rates_daily``,
-``model_utilization_daily``, ``freshness``) are defined once, in BigQuery Standard SQL, in
-``pipelines/sql/<view>.sql`` with a ``{dataset}`` placeholder; ``bigquery_view_sql`` gives the
-BigQuery DDL and the DuckDB DDL is translated from it by sqlglot, so both warehouses run the same
-definitions.
+Views: the definitions of ``pipelines.views`` (one SQL file per view, BigQuery dialect,
+translated to DuckDB), created with the table, so both warehouses run the same definitions.
 
 Concurrency: DuckDB lets one process at a time open the file for writing. Rows are buffered per
 bundle and written in one transaction per flush with a short-lived connection, so several worker
@@ -43,18 +40,15 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from functools import cache
-from importlib import resources
 from typing import Any, TypeVar
 
-import apache_beam as beam
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import sqlglot
-from sqlglot import exp
 
-from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.embedded.tables import EmbeddedTable, WriteTable
 from pipelines.io.sinks.retry import retry_conflicts
+from pipelines.views import VIEW_NAMES, duckdb_view_sql
 from schemas.contract import bigquery_schema, load_schema
 from transforms.aggregate import BACKFILL
 from transforms.elements import MetricRow, to_record
@@ -63,12 +57,9 @@ __all__ = [
     "KEY_COLUMNS",
     "METRICS_TABLE",
     "NOT_CONTENT",
-    "VIEW_NAMES",
     "UpsertMetrics",
-    "bigquery_view_sql",
     "create_warehouse",
     "delete_metrics_before",
-    "duckdb_view_sql",
     "latest_panes",
     "metric_rows_to_arrow",
     "metrics_table_ddl",
@@ -79,21 +70,9 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
-_READY: set[str] = set()  # database files whose tables this process has created
 
 METRICS_TABLE = "metrics_minute"
-VIEW_NAMES: tuple[str, ...] = (
-    "metrics_daily",
-    "latency_percentiles_daily",
-    "policy_flag_rates_daily",
-    "model_utilization_daily",
-    "freshness",
-)
 KEY_COLUMNS = ("window_start", "model", "region")
-_DATASET_PLACEHOLDER = "{dataset}"
-# Stands in for {dataset} while translating to DuckDB, then removed: DuckDB views name tables
-# unqualified, so they resolve in the database file they live in, whatever it is attached as.
-_DUCKDB_DATASET_MARKER = "__dataset__"
 
 _BIGQUERY_TO_DUCKDB = {
     "STRING": "VARCHAR",
@@ -206,34 +185,6 @@ def _upsert_sql() -> str:
 NOT_CONTENT = frozenset(
     {"pane_index", "pane_timing", "is_final", "emitted_at", "users_hll", "distinct_users_approx"}
 )
-
-
-def _view_body(name: str) -> str:
-    if name not in VIEW_NAMES:
-        raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEW_NAMES)}")
-    return resources.files("pipelines").joinpath("sql", f"{name}.sql").read_text("utf-8")
-
-
-def bigquery_view_sql(name: str, dataset: str) -> str:
-    """Returns ``CREATE OR REPLACE VIEW`` of view ``name`` in BigQuery Standard SQL.
-
-    Args:
-        name: one of ``VIEW_NAMES`` (a file stem of ``pipelines/sql``).
-        dataset: what qualifies the tables, e.g. ``my-project.genai`` (no backticks).
-    """
-    body = _view_body(name).replace(_DATASET_PLACEHOLDER, dataset)
-    return f"CREATE OR REPLACE VIEW `{dataset}.{name}` AS\n{body}"
-
-
-@cache
-def duckdb_view_sql(name: str) -> str:
-    """Returns the DuckDB ``CREATE OR REPLACE VIEW`` of ``name``, translated by sqlglot."""
-    (statement,) = sqlglot.parse(bigquery_view_sql(name, _DUCKDB_DATASET_MARKER), read="bigquery")
-    assert statement is not None
-    for table in statement.find_all(exp.Table):
-        if table.db == _DUCKDB_DATASET_MARKER:
-            table.set("db", None)
-    return statement.sql(dialect="duckdb", comments=False)
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -447,82 +398,11 @@ def read_metrics(db_path: str, relation: str = METRICS_TABLE) -> pd.DataFrame:
 # --- Beam adapter --------------------------------------------------------------------------
 
 
-class _UpsertMetricsFn(beam.DoFn):
-    """Buffers the newest row per key and upserts the buffer per bundle or when it is full."""
+class MetricsTable(EmbeddedTable):
+    """``metrics_minute`` in a DuckDB file, for ``WriteTable``: the buffer keeps the newest pane
+    per key, and the upsert keeps the newest of it and the stored row."""
 
-    def __init__(
-        self, db_path: str, max_buffered_rows: int, max_attempts: int, first_backoff_s: float
-    ):
-        self._db_path = db_path
-        self._max_buffered_rows = max_buffered_rows
-        self._max_attempts = max_attempts
-        self._first_backoff_s = first_backoff_s
-        self._buffer: dict[tuple[dt.datetime, str, str], MetricRow] = {}
-        self._rows = beam.metrics.Metrics.counter(__name__, "metric_rows_upserted")
-        self._flushes = beam.metrics.Metrics.counter(__name__, "warehouse_flushes")
-        self._retries = beam.metrics.Metrics.counter(__name__, "warehouse_lock_retries")
-
-    def setup(self) -> None:
-        # Some runners (the DirectRunner in streaming) call setup() for every bundle: create
-        # the tables once per process and database file.
-        if self._db_path in _READY and os.path.exists(self._db_path):
-            return
-        create_warehouse(
-            self._db_path, max_attempts=self._max_attempts, first_backoff_s=self._first_backoff_s
-        )
-        _READY.add(self._db_path)
-        _LOGGER.info("metrics warehouse ready at %s", self._db_path)
-
-    def start_bundle(self) -> None:
-        self._buffer = {}
-
-    def process(self, row: MetricRow) -> None:
-        current = self._buffer.get(_key(row))
-        if current is None or _is_newer(row, current):
-            self._buffer[_key(row)] = row
-        if len(self._buffer) >= self._max_buffered_rows:
-            self._flush()
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        written = upsert_metric_rows(
-            self._db_path,
-            self._buffer.values(),
-            max_attempts=self._max_attempts,
-            first_backoff_s=self._first_backoff_s,
-            on_retry=self._retries.inc,
-        )
-        self._buffer = {}
-        self._rows.inc(written)
-        self._flushes.inc()
-
-
-class UpsertMetrics(beam.PTransform):
-    """Upserts ``MetricRow`` panes into the DuckDB table ``metrics_minute`` (plus its views).
-
-    Input: PCollection[MetricRow], bounded or unbounded, any windowing. Output: an empty
-    PCollection (the side effect is the table; counters count rows, flushes and lock retries).
-
-    Guarantee: after every bundle has committed, the table holds one row per
-    ``(window_start, model, region)``: the newest pane seen (larger ``pane_index``, then later
-    ``emitted_at``). Rows of a bundle are written in one transaction when the bundle finishes (or
-    when ``max_buffered_rows`` keys are buffered), so they are visible within one bundle of
-    processing; unbounded input is first gathered for ``flush_s`` seconds of processing time
-    (``GatherForFlush``), so a pane is queryable within about ``flush_s`` of its emission. A
-    failed write fails the bundle; its retry re-upserts the same rows, which changes nothing that
-    is already there.
-
-    Args:
-        db_path: local path of the DuckDB file (created if missing).
-        max_buffered_rows: keys buffered before an early flush inside a bundle.
-        max_attempts: attempts per flush on lock or write conflicts before the bundle fails.
-        first_backoff_s: first backoff between attempts; it doubles, up to 2 s.
-        flush_s: unbounded input: seconds of processing time rows are gathered before an upsert.
-    """
+    name = "metrics_minute"
 
     def __init__(
         self,
@@ -533,16 +413,47 @@ class UpsertMetrics(beam.PTransform):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         first_backoff_s: float = DEFAULT_FIRST_BACKOFF_S,
     ):
-        super().__init__()
-        if not db_path or "://" in db_path:
-            raise ValueError(f"db_path must be a local file path, got {db_path!r}")
-        if max_buffered_rows < 1 or max_attempts < 1 or first_backoff_s < 0 or flush_s < 1:
-            raise ValueError(
-                "need max_buffered_rows >= 1, max_attempts >= 1, first_backoff_s >= 0, flush_s >= 1"
-            )
-        self._flush_s = flush_s
-        self._fn = _UpsertMetricsFn(db_path, max_buffered_rows, max_attempts, first_backoff_s)
+        super().__init__(db_path, max_buffered_rows=max_buffered_rows, flush_s=flush_s)
+        if max_attempts < 1 or first_backoff_s < 0:
+            raise ValueError("need max_attempts >= 1 and first_backoff_s >= 0")
+        self._max_attempts = max_attempts
+        self._first_backoff_s = first_backoff_s
 
-    def expand(self, pcoll):
-        pcoll = pcoll | "GatherForFlush" >> GatherForFlush(self._flush_s)
-        return pcoll | "UpsertRows" >> beam.ParDo(self._fn)
+    def create(self) -> None:
+        create_warehouse(
+            self.db_path, max_attempts=self._max_attempts, first_backoff_s=self._first_backoff_s
+        )
+
+    def new_buffer(self) -> dict[tuple[dt.datetime, str, str], MetricRow]:
+        return {}
+
+    def add(self, buffer: dict, row: MetricRow) -> None:
+        current = buffer.get(_key(row))
+        if current is None or _is_newer(row, current):
+            buffer[_key(row)] = row
+
+    def rows(self, buffer: dict) -> Iterable[MetricRow]:
+        return buffer.values()
+
+    def write(self, rows: list[MetricRow], on_retry: Callable[[], None]) -> int:
+        return upsert_metric_rows(
+            self.db_path,
+            rows,
+            max_attempts=self._max_attempts,
+            first_backoff_s=self._first_backoff_s,
+            on_retry=on_retry,
+        )
+
+
+class UpsertMetrics(WriteTable):
+    """Upserts ``MetricRow`` panes into the DuckDB table ``metrics_minute`` (plus its views).
+
+    Input: PCollection[MetricRow], bounded or unbounded, any windowing. Output: an empty
+    PCollection. Guarantee: after every bundle has committed, the table holds one row per
+    ``(window_start, model, region)``: the newest pane seen (see the module docstring). A failed
+    write fails the bundle; its retry re-upserts the same rows, which changes nothing already
+    there. Keyword arguments: those of ``MetricsTable``.
+    """
+
+    def __init__(self, db_path: str, **kwargs):
+        super().__init__(MetricsTable(db_path, **kwargs))

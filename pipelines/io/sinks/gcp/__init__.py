@@ -1,17 +1,19 @@
 """The Google Cloud sinks (``--sink gcp``), applied by both pipelines to the core's outputs.
 
-The same outputs as the embedded default (``pipelines.io.sinks.embedded``), written to the production
-services; only the sink classes differ, every transform before them is shared:
+The same outputs as the embedded default (``pipelines.io.sinks.embedded``), written to the
+production services; only the sink classes differ, every transform before them is shared:
 
 * ``events`` -> the raw archive, Avro, ``<raw_root>/raw/event_date=.../region=.../`` on Cloud
   Storage, through the same writer as the embedded default (``WriteRawEvents``);
-* ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key (``MergeMetrics``);
-* ``audit`` -> PostgreSQL ``audit_log`` (``InsertAuditLog``) and BigQuery ``audit_log``
-  (``AppendAuditLog``): dual-written, each with its own retries;
+* ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key (``MetricsMergeSink``);
+* ``audit`` -> PostgreSQL ``audit_log`` (``AuditInsertSink``) and BigQuery ``audit_log``
+  (``AuditAppendSink``): dual-written, each with its own retries;
 * ``dead_letters`` -> Avro under ``<dead_letter_root>/dead_letter/dt=.../`` and, if configured,
   a Pub/Sub dead-letter topic.
 
-Every sink retries with bounded exponential backoff (``SinkRetry``). Rows a sink still cannot
+The table and topic sinks are ``BatchSink`` objects written through the one ``WriteInBatches``
+composite, under the sink's ``step`` as label. Every sink retries with bounded exponential
+backoff (``SinkRetry``). Rows a sink still cannot
 write become dead letters with reason ``sink_failed:<gcs|bigquery|postgres>``, counted, and go to
 the same dead-letter outputs as the core's rejections, with the row as payload for a replay.
 If the dead-letter outputs themselves keep failing, the bundle fails and the runner retries it:
@@ -27,11 +29,12 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from pipelines.io.sinks.batches import SinkRetry
+from pipelines.io.sinks import SinkOutputs
+from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
-from pipelines.io.sinks.gcp.bigquery import AppendAuditLog, MergeMetrics
-from pipelines.io.sinks.gcp.postgres import InsertAuditLog
-from pipelines.io.sinks.gcp.pubsub import PublishDeadLetters
+from pipelines.io.sinks.gcp.bigquery import AuditAppendSink, MetricsMergeSink
+from pipelines.io.sinks.gcp.postgres import AuditInsertSink
+from pipelines.io.sinks.gcp.pubsub import DeadLetterTopicSink
 
 __all__ = ["GcpConfig", "WriteGcp"]
 
@@ -57,18 +60,19 @@ class GcpConfig(NamedTuple):
 
 
 class WriteGcp(beam.PTransform):
-    """Writes the core outputs (the dict ``AnalyzeEvents`` returns) to Google Cloud.
+    """Writes the core outputs (``CoreOutputs``) to Google Cloud.
 
     Args:
       config: the ``GcpConfig``.
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
+      metrics: merge ``metrics``; False for a dead-letter replay (the reconciliation of the
+        replayed days writes them).
 
-    Returns a dict: ``raw`` and ``dead_letters``, PCollections of (path, record count) per file
-    written, and ``sink_dead_letters``, the ``DeadLetter`` records of rows the sinks could not
-    write (also written with the other dead letters).
+    Returns ``SinkOutputs``; its ``sink_dead_letters`` are also written with the other dead
+    letters.
     """
 
-    def __init__(self, config: GcpConfig, archive: bool = True):
+    def __init__(self, config: GcpConfig, archive: bool = True, metrics: bool = True):
         super().__init__()
         problems = config.retry.problems()
         if config.flush_s < 1 or config.file_flush_s < 1:
@@ -77,30 +81,26 @@ class WriteGcp(beam.PTransform):
             raise ValueError("; ".join(problems))
         self._config = config
         self._archive = archive
+        self._metrics = metrics
+
+    def _batches(self, pcoll, sink: BatchSink):
+        c = self._config
+        return pcoll | sink.step >> WriteInBatches(sink, retry=c.retry, flush_s=c.flush_s)
 
     def expand(self, outputs):
         c = self._config
-        written = {}
+        raw_files = None
         failures = []
         if self._archive:
-            raw = outputs["events"] | "WriteRawEvents" >> WriteRawEvents(
+            raw = outputs.events | "WriteRawEvents" >> WriteRawEvents(
                 c.raw_root, flush_s=c.file_flush_s, retry=c.retry, dead_letter_failures=True
             )
-            written["raw"] = raw["files"]
+            raw_files = raw["files"]
             failures.append(raw["dead_letters"])
-        failures.append(
-            outputs["metrics"]
-            | "MergeMetrics" >> MergeMetrics(c.bigquery_dataset, retry=c.retry, flush_s=c.flush_s)
-        )
-        failures.append(
-            outputs["audit"]
-            | "InsertAuditLog" >> InsertAuditLog(c.audit_db_url, retry=c.retry, flush_s=c.flush_s)
-        )
-        failures.append(
-            outputs["audit"]
-            | "AppendAuditLog"
-            >> AppendAuditLog(c.bigquery_dataset, retry=c.retry, flush_s=c.flush_s)
-        )
+        if self._metrics:
+            failures.append(self._batches(outputs.metrics, MetricsMergeSink(c.bigquery_dataset)))
+        failures.append(self._batches(outputs.audit, AuditInsertSink(c.audit_db_url)))
+        failures.append(self._batches(outputs.audit, AuditAppendSink(c.bigquery_dataset)))
         # Each branch comes out of its own triggered global window: re-window before the
         # Flatten so the dead-letter writers see one plain windowing.
         sink_failures = [
@@ -108,16 +108,12 @@ class WriteGcp(beam.PTransform):
             for i, pcoll in enumerate(failures)
         ] | "FlattenSinkFailures" >> beam.Flatten()
         dead_letters = (
-            outputs["dead_letters"]
-            | "RewindowDeadLetters" >> beam.WindowInto(window.GlobalWindows()),
+            outputs.dead_letters | "RewindowDeadLetters" >> beam.WindowInto(window.GlobalWindows()),
             sink_failures,
         ) | "FlattenDeadLetters" >> beam.Flatten()
-        written["dead_letters"] = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+        dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             c.dead_letter_root, flush_s=c.file_flush_s, retry=c.retry
         )
         if c.dead_letter_topic:
-            _ = dead_letters | "PublishDeadLetters" >> PublishDeadLetters(
-                c.dead_letter_topic, retry=c.retry, flush_s=c.flush_s
-            )
-        written["sink_dead_letters"] = sink_failures
-        return written
+            _ = self._batches(dead_letters, DeadLetterTopicSink(c.dead_letter_topic))
+        return SinkOutputs(raw_files, dead_letter_files, sink_failures)

@@ -8,7 +8,7 @@ hand-written DDL:
   set through the table API, not DDL (the emulator drops DDL clustering; the API works on both).
 * ``audit_log`` (``audit_record.avsc``): day partitions of ``recorded_at``, no expiry (audit
   retention is a policy decision), clustered by ``outcome``, ``event_id``.
-* views: the metric views of ``pipelines/sql`` (``warehouse.VIEW_NAMES``: daily usage, latency
+* views: the metric views of ``pipelines/sql`` (``pipelines.views.VIEW_NAMES``: daily usage, latency
   percentiles, model utilisation, policy-flag rates, freshness) and ``audit_log_unique``.
 
 ``MergeMetrics``: exactly one row per ``(window_start, model, region)``. Each batch of panes is
@@ -43,18 +43,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import apache_beam as beam
-
-from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
+from pipelines.io.sinks.batches import BatchSink
 from pipelines.io.sinks.embedded.warehouse import (
     KEY_COLUMNS,
     NOT_CONTENT,
-    VIEW_NAMES,
-    bigquery_view_sql,
     latest_panes,
     source_rank_sql,
     warehouse_record,
 )
+from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.contract import bigquery_schema, load_schema
 from transforms.elements import AuditRecord, MetricRow, to_record
 
@@ -63,8 +60,8 @@ __all__ = [
     "AUDIT_VIEW",
     "METRICS_TABLE",
     "PARTITION_EXPIRATION_DAYS",
-    "AppendAuditLog",
-    "MergeMetrics",
+    "AuditAppendSink",
+    "MetricsMergeSink",
     "audit_json_row",
     "audit_table",
     "bigquery_client",
@@ -215,9 +212,9 @@ def metrics_merge_sql(dataset: str) -> str:
     columns = ", ".join(f"`{n}`" for n in names)
     values = ", ".join(f"s.`{n}`" for n in names)
     differs = " OR ".join(_differs(f) for f in content)
-    # The warehouse's upsert rule (pipelines.io.sinks.embedded.warehouse): a backfill row outranks a streaming
-    # one (or one from before the column existed), then the newest pane wins, and a replay of
-    # the same pane with the same values changes nothing.
+    # The warehouse's upsert rule (pipelines.io.sinks.embedded.warehouse): a backfill row
+    # outranks a streaming one (or one from before the column existed), then the newest pane
+    # wins, and a replay of the same pane with the same values changes nothing.
     new_rank, old_rank = source_rank_sql("s"), source_rank_sql("t")
     # Columns named one by one: the emulator does not expand `SELECT *` over an array of structs.
     source = ", ".join(_source_column(f) for f in _metric_fields())
@@ -434,89 +431,23 @@ class _BigQuerySink(BatchSink):
         return _is_rejected(error)
 
 
-class _MetricsSink(_BigQuerySink):
+class MetricsMergeSink(_BigQuerySink):
+    """MERGEs ``MetricRow`` panes into ``metrics_minute`` (see the module docstring): one writer
+    (one shard), so MERGEs on the table never run concurrently."""
+
     step = "write_metrics_bigquery"
+    id_field = "model"
 
     def _write(self, batch: Sequence[MetricRow]) -> None:
         merge_metric_rows(self._client, self._dataset, batch)
 
 
-class _AuditSink(_BigQuerySink):
+class AuditAppendSink(_BigQuerySink):
+    """Appends ``AuditRecord`` rows to ``audit_log`` (see the module docstring)."""
+
     step = "write_audit_bigquery"
+    id_field = "audit_id"
+    num_shards = 4
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         insert_audit_rows(self._client, self._dataset, batch)
-
-
-class MergeMetrics(beam.PTransform):
-    """MERGEs ``MetricRow`` panes into BigQuery ``metrics_minute`` (see the module docstring).
-
-    Input: PCollection[MetricRow], bounded or unbounded. Output: PCollection[DeadLetter] of the
-    panes that could not be written after ``retry`` (reason ``sink_failed:bigquery``). One
-    writer (one shard), so MERGEs on the table never run concurrently; at most one MERGE per
-    ``flush_s`` of processing time (or per ``max_batch_rows`` panes).
-
-    Args:
-        dataset: ``PROJECT.DATASET``.
-        retry: backoff and attempts per MERGE.
-        flush_s: longest wait before buffered panes are merged (unbounded input).
-        max_batch_rows: most panes per MERGE.
-    """
-
-    def __init__(
-        self,
-        dataset: str,
-        *,
-        retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
-        flush_s: int = 10,
-        max_batch_rows: int = 500,
-    ):
-        super().__init__()
-        self._write = WriteInBatches(
-            _MetricsSink(dataset),
-            id_field="model",
-            retry=retry,
-            flush_s=flush_s,
-            max_batch_rows=max_batch_rows,
-            num_shards=1,
-        )
-
-    def expand(self, pcoll):
-        return pcoll | "MergeBatches" >> self._write
-
-
-class AppendAuditLog(beam.PTransform):
-    """Streams ``AuditRecord`` elements into BigQuery ``audit_log`` (see the module docstring).
-
-    Input: PCollection[AuditRecord]. Output: PCollection[DeadLetter] of the records that could
-    not be written after ``retry`` (reason ``sink_failed:bigquery``).
-
-    Args:
-        dataset: ``PROJECT.DATASET``.
-        retry: backoff and attempts per insert.
-        flush_s: longest wait before buffered records are sent (unbounded input).
-        max_batch_rows: most rows per insert request.
-        num_shards: parallel writers.
-    """
-
-    def __init__(
-        self,
-        dataset: str,
-        *,
-        retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
-        flush_s: int = 10,
-        max_batch_rows: int = 500,
-        num_shards: int = 4,
-    ):
-        super().__init__()
-        self._write = WriteInBatches(
-            _AuditSink(dataset),
-            id_field="audit_id",
-            retry=retry,
-            flush_s=flush_s,
-            max_batch_rows=max_batch_rows,
-            num_shards=num_shards,
-        )
-
-    def expand(self, pcoll):
-        return pcoll | "InsertBatches" >> self._write

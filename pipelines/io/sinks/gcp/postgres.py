@@ -29,15 +29,13 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-import apache_beam as beam
-
-from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
+from pipelines.io.sinks.batches import BatchSink
 from schemas.contract import load_schema
 from transforms.elements import AuditRecord, to_record
 
 __all__ = [
     "AUDIT_TABLE",
-    "InsertAuditLog",
+    "AuditInsertSink",
     "audit_table_ddl",
     "create_audit_table",
     "describe_db_url",
@@ -202,9 +200,15 @@ def _drop_connection(url: str) -> None:
         conn.close()
 
 
-class _AuditSink(BatchSink):
+class AuditInsertSink(BatchSink):
+    """Inserts ``AuditRecord`` rows into PostgreSQL ``audit_log``, idempotently: one row per
+    ``audit_id``; replays and retries insert nothing new."""
+
     name = "postgres"
     step = "write_audit_postgres"
+    id_field = "audit_id"
+    num_shards = 4
+    max_batch_rows = 1000
 
     def __init__(self, db_url: str):
         self._reference = db_url
@@ -228,42 +232,3 @@ class _AuditSink(BatchSink):
         import psycopg
 
         return isinstance(error, psycopg.OperationalError | psycopg.errors.UndefinedTable)
-
-
-class InsertAuditLog(beam.PTransform):
-    """Inserts ``AuditRecord`` elements into PostgreSQL ``audit_log``, idempotently.
-
-    Input: PCollection[AuditRecord], bounded or unbounded. Output: PCollection[DeadLetter] of
-    the records that could not be inserted after ``retry`` (reason ``sink_failed:postgres``).
-    Guarantee: one row per ``audit_id`` and per ``(event_id, outcome)``; replays and retries
-    insert nothing new.
-
-    Args:
-        db_url: reference to the URL (``env:NAME``, ``file:PATH`` or a URL without password).
-        retry: backoff and attempts per batch.
-        flush_s: longest wait before buffered records are inserted (unbounded input).
-        max_batch_rows: most rows per transaction.
-        num_shards: parallel writers (connections).
-    """
-
-    def __init__(
-        self,
-        db_url: str,
-        *,
-        retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
-        flush_s: int = 10,
-        max_batch_rows: int = 1000,
-        num_shards: int = 4,
-    ):
-        super().__init__()
-        self._write = WriteInBatches(
-            _AuditSink(db_url),
-            id_field="audit_id",
-            retry=retry,
-            flush_s=flush_s,
-            max_batch_rows=max_batch_rows,
-            num_shards=num_shards,
-        )
-
-    def expand(self, pcoll):
-        return pcoll | "InsertBatches" >> self._write

@@ -1,4 +1,4 @@
-"""The Pub/Sub dead-letter topic: ``PublishDeadLetters``, and the process's publisher client."""
+"""The Pub/Sub dead-letter topic (``DeadLetterTopicSink``), and the process's publisher client."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import concurrent.futures
 from collections.abc import Sequence
 from functools import cache
 
-import apache_beam as beam
-
-from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches, record_json
+from pipelines.io.sinks.batches import BatchSink, record_json
 from pipelines.io.sources.pubsub import is_topic_path
 from transforms.elements import DeadLetter
 
-__all__ = ["PUBLISH_TIMEOUT_S", "PublishDeadLetters", "publisher_client"]
+__all__ = ["PUBLISH_TIMEOUT_S", "DeadLetterTopicSink", "publisher_client"]
 
 PUBLISH_TIMEOUT_S = 60.0
 
@@ -31,9 +29,16 @@ def publisher_client():
 # --- the dead-letter topic -----------------------------------------------------------------
 
 
-class _DeadLetterTopicSink(BatchSink):
+class DeadLetterTopicSink(BatchSink):
+    """Publishes ``DeadLetter`` records to a topic (JSON body; attributes ``dead_letter_id``,
+    ``reason``, ``step``, so subscribers can filter and dedupe). Exhausted retries fail the
+    bundle (there is nowhere further to send a dead letter); a redelivered copy has the same
+    ``dead_letter_id``."""
+
     name = "pubsub"
     step = "publish_dead_letters"
+    id_field = "dead_letter_id"
+    dead_letter_failures = False
 
     def __init__(self, topic: str):
         if not is_topic_path(topic):
@@ -68,34 +73,3 @@ class _DeadLetterTopicSink(BatchSink):
             | TimeoutError
             | ConnectionError,
         )
-
-
-class PublishDeadLetters(beam.PTransform):
-    """Publishes ``DeadLetter`` records to a Pub/Sub topic (JSON body; attributes
-    ``dead_letter_id``, ``reason``, ``step``, so subscribers can filter and dedupe).
-
-    Input: PCollection[DeadLetter]. Output: an empty PCollection. After ``retry`` the bundle
-    fails (there is nowhere further to send a dead letter) and the runner retries it; a
-    redelivered copy has the same ``dead_letter_id``.
-    """
-
-    def __init__(
-        self,
-        topic: str,
-        *,
-        retry: SinkRetry = SinkRetry(),  # noqa: B008 - immutable NamedTuple
-        flush_s: int = 10,
-        max_batch_rows: int = 500,
-    ):
-        super().__init__()
-        self._write = WriteInBatches(
-            _DeadLetterTopicSink(topic),
-            id_field="dead_letter_id",
-            retry=retry,
-            flush_s=flush_s,
-            max_batch_rows=max_batch_rows,
-            dead_letter_failures=False,
-        )
-
-    def expand(self, pcoll):
-        return pcoll | "PublishBatches" >> self._write

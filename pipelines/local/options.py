@@ -1,0 +1,62 @@
+"""Flags of local runs only: the synthetic source's (``--source synthetic``).
+
+``pipelines.launch.parse_options`` makes them known to the flag parser on local runs only, so
+no Dataflow job and no Flex Template metadata has them; ``python -m pipelines.streaming --help``
+lists them under "local runs only".
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.local.loadgen import LoadProfile
+
+__all__ = ["LOCAL_OPTIONS", "SyntheticSourceOptions", "load_profile", "validate_synthetic"]
+
+_PROFILE_DEFAULTS = LoadProfile._field_defaults
+_SHARES = (
+    ("duplicate_share", "exact redeliveries"),
+    ("late_share", "events 2-15 minutes late"),
+    ("malformed_share", "malformed events"),
+    ("pii_share", "texts carrying PII"),
+)
+
+
+class SyntheticSourceOptions(PipelineOptions):
+    """Flags of the synthetic source (``--source synthetic``, local runs only)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--rate", type=float, default=1000.0, help="Synthetic events/s.")
+        parser.add_argument(
+            "--duration_s", type=float, default=60.0, help="The synthetic source runs this long."
+        )
+        parser.add_argument("--seed", type=int, default=7, help="Seed of the synthetic events.")
+        parser.add_argument(
+            "--tick_s", type=float, default=1.0, help="Seconds between batches of events."
+        )
+        for name, text in _SHARES:
+            parser.add_argument(
+                f"--{name}", type=float, default=_PROFILE_DEFAULTS[name], help=f"Share of {text}."
+            )
+
+
+# The local-only options classes of each command (``parse_options``'s ``command``).
+LOCAL_OPTIONS: dict[str, list[type[PipelineOptions]]] = {
+    "python -m pipelines.streaming": [SyntheticSourceOptions],
+}
+
+
+def load_profile(options: SyntheticSourceOptions) -> LoadProfile:
+    return LoadProfile(**{name: getattr(options, name) for name, _ in _SHARES})
+
+
+def validate_synthetic(options: SyntheticSourceOptions) -> list[str]:
+    """Problems with the synthetic source's flags (empty when fine)."""
+    problems = []
+    if options.rate <= 0 or options.duration_s <= 0 or options.tick_s <= 0:
+        problems.append("--rate, --duration_s and --tick_s must be > 0")
+    for name, _ in _SHARES:
+        if not 0 <= getattr(options, name) <= 1:
+            problems.append(f"--{name} must be between 0 and 1")
+    return problems
