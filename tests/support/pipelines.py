@@ -9,11 +9,18 @@ otherwise), never on Prism, chosen explicitly and without replacing anything of 
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_pipeline
 
 from pipelines.local.runner import LocalRunner
 
-__all__ = ["TestPipeline", "local_pipeline"]
+__all__ = [
+    "TestPipeline",
+    "local_pipeline",
+    "streaming_options",
+    "streaming_pipeline",
+    "usage_error",
+]
 
 
 class TestPipeline(test_pipeline.TestPipeline):
@@ -26,6 +33,19 @@ class TestPipeline(test_pipeline.TestPipeline):
 def local_pipeline(options=None) -> beam.Pipeline:
     """A ``beam.Pipeline`` on the local runner."""
     return beam.Pipeline(runner=LocalRunner(), options=options)
+
+
+def streaming_options() -> PipelineOptions:
+    """Options of a streaming (unbounded) pipeline."""
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def streaming_pipeline() -> TestPipeline:
+    """A streaming ``TestPipeline`` on the ``BundleBasedDirectRunner`` (stateful DoFns, timers
+    and TestStream, as the local runner runs streaming pipelines)."""
+    return TestPipeline(runner="BundleBasedDirectRunner", options=streaming_options())
 
 
 def usage_error(command, args: list[str], capsys) -> str:
