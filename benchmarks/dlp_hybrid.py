@@ -2,7 +2,7 @@
 
 Corpus: the one ``benchmarks/redaction.py`` uses (``--events`` synthetic gateway events of two
 ~1 KB texts, ~20% of events with PII, every text with hard negatives). Both engines run
-against the in-process fake of DeidentifyContent (``tests/dlp_fake.py``; DLP has no
+against the in-process fake of DeidentifyContent (``tests/support/dlp_fake.py``; DLP has no
 emulator), which enforces DLP's per-request limits and records every request, in batches of
 ``--batch-events`` events per engine call, as ``RedactPii`` calls the engine with up to
 ``--redaction_batch_size`` events (fewer when a bundle ends first).
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from pipelines.local.texts import make_event, new_faker
-from tests.dlp_fake import DEIDENTIFY_TEMPLATE, INSPECT_TEMPLATE, PROJECT, FakeDlp
+from tests.support.dlp_fake import DEIDENTIFY_TEMPLATE, INSPECT_TEMPLATE, PROJECT, FakeDlp
 from transforms.pii.dlp import DlpEngine, HybridEngine
 from transforms.pii.ratelimit import RateLimiter
 

@@ -92,6 +92,19 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         add_flag(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
     add_flag(
         parser,
+        "--allowed_regions",
+        default=_DEFAULTS.allowed_regions,
+        help="Comma-separated regions an event may name (default: Google Cloud's regions and "
+        "multi-regions, and us, eu, asia); any other is dead-lettered as bad_value:region.",
+    )
+    add_flag(
+        parser,
+        "--earliest_event_time",
+        default=_DEFAULTS.earliest_event_time,
+        help="Events older than this (RFC 3339) are dead-lettered as event_time_too_old.",
+    )
+    add_flag(
+        parser,
         "--dedupe_strategy",
         default="auto",
         help=f"Streaming dedupe state layout, one of {', '.join(DEDUPE_STRATEGY_CHOICES)}: "
@@ -187,6 +200,8 @@ def core_config(options) -> CoreConfig:
             escalate_class=options.dlp_escalate_class,
         ),
         price_table=options.price_table,
+        allowed_regions=options.allowed_regions,
+        earliest_event_time=options.earliest_event_time,
     )
 
 
@@ -199,6 +214,12 @@ def validate_core(options) -> list[str]:
     numbers are positive. No service is called.
     """
     problems = []
+    try:
+        earliest = dt.datetime.fromisoformat(options.earliest_event_time)
+        if earliest.tzinfo is None:
+            problems.append("--earliest_event_time needs a UTC offset (e.g. 2015-01-01T00:00Z)")
+    except ValueError:
+        problems.append("--earliest_event_time must be an RFC 3339 time")
     if options.dedupe_strategy not in DEDUPE_STRATEGY_CHOICES:
         problems.append(f"--dedupe_strategy must be one of {', '.join(DEDUPE_STRATEGY_CHOICES)}")
     config = core_config(options)

@@ -26,6 +26,7 @@ from transforms.copies import ChooseCopies
 from transforms.deadletter import DEAD_LETTER_TAG
 from transforms.dedupe import DUPLICATE_TAG, DeduplicateEvents
 from transforms.elements import EventBatch, RedactedEvent
+from transforms.grammar import DEFAULT_EARLIEST, parse_regions
 from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import DlpOptions, RedactionSettings
 from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
@@ -66,6 +67,10 @@ class CoreConfig(NamedTuple):
     early_firing_s: int = 30
     dlp: DlpOptions = DlpOptions()
     price_table: str = DEFAULT_PRICE_TABLE
+    # The contract's configurable grammar (transforms.grammar): comma-separated regions ("":
+    # the default list) and the earliest event time accepted (RFC 3339).
+    allowed_regions: str = ""
+    earliest_event_time: str = DEFAULT_EARLIEST.isoformat()
 
 
 class CoreOutputs(NamedTuple):
@@ -145,6 +150,8 @@ class AnalyzeEvents(beam.PTransform):
             c.max_event_bytes,
             c.max_clock_skew_s,
             now=dt.datetime.now(dt.UTC) if raw.is_bounded else None,
+            regions=parse_regions(c.allowed_regions),
+            earliest=dt.datetime.fromisoformat(c.earliest_event_time),
         )
         parsed = raw | "ParseEvents" >> ParseEvents(
             redaction,

@@ -67,6 +67,7 @@ def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) ->
             event.event_time,
             None,  # dead_letter_id
             recorded_at,
+            event.input_id,
         ),
     )
 
@@ -88,6 +89,7 @@ def _dead_letter_record(
         event_time=None,
         dead_letter_id=record.dead_letter_id,
         recorded_at=recorded_at,
+        input_id=record.input_id,
     )
 
 

@@ -63,6 +63,7 @@ def make_dead_letter(
     event_id: str | None = None,
     request_id: str | None = None,
     input_sha256: str | None = None,
+    input_id: str | None = None,
 ) -> DeadLetter:
     """Builds a dead-letter record. ``payload`` must already be redacted (or None).
 
@@ -83,6 +84,7 @@ def make_dead_letter(
         payload_state=PAYLOAD_OMITTED if payload is None else PAYLOAD_REDACTED,
         payload_sha256=payload_sha256,
         payload_bytes=len(raw),
+        input_id=input_id,
     )
 
 

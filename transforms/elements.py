@@ -19,10 +19,13 @@ __all__ = [
     "EventBatch",
     "LatencyBin",
     "LineChunk",
+    "Message",
     "MetricRow",
     "ParsedBatch",
     "RedactedEvent",
     "event_micros",
+    "input_ids",
+    "micros_to_datetime",
     "stream_chunk",
     "to_record",
 ]
@@ -53,6 +56,10 @@ class Event(NamedTuple):
     # failure of the event (redaction) can be matched to the payload it came from.
     user_key: str | None = None
     input_sha256: str | None = None
+    # Where the event came from: the input's identity (``input_ids``) and when the pipeline
+    # took it in (Pub/Sub publish time, or when a local source emitted it); None when unknown.
+    input_id: str | None = None
+    ingested_at: dt.datetime | None = None
 
 
 class RedactedEvent(NamedTuple):
@@ -80,6 +87,8 @@ class RedactedEvent(NamedTuple):
     redaction_engine: str
     policy_version: str
     processed_at: dt.datetime
+    input_id: str | None = None
+    ingested_at: dt.datetime | None = None
 
 
 # Batches: the core moves events a batch per element, not an event per element. On the local
@@ -88,23 +97,61 @@ class RedactedEvent(NamedTuple):
 # their own event time (``event_time``); a batch is timestamped with its earliest member's.
 
 
+class Message(NamedTuple):
+    """One message of a stream source: its body, its identity (``pubsub:<message id>``, unique
+    per message and the same for every redelivery of it) and when it was ingested (the Pub/Sub
+    publish time, or when a local source emitted it), in µs since the epoch."""
+
+    data: bytes
+    id: str
+    ingested_us: int
+
+
 class LineChunk(NamedTuple):
     """Raw input: one JSON document per line, as read together.
 
     ``source`` names where the lines were read (a file path; empty for a stream bundle) and
     ``offsets`` holds each line's byte offset in it when read from a file (empty otherwise):
     ``(source, offset)`` identifies an input line, which the exact batch dedupe uses to pick
-    one copy of an event to write.
+    one copy of an event to write. ``ids``: each line's input identity when the source gives
+    one (stream messages; empty otherwise, see ``input_ids``). ``ingested_us``: when each line
+    was ingested, µs since the epoch (one value for the whole chunk when it has one element;
+    empty when unknown).
     """
 
     source: str
     lines: tuple[bytes, ...]
     offsets: tuple[int, ...] = ()
+    ids: tuple[str, ...] = ()
+    ingested_us: tuple[int, ...] = ()
 
 
-def stream_chunk(lines: tuple[bytes, ...]) -> LineChunk:
-    """The ``LineChunk`` of messages read together from a stream (no file, no offsets)."""
-    return LineChunk("", lines)
+def stream_chunk(items: tuple[bytes | Message, ...]) -> LineChunk:
+    """The ``LineChunk`` of what a stream bundle read: ``Message`` elements (with identities
+    and ingestion times) or plain bytes (neither)."""
+    if items and isinstance(items[0], Message):
+        return LineChunk(
+            "",
+            tuple(m.data for m in items),
+            ids=tuple(m.id for m in items),
+            ingested_us=tuple(m.ingested_us for m in items),
+        )
+    return LineChunk("", items)
+
+
+def input_ids(chunk: LineChunk) -> list[str | None]:
+    """The input identity of each line of ``chunk``: the source's id (a stream message's), else
+    ``<source>#<byte offset>`` for a line read from a file, else None (no identity known)."""
+    if chunk.ids:
+        return list(chunk.ids)
+    if chunk.offsets:
+        return [f"{chunk.source}#{offset}" for offset in chunk.offsets]
+    return [None] * len(chunk.lines)
+
+
+def micros_to_datetime(micros: int) -> dt.datetime:
+    """An aware UTC datetime of µs since the epoch (exact)."""
+    return _EPOCH + dt.timedelta(microseconds=micros)
 
 
 class ParsedBatch(NamedTuple):
@@ -181,6 +228,7 @@ class AuditRecord(NamedTuple):
     event_time: dt.datetime | None
     dead_letter_id: str | None
     recorded_at: dt.datetime
+    input_id: str | None = None
 
 
 class DeadLetter(NamedTuple):
@@ -199,6 +247,7 @@ class DeadLetter(NamedTuple):
     payload_sha256: str
     payload_bytes: int
     replay_of: str | None = None
+    input_id: str | None = None
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -245,6 +294,7 @@ def _batch_size(batch: ParsedBatch | EventBatch) -> int:
 
 
 register_msgpack_coders(
+    Message,
     Event,
     RedactedEvent,
     MetricRow,

@@ -47,7 +47,23 @@ from transforms.deadletter import (
     count_dead_letter,
     make_dead_letter,
 )
-from transforms.elements import DeadLetter, Event, LineChunk, ParsedBatch, stream_chunk
+from transforms.elements import (
+    DeadLetter,
+    Event,
+    LineChunk,
+    ParsedBatch,
+    input_ids,
+    micros_to_datetime,
+    stream_chunk,
+)
+from transforms.grammar import (
+    DEFAULT_EARLIEST,
+    DEFAULT_REGIONS,
+    MAX_LATENCY_MS,
+    MAX_POLICY_FLAGS,
+    MAX_TOKENS,
+    identifier_problem,
+)
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.pseudonym import pseudonym_of
@@ -62,26 +78,28 @@ MAX_CHUNK_LINES = 2000
 _GLOBAL = (window.GlobalWindow(),)
 
 _NonEmpty = Annotated[str, Meta(min_length=1, max_length=256)]
-_Count = Annotated[int, Meta(ge=0)]
+_Identifier = Annotated[str, Meta(min_length=1, max_length=128)]  # grammar: transforms.grammar
+_Count = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
+_Flag = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class _EventV1(msgspec.Struct, frozen=True):
     """Wire format of version 1 (mirrors gateway_event.avsc; a test keeps them in sync)."""
 
     event_id: uuid.UUID
-    request_id: _NonEmpty
+    request_id: _Identifier
     user_id: _NonEmpty
     event_time: Annotated[dt.datetime, Meta(tz=True)]
-    model: _NonEmpty
-    latency_ms: Annotated[float, Meta(ge=0)]
+    model: _Identifier
+    latency_ms: Annotated[float, Meta(ge=0, le=MAX_LATENCY_MS)]
     token_count: _Count
     # \Z, not $: "$" also matches before a final newline, which would let "us\n" through.
     region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}\Z")]
     schema_version: str | int | None = None
-    model_version: Annotated[str, Meta(max_length=256)] | None = None
+    model_version: _Identifier | None = None
     prompt_tokens: _Count | None = None
     completion_tokens: _Count | None = None
-    policy_flags: tuple[_NonEmpty, ...] = ()
+    policy_flags: Annotated[tuple[_Flag, ...], Meta(max_length=MAX_POLICY_FLAGS)] = ()
     prompt: str | None = None
     response: str | None = None
 
@@ -107,6 +125,7 @@ class _EventV1Fast(_EventV1, forbid_unknown_fields=True, gc=False):
 
 
 _FAST_DECODER = msgspec.json.Decoder(_EventV1Fast)
+_BOM = b"\xef\xbb\xbf"
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _new_tuple = tuple.__new__  # builds an Event without the Python-level NamedTuple.__new__
 
@@ -115,11 +134,15 @@ class ParseLimits(NamedTuple):
     """Validation limits. ``max_event_bytes``: larger inputs are ``oversize``;
     ``max_clock_skew_s``: event times further ahead of the clock are rejected; ``now``: that
     clock, pinned (batch runs pin it at launch, so that every pass over the input, and a
-    re-run, rejects the same events); None: the worker's clock when a chunk is parsed."""
+    re-run, rejects the same events); None: the worker's clock when a chunk is parsed.
+    ``regions``: the allowed regions; ``earliest``: older event times are rejected (see
+    ``transforms.grammar``)."""
 
     max_event_bytes: int = 1 << 20
     max_clock_skew_s: int = 300
     now: dt.datetime | None = None
+    regions: frozenset[str] = DEFAULT_REGIONS
+    earliest: dt.datetime = DEFAULT_EARLIEST
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -168,6 +191,8 @@ def parse_event(
     now: dt.datetime,
     limits: ParseLimits = DEFAULT_LIMITS,
     pseudonymised: bool = False,
+    input_id: str | None = None,
+    ingested_at: dt.datetime | None = None,
 ) -> Event:
     """Parses and validates one event. Raises ``InvalidEvent`` with the reason.
 
@@ -177,31 +202,44 @@ def parse_event(
       limits: size and clock-skew limits.
       pseudonymised: accept a dead-letter payload's pseudonym as ``user_id`` (replay only); the
         event then has ``user_key`` set and an empty ``user_id``.
+      input_id, ingested_at: the input's identity and ingestion time, carried by the event.
 
     A fast path decodes typical valid events straight into ``_EventV1Fast``; everything it
     cannot decide alone (any rejection, unknown fields, unusual spellings, replay mode,
     oversize input) goes to ``_parse_event_reference``, which produces every reason and message.
-    Both give the same result for every input (``tests/test_parse_fast.py`` checks it).
+    Both give the same result for every input (``tests/functions/test_parse_fast.py`` checks it).
     """
+    origin = {"input_id": input_id, "ingested_at": ingested_at}
+    if raw[:3] == _BOM:  # a UTF-8 byte-order mark (a file's first line): not part of the event
+        raw = raw[3:]
     if pseudonymised or len(raw) > limits.max_event_bytes:
-        return _parse_event_reference(raw, now=now, limits=limits, pseudonymised=pseudonymised)
+        return _parse_event_reference(
+            raw, now=now, limits=limits, pseudonymised=pseudonymised, **origin
+        )
     try:
         wire = _FAST_DECODER.decode(raw)
     except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError too
-        return _parse_event_reference(raw, now=now, limits=limits)
+        return _parse_event_reference(raw, now=now, limits=limits, **origin)
     event_id, region = wire.event_id, wire.region
     # The reference's region pattern on ASCII; checked before lower() ("\u212a" lowers to "k").
     if not (
         _CANONICAL_UUID.fullmatch(event_id)
         and region.isascii()
         and (region.isalnum() or region.replace("-", "").replace("_", "").isalnum())
+    ) or identifier_problem(
+        wire.request_id,
+        wire.model,
+        wire.model_version,
+        region,
+        wire.policy_flags,
+        limits.regions,
     ):
-        return _parse_event_reference(raw, now=now, limits=limits)
+        return _parse_event_reference(raw, now=now, limits=limits, **origin)
     try:
         event_time = wire.event_time.astimezone(dt.UTC)
     except OverflowError:
         return _parse_event_reference(raw, now=now, limits=limits)  # raises bad_timestamp
-    if event_time > now + _skew_of(limits.max_clock_skew_s):
+    if event_time > now + _skew_of(limits.max_clock_skew_s) or event_time < limits.earliest:
         return _parse_event_reference(raw, now=now, limits=limits)  # raises, with its message
     return _new_tuple(
         Event,
@@ -224,6 +262,8 @@ def parse_event(
             0,  # unknown_field_count: the decoder rejects unknown fields
             None,  # user_key: replay mode only
             None,  # input_sha256: set by the DoFn in replay mode
+            input_id,
+            ingested_at,
         ),
     )
 
@@ -234,10 +274,14 @@ def _parse_event_reference(
     now: dt.datetime,
     limits: ParseLimits = DEFAULT_LIMITS,
     pseudonymised: bool = False,
+    input_id: str | None = None,
+    ingested_at: dt.datetime | None = None,
 ) -> Event:
     """``parse_event`` by the contract's definition, for every input (see the module docstring):
     decodes to a dict, checks the version, converts with ``msgspec.convert(strict=True)`` and
     maps its errors to reasons. The fast path's fallback and its reference in tests."""
+    if raw[:3] == _BOM:
+        raw = raw[3:]
     if len(raw) > limits.max_event_bytes:
         raise InvalidEvent("oversize", f"event is {len(raw)} bytes, limit {limits.max_event_bytes}")
     try:
@@ -261,12 +305,28 @@ def _parse_event_reference(
         wire = msgspec.convert(document, _EventV1, strict=True)
     except msgspec.ValidationError as error:
         raise InvalidEvent(_reason_from(error), str(error)) from None
+    problem = identifier_problem(
+        wire.request_id,
+        wire.model,
+        wire.model_version,
+        wire.region,
+        wire.policy_flags,
+        limits.regions,
+    )
+    if problem:
+        field, rule = problem
+        raise InvalidEvent(f"bad_value:{field}", f"{field} must be {rule}")
     try:
         event_time = wire.event_time.astimezone(dt.UTC)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: after the last UTC datetime
         raise InvalidEvent(
             "bad_timestamp", "event_time is outside the range of UTC times"
         ) from None
+    if event_time < limits.earliest:
+        raise InvalidEvent(
+            "event_time_too_old",
+            f"event_time is before {limits.earliest.isoformat()} (--earliest_event_time)",
+        )
     if event_time > now + dt.timedelta(seconds=limits.max_clock_skew_s):
         raise InvalidEvent(
             "event_time_in_future",
@@ -290,6 +350,8 @@ def _parse_event_reference(
         response=wire.response,
         unknown_field_count=len(document.keys() - KNOWN_FIELDS),
         user_key=user_key,
+        input_id=input_id,
+        ingested_at=ingested_at,
     )
 
 
@@ -321,6 +383,16 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     return event_id, (None if has_findings else request_id)
 
 
+def _ingestion_times(chunk: LineChunk) -> list[dt.datetime | None]:
+    """Each line's ingestion time: per line, one for the whole chunk, or unknown."""
+    times = chunk.ingested_us
+    if len(times) == len(chunk.lines):
+        return [micros_to_datetime(t) for t in times]
+    if len(times) == 1:
+        return [micros_to_datetime(times[0])] * len(chunk.lines)
+    return [None] * len(chunk.lines)
+
+
 class _ParseChunkFn(beam.DoFn):
     """Parses every line of a chunk: one ``ParsedBatch`` of its valid events (timestamped with
     the earliest event time) and a dead letter per rejected line."""
@@ -341,11 +413,20 @@ class _ParseChunkFn(beam.DoFn):
         events: list[Event] = []
         offsets: list[int] = []
         drift = 0
+        ids = input_ids(chunk)
+        ingested = _ingestion_times(chunk)
         for i, raw in enumerate(chunk.lines):
             try:
-                event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
+                event = parse_event(
+                    raw,
+                    now=now,
+                    limits=self._limits,
+                    pseudonymised=self._replay,
+                    input_id=ids[i],
+                    ingested_at=ingested[i],
+                )
             except InvalidEvent as error:
-                yield self._dead_letter(raw, error, now)
+                yield self._dead_letter(raw, error, now, ids[i])
                 continue
             if self._replay:
                 event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
@@ -365,7 +446,7 @@ class _ParseChunkFn(beam.DoFn):
                 _GLOBAL,
             )
 
-    def _dead_letter(self, raw: bytes, error: InvalidEvent, now: dt.datetime):
+    def _dead_letter(self, raw: bytes, error: InvalidEvent, now: dt.datetime, input_id: str | None):
         count_dead_letter(error.reason)
         event_id, request_id = (
             _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
@@ -386,6 +467,7 @@ class _ParseChunkFn(beam.DoFn):
             failed_at=now,
             event_id=event_id,
             request_id=request_id,
+            input_id=input_id,
         )
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 

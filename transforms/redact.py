@@ -96,6 +96,8 @@ def redact_event(
         redaction_engine=engine_name,
         policy_version=policy_version,
         processed_at=processed_at,
+        input_id=event.input_id,
+        ingested_at=event.ingested_at,
     )
 
 
@@ -137,11 +139,14 @@ def texts_of(event: Event) -> list[str]:
 
 
 _REPLAY_FIELDS = ("user_key", "input_sha256")
+_ORIGIN_FIELDS = ("input_id", "ingested_at")  # where the event came from, not its content
 
 
 def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
     """(bytes to hash, payload JSON without text and with the user id pseudonymised)."""
     document = event._asdict()
+    for name in _ORIGIN_FIELDS:  # not content: a redelivered input hashes the same
+        document.pop(name)
     for name in _REPLAY_FIELDS:
         if document[name] is None:  # hashed as before they existed: the same ids as before
             document.pop(name)
@@ -269,6 +274,7 @@ class _RedactBatchFn(beam.DoFn):
             event_id=event.event_id,
             request_id=event.request_id,
             input_sha256=event.input_sha256,
+            input_id=event.input_id,
         )
         timestamp = Timestamp.from_utc_datetime(event.event_time)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))

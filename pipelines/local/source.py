@@ -16,12 +16,14 @@ import datetime as dt
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
-from apache_beam.coders import BytesCoder
+from apache_beam import coders
 from apache_beam.testing.test_stream import TestStream
 
 from pipelines.local.loadgen import EventGenerator, LoadProfile
+from transforms.elements import Message
 
 __all__ = ["SyntheticSource"]
 
@@ -54,17 +56,25 @@ class _PacedEvents:
     whose watermark follows the clock (as Pub/Sub's does).
     """
 
-    def __init__(self, generator: EventGenerator, rate: float, duration_s: float, tick_s: float):
+    def __init__(
+        self,
+        generator: EventGenerator,
+        rate: float,
+        duration_s: float,
+        tick_s: float,
+        run_token: str,
+    ):
         self._generator = generator
         self._rate, self._duration_s, self._tick_s = rate, duration_s, tick_s
+        self._run_token = run_token
         self.on_done = lambda: None
 
     def read_multiple(self, unused_specs) -> Iterator:
-        from apache_beam.coders import BytesCoder
         from apache_beam.portability.api import beam_runner_api_pb2 as api
 
         event = api.TestStreamPayload.Event
-        encode = BytesCoder().encode
+        encode = coders.registry.get_coder(Message).encode
+        sent = 0
         ticks = max(1, round(self._duration_s / self._tick_s))
         started = last = time.monotonic()
         carry = 0.0
@@ -76,12 +86,15 @@ class _PacedEvents:
             n, carry = int(carry), carry - int(carry)
             now = dt.datetime.now(dt.UTC)
             now_us = int(now.timestamp() * 1_000_000)
-            elements = [
-                api.TestStreamPayload.TimestampedElement(
-                    encoded_element=encode(generated.payload), timestamp=now_us
+            elements = []
+            for generated in self._generator.batch(n, now):
+                message = Message(generated.payload, f"synthetic:{self._run_token}:{sent}", now_us)
+                sent += 1
+                elements.append(
+                    api.TestStreamPayload.TimestampedElement(
+                        encoded_element=encode(message), timestamp=now_us
+                    )
                 )
-                for generated in self._generator.batch(n, now)
-            ]
             for part in _message_parts(elements):
                 yield event(element_event=event.AddElements(elements=part))
             moment = time.monotonic()
@@ -125,13 +138,19 @@ class SyntheticSource:
         self._service = None
 
     def transform(self) -> TestStream:
-        return TestStream(coder=BytesCoder(), endpoint=self.endpoint)
+        """The source: ``Message`` elements (body, ``synthetic:<run>:<n>`` identity, emission
+        time as ingestion time), timestamped with their emission time."""
+        return TestStream(coder=coders.registry.get_coder(Message), endpoint=self.endpoint)
 
     def start(self) -> None:
         from apache_beam.testing.test_stream_service import TestStreamServiceController
 
         paced = _PacedEvents(
-            EventGenerator(self._seed, self._profile), self._rate, self._duration_s, self._tick_s
+            EventGenerator(self._seed, self._profile),
+            self._rate,
+            self._duration_s,
+            self._tick_s,
+            run_token=uuid.uuid4().hex[:12],
         )
         service = TestStreamServiceController(paced, endpoint=self.endpoint)
         # Stop the service shortly after the last event, from a thread of its own (stopping

@@ -127,6 +127,17 @@ def test_backfill_partitions_and_valid_avro(generated, backfilled):
     dead = avro_records(f"{root}/dead_letter/**/*.avro")
     assert len(dead) == sum(m.kind == MALFORMED for m in messages)
     assert all(d["reason"] and d["payload_sha256"] for d in dead)
+    # Every record names its input line (<file>#<byte offset>) and when the backfill read it.
+    input_path = generated[2]
+    for record in archived + dead:
+        source, _, offset = record["input_id"].rpartition("#")
+        assert source.endswith(os.path.basename(input_path)) and offset.isdigit(), record
+    assert all(r["ingested_at"] is not None for r in archived)
+    with open(input_path, "rb") as handle:
+        lines = handle.read()
+    for record in archived[:50]:
+        offset = int(record["input_id"].rpartition("#")[2])
+        assert str(record["event_id"]) in lines[offset : lines.index(b"\n", offset)].decode()
 
 
 def test_no_pii_in_any_output(generated, backfilled):
@@ -218,6 +229,13 @@ def test_streaming_run_on_the_embedded_default(tmp_path):
     assert summary.written > 0 and summary.duplicates > 0
     archived = avro_records(f"{root}/raw/**/*.avro")
     assert len(archived) == summary.written
+    # Each archived event names its message and when the source emitted it (its ingestion).
+    assert all(r["input_id"].startswith("synthetic:") for r in archived)
+    assert len({r["input_id"] for r in archived}) == len(archived)
+    assert all(
+        r["processed_at"] - dt.timedelta(seconds=60) <= r["ingested_at"] <= r["processed_at"]
+        for r in archived
+    )
     audit = table(f"{root}/audit.sqlite", "SELECT outcome, count(*) FROM audit_log GROUP BY 1")
     assert dict(audit)["written"] == summary.written
     generator = EventGenerator(5, LoadProfile())

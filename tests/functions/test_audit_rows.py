@@ -98,12 +98,13 @@ OLD_DDL = """CREATE TABLE IF NOT EXISTS audit_log (
   event_time TEXT,
   dead_letter_id TEXT,
   recorded_at TEXT NOT NULL,
+  input_id TEXT,
   UNIQUE (event_id, outcome)
 )"""
 OLD_INSERT = (
     "INSERT OR IGNORE INTO audit_log (audit_id, event_id, request_id, user_key, outcome, "
     "reason, data_class, redaction_counts, model, region, event_time, dead_letter_id, "
-    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "recorded_at, input_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 

@@ -196,6 +196,7 @@ def test_write_audit_log_is_idempotent(tmp_path):
         "event_time": "2026-01-27T10:00:05.000000Z",
         "dead_letter_id": None,
         "recorded_at": "2026-01-27T10:00:07.000000Z",
+        "input_id": None,
     }
     dead = by_outcome["dead_lettered"]
     assert (dead["event_id"], dead["dead_letter_id"], dead["redaction_counts"]) == (

@@ -17,6 +17,7 @@ bytes. Files are opened through Beam's ``FileSystems``, so ``gs://`` works as a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -76,6 +77,10 @@ def read_range(handle, source: str, start: int, end: int) -> LineChunk:
     return _chunk(source, data, base)
 
 
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
 def _compressed(path: str) -> bool:
     return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
 
@@ -106,7 +111,7 @@ class _ReadRangeFn(beam.DoFn):
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             chunk = read_range(handle, path, start, end)
         if chunk.lines:
-            yield chunk
+            yield chunk._replace(ingested_us=(_now_us(),))
 
     def _read_compressed(self, path: str) -> Iterator[LineChunk]:
         with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
@@ -117,7 +122,7 @@ class _ReadRangeFn(beam.DoFn):
             stop = len(data) if cut < 0 else cut + 1
             chunk = _chunk(path, data[base:stop], base)
             if chunk.lines:
-                yield chunk
+                yield chunk._replace(ingested_us=(_now_us(),))
             base = stop
 
 
@@ -125,7 +130,8 @@ class ReadLineChunks(beam.PTransform):
     """Reads the files matching ``pattern`` as ``LineChunk`` elements (bounded).
 
     Output: PCollection[LineChunk], one per ``chunk_bytes`` range of each file (see the module
-    docstring), ``source`` the file's path and ``offsets`` each line's byte offset; every
+    docstring), ``source`` the file's path, ``offsets`` each line's byte offset (the lines'
+    identities are ``<path>#<offset>``) and ``ingested_us`` when the chunk was read; every
     non-blank line of every file is in exactly one chunk, and the same files always give the
     same chunks. A pattern that matches nothing is an error (``fileio.MatchFiles``).
 

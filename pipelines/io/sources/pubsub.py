@@ -26,6 +26,8 @@ from typing import Any
 
 import apache_beam as beam
 
+from transforms.elements import Message, event_micros
+
 __all__ = [
     "EVENT_ID_ATTRIBUTE",
     "EVENT_TIME_ATTRIBUTE",
@@ -34,6 +36,7 @@ __all__ = [
     "is_subscription_path",
     "is_topic_path",
     "message_attributes",
+    "message_of",
 ]
 
 EVENT_ID_ATTRIBUTE = "event_id"
@@ -59,8 +62,21 @@ def id_label_for(runner: Any) -> str | None:
 # --- the source ----------------------------------------------------------------------------
 
 
-class _PayloadFn(beam.DoFn):
-    """Keeps the body; counts messages whose publisher set no event-time attribute."""
+def message_of(pubsub_message, received_at: dt.datetime) -> Message:
+    """The ``Message`` of a ``PubsubMessage``: its body, ``pubsub:<message id>`` as identity
+    (the same for every redelivery), and its publish time as ingestion time (``received_at``
+    when the runner gave none)."""
+    published = pubsub_message.publish_time or received_at
+    return Message(
+        pubsub_message.data or b"",
+        f"pubsub:{pubsub_message.message_id or ''}",
+        event_micros(published.astimezone(dt.UTC)),
+    )
+
+
+class _MessageFn(beam.DoFn):
+    """Keeps the body, identity and publish time; counts messages whose publisher set no
+    event-time attribute."""
 
     def __init__(self):
         self._without_time = beam.metrics.Metrics.counter(__name__, "messages_without_event_time")
@@ -68,15 +84,16 @@ class _PayloadFn(beam.DoFn):
     def process(self, message):
         if EVENT_TIME_ATTRIBUTE not in (message.attributes or {}):
             self._without_time.inc()
-        yield message.data
+        yield message_of(message, dt.datetime.now(dt.UTC))
 
 
 class ReadGatewayEvents(beam.PTransform):
     """Reads gateway events from a Pub/Sub subscription. Unbounded.
 
-    Output: PCollection[bytes], the message bodies, timestamped with the ``event_time``
-    attribute (see the module docstring for event time and redeliveries). Delivery: at least
-    once; messages are acknowledged once read (Dataflow: once durably committed).
+    Output: PCollection[Message]: the message bodies with their identity and publish time
+    (``message_of``), timestamped with the ``event_time`` attribute (see the module docstring
+    for event time and redeliveries). Delivery: at least once; on Dataflow a message is
+    acknowledged once durably committed.
 
     Args:
         subscription: ``projects/<project>/subscriptions/<name>``.
@@ -100,7 +117,7 @@ class ReadGatewayEvents(beam.PTransform):
                 timestamp_attribute=EVENT_TIME_ATTRIBUTE,
                 id_label=self._id_label,
             )
-            | "Payloads" >> beam.ParDo(_PayloadFn())
+            | "Messages" >> beam.ParDo(_MessageFn()).with_output_types(Message)
         )
 
 

@@ -252,8 +252,8 @@ def audit_row(record: AuditRecord) -> tuple[Any, ...]:
 
     AuditRecord's fields are in the schema's column order (a contract test checks it). Written
     out field by field: a loop over the columns' kinds cost 3k instructions more per row.
-    tests/test_audit_rows.py checks it against the conversion the columns' kinds call for, so
-    a schema change this misses fails there.
+    tests/functions/test_audit_rows.py checks it against the conversion the columns' kinds call
+    for, so a schema change this misses fails there.
     """
     (
         audit_id,
@@ -269,6 +269,7 @@ def audit_row(record: AuditRecord) -> tuple[Any, ...]:
         event_time,
         dead_letter_id,
         recorded_at,
+        input_id,
     ) = record
     return (
         audit_id,
@@ -284,6 +285,7 @@ def audit_row(record: AuditRecord) -> tuple[Any, ...]:
         None if event_time is None else _timestamp_text(event_time),
         dead_letter_id,
         None if recorded_at is None else _timestamp_text(recorded_at),
+        input_id,
     )
 
 
@@ -374,6 +376,13 @@ def create_audit_log(db_path: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEO
         con.execute("PRAGMA journal_mode=WAL")
         with _immediate_transaction(con):
             con.execute(audit_table_ddl())
+            # Columns the contract added since the file was created (all nullable): in place.
+            present = {row[1] for row in con.execute(f"PRAGMA table_info({AUDIT_TABLE})")}
+            for column in _columns():
+                if column.name not in present and column.nullable:
+                    con.execute(
+                        f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN {column.name} {column.sqlite_type}"
+                    )
 
     _with_connection(
         db_path,

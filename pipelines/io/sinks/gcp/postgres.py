@@ -156,6 +156,10 @@ def create_audit_table(conn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('genai_audit_log_ddl'))")
         for statement in audit_table_ddl().split(";\n"):
             conn.execute(statement)
+        # Columns the contract added since the table was created (all nullable): in place.
+        for name, pg_type, nullable, _ in _columns():
+            if nullable:
+                conn.execute(f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN IF NOT EXISTS {name} {pg_type}")
 
 
 def insert_audit_rows(conn, records: Sequence[AuditRecord]) -> int:
