@@ -117,7 +117,8 @@ def add_sink_options(parser: argparse.ArgumentParser) -> None:
         "--file_flush_s",
         type=int,
         default=60,
-        help="gcp: longest wait before buffered records are written as an Avro object.",
+        help="Streaming: longest wait before buffered records are written as an Avro file "
+        "(embedded) or object (gcp).",
     )
 
 
@@ -146,11 +147,13 @@ def validate_sinks(options) -> list[str]:
     """Problems with the sink flags (empty when fine). The audit URL must resolve here."""
     if options.sink not in SINKS:
         return [f"--sink must be one of {SINKS}, got {options.sink!r}"]
+    if options.file_flush_s < 1:
+        return ["--file_flush_s must be >= 1 (whole seconds)"]
     if options.sink != "gcp":
         return []
     problems = [f"--sink_{p}" for p in _retry(options).problems()]
-    if options.sink_flush_s < 1 or options.file_flush_s < 1:
-        problems.append("--sink_flush_s and --file_flush_s must be >= 1 (whole seconds)")
+    if options.sink_flush_s < 1:
+        problems.append("--sink_flush_s must be >= 1 (whole seconds)")
     try:
         split_dataset(options.bigquery_dataset)
     except ValueError:
@@ -220,5 +223,5 @@ def write_outputs(
     if options.sink == "gcp":
         return core | "WriteGcp" >> WriteGcp(gcp_config(options), archive=archive, metrics=metrics)
     return core | "WriteEmbedded" >> WriteEmbedded(
-        options.output_root, archive=archive, metrics=metrics
+        options.output_root, archive=archive, metrics=metrics, file_flush_s=options.file_flush_s
     )

@@ -40,6 +40,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks.batches import SinkRetry, batch_windowing, sink_dead_letters
+from pipelines.io.sinks.commits import notify_committed
 from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import parsed_schema
 from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
@@ -250,6 +251,7 @@ class _WriteAvroFilesFn(beam.DoFn):
                     count_dead_letter(letter.reason)
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
                 return
+        notify_committed(self._schema_name, elements)
         for path, count in written:
             self._files.inc()
             self._records.inc(count)

@@ -15,6 +15,7 @@ import apache_beam as beam
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.embedded.audit import WriteAuditLog
 from pipelines.io.sinks.embedded.warehouse import UpsertMetrics
+from pipelines.io.sinks.files import DEFAULT_FLUSH_S as FILE_FLUSH_S
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
 
 __all__ = ["AUDIT_DB", "WAREHOUSE_DB", "WriteEmbedded"]
@@ -31,23 +32,34 @@ class WriteEmbedded(beam.PTransform):
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
       metrics: upsert ``metrics``; False for a dead-letter replay, whose rows would hold the
         replayed events alone (the reconciliation of their days writes the metrics).
+      file_flush_s: streaming: longest wait before buffered archive and dead-letter records
+        are written as a file.
 
     Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here).
     """
 
-    def __init__(self, output_root: str, archive: bool = True, metrics: bool = True):
+    def __init__(
+        self,
+        output_root: str,
+        archive: bool = True,
+        metrics: bool = True,
+        file_flush_s: int = FILE_FLUSH_S,
+    ):
         super().__init__()
         self._root = output_root
         self._archive = archive
         self._metrics = metrics
+        self._file_flush_s = file_flush_s
 
     def expand(self, outputs):
         dead_letter_files = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            self._root
+            self._root, flush_s=self._file_flush_s
         )
         raw_files = None
         if self._archive:
-            raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(self._root)
+            raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(
+                self._root, flush_s=self._file_flush_s
+            )
         if self._metrics:
             _ = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(
                 os.path.join(self._root, WAREHOUSE_DB)

@@ -22,6 +22,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines.io.sinks.batches import GatherForFlush
+from pipelines.io.sinks.commits import notify_committed
 
 __all__ = ["EmbeddedTable", "WriteTable"]
 
@@ -115,6 +116,7 @@ class _WriteTableFn(beam.DoFn):
         if not rows:
             return
         stored = self._table.write(rows, self._retries.inc)
+        notify_committed(self._table.name, rows)
         self._offered.inc(len(rows))
         self._stored.inc(stored)
         self._flushes.inc()
