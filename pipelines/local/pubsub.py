@@ -9,8 +9,9 @@ and not yet written. This source:
 
 * **Reads** with the client's streaming pull (``SubscriberClient.subscribe``) and flow
   control: at most ``max_outstanding`` messages (and ``max_outstanding_mb``) read and not yet
-  acknowledged; the client stops pulling at that bound and extends the leases of what it holds
-  (for up to ``max_lease_s``; after that Pub/Sub delivers a message again).
+  acknowledged; the client stops pulling at that bound and extends the leases of what it holds,
+  ``lease_extension_s`` at a time (so after a crash Pub/Sub delivers a message again within
+  about that long) for up to ``max_lease_s`` (then Pub/Sub delivers it again anyway).
 * **Feeds** a ``TestStream`` served from this process (``pipelines.local.served``), a batch of
   messages per tick: ``Message(data, "pubsub:<message id>", publish time µs)`` exactly as
   ``pipelines.io.sources.pubsub.message_of`` makes them, timestamped with the ``event_time``
@@ -24,9 +25,12 @@ and not yet written. This source:
   was not acknowledged, and the sinks' idempotent writes and the core's dedupe absorb it
   (``docs/reliability.md``).
 * **Drains** on request (``drain``, what the first Ctrl-C does): it stops taking messages
-  (new deliveries are given back at once) and ends the stream once the ones it took are
-  emitted, so the runner fires every window and flushes every sink, and every message read is
-  acknowledged before the run ends. ``stop`` gives back what is still in flight.
+  (new deliveries are held, and given back by ``stop``) and ends the stream once the ones it
+  took are emitted, so the runner fires every window and flushes every sink, and every message
+  read is acknowledged before the run ends. ``stop`` gives back (nacks) whatever is still
+  unacknowledged, so the next run gets it at once.
+* **Fails the run** when the streaming pull stops for good (a deleted subscription, say),
+  rather than leaving it idle: the TestStream service's stream raises, and the runner stops.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ __all__ = ["LocalPubsubSource", "event_time_us"]
 
 _LOGGER = logging.getLogger(__name__)
 
-# Most messages one tick emits (one element event, one bundle, several of the runner's
-# 3 MiB parts): a backlog is worked off in bundles of this size.
+# Most messages one tick emits (in element events of at most 3 MiB, each one bundle): a
+# backlog is worked off in batches of this size.
 _MAX_BATCH = 5_000
 _STOP_TIMEOUT_S = 30.0
 
@@ -162,6 +166,8 @@ class LocalPubsubSource:
         max_outstanding_mb: most bytes of such messages, in MiB.
         max_lease_s: how long the client extends a message's lease before letting Pub/Sub
             deliver it again.
+        lease_extension_s: how far each lease extension reaches (10 to 600; the client's
+            minimum by default, so that a restart after a crash gets its messages back soon).
         tick_s: how often a batch of what was read is emitted and the clock advances.
     """
 
@@ -175,10 +181,12 @@ class LocalPubsubSource:
         lease_extension_s: int = 10,
         tick_s: float = 0.5,
     ):
-        if max_outstanding < 1 or max_outstanding_mb < 1 or max_lease_s <= 0 or tick_s <= 0:
+        if min(max_outstanding, max_outstanding_mb) < 1 or min(max_lease_s, tick_s) <= 0:
             raise ValueError(
                 "need max_outstanding, max_outstanding_mb >= 1; max_lease_s, tick_s > 0"
             )
+        if not 10 <= lease_extension_s <= 600:
+            raise ValueError("lease_extension_s must be 10 to 600 (whole seconds)")
         self._subscription = subscription
         self._max_outstanding = max_outstanding
         self._max_bytes = max_outstanding_mb << 20

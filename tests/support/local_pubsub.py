@@ -27,22 +27,29 @@ import pandas as pd
 import pytest
 
 from pipelines.local.loadgen import EventGenerator, LoadProfile
+from tests.support.gcp_run import metric_key, metric_sums, sums
 from tests.support.gcp_stack import unavailable
 
 __all__ = [
+    "PROFILE",
+    "Pipeline",
     "Published",
     "Topic",
     "archived",
     "audit_rows",
     "dead_letters",
+    "emulator_project",
     "expected_metrics",
     "generate",
+    "malformed_ids",
     "metric_rows",
     "pipeline",
     "publish",
     "publishing",
+    "stored_metrics",
     "summary_figure",
     "topic",
+    "valid_event_ids",
     "wait_until",
 ]
 
@@ -52,7 +59,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = LoadProfile(
     duplicate_share=0.0, late_share=0.05, malformed_share=0.05, pii_share=0.3, text_pool=40
 )
-METRIC_COLUMNS = ["request_count", "token_sum", "prompt_token_sum", "completion_token_sum"]
 
 
 def emulator_project() -> str:
@@ -283,26 +289,16 @@ def expected_metrics(published: list[Published], window_s: int = 60) -> dict[tup
             documents.setdefault(message.document["event_id"], message.document)
     frame = pd.DataFrame(list(documents.values()))
     frame["window_start"] = pd.to_datetime(frame["event_time"], utc=True).dt.floor(f"{window_s}s")
-    table = (
-        frame.groupby(["window_start", "model", "region"])
-        .agg(
-            request_count=("event_id", "size"),
-            token_sum=("token_count", "sum"),
-            prompt_token_sum=("prompt_tokens", "sum"),
-            completion_token_sum=("completion_tokens", "sum"),
-        )
-        .astype("int64")
-    )
-    return {key: row.to_dict() for key, row in table.iterrows()}
+    return metric_sums(frame)
 
 
 def stored_metrics(root: Path) -> dict[tuple, dict]:
-    rows = metric_rows(root)
+    """``metrics_minute`` as (window_start, model, region) -> sums (each key once)."""
     out = {}
-    for row in rows.to_dict("records"):
-        key = (pd.Timestamp(row["window_start"]).tz_convert("UTC"), row["model"], row["region"])
+    for row in metric_rows(root).to_dict("records"):
+        key = metric_key(row)
         assert key not in out, f"metrics_minute holds {key} twice"
-        out[key] = {c: int(row[c]) for c in METRIC_COLUMNS}
+        out[key] = sums(row)
     return out
 
 
