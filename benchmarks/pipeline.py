@@ -19,7 +19,7 @@ Then ``benchmarks/functions.py`` times the plain functions of the backfill's ste
 Streaming: runs ``python -m pipelines.streaming`` on the synthetic source at ``--rate`` for
 ``--stream_s`` seconds and reports whether the source rate was sustained, the freshness p50/p99
 from the run totals (per event, ingestion to the commit of the warehouse row counting it: ADR
-0009) with the share of events within the 2-minute SLO, and RSS sampled over time (flat or not).
+0010) with the share of events within the 2-minute SLO, and RSS sampled over time (flat or not).
 
 Before each run it prints the machine check of ``benchmarks/redaction.py`` (a plain ``re``
 alternation's texts/s; ~7,400 on the machine the targets were set on): this is a shared virtual

@@ -6,7 +6,7 @@ window and (model, region). Panes accumulate, so each row carries the whole wind
 and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
 (``source``) wins over a streaming one. Each row carries its estimated cost from a price table
 (``transforms.pricing.table``) and a per-second histogram of its events' ingestion times, from
-which the sink measures their freshness when it commits the row (ADR 0009).
+which the sink measures their freshness when it commits the row (ADR 0010).
 
 Counters (namespace ``genai``, per bundle, so they cost nothing per event): what the dashboards
 and alerts of ``terraform/monitoring.tf`` read on Dataflow (``docs/observability.md``).

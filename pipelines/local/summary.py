@@ -30,7 +30,7 @@ class Summary(NamedTuple):
     redactions: dict[str, int]
     metric_rows: int
     events_in_metrics: int
-    # Freshness (ADR 0009): per event, the commit of the first warehouse row counting it minus
+    # Freshness (ADR 0010): per event, the commit of the first warehouse row counting it minus
     # its ingestion time; nearest-rank percentiles of the buckets' lower bounds (whole seconds).
     freshness_p50_s: float | None
     freshness_p99_s: float | None

@@ -8,7 +8,7 @@ outcomes (written, duplicates, dead letters by reason), redactions per info type
 totals as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count
 (the largest pane of each window and key), so the summary can tell how many written events were
 too late for the metrics, and, when the sinks report it, the events each metrics commit made
-visible per freshness bucket (``freshness_s.<latency_s>``: the freshness of ADR 0009). In batch
+visible per freshness bucket (``freshness_s.<latency_s>``: the freshness of ADR 0010). In batch
 it writes once. In streaming the totals so far live in the state of one key, as each bundle's
 partial sums folded into one whenever the file is rewritten: at most every ``every_s`` seconds
 of wall time and once more when the stream ends. They grow with the run by one entry per metric

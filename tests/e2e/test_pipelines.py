@@ -243,7 +243,7 @@ def test_streaming_run_on_the_embedded_default(tmp_path):
     assert not [v for v in generator.pii_values if v in written]
     rows = table(f"{root}/warehouse.duckdb", "SELECT sum(request_count) FROM metrics_minute")
     assert rows[0][0] == summary.events_in_metrics == summary.written - summary.late_dropped
-    # Freshness (ADR 0009): every event a metric row counts was measured once, when the first
+    # Freshness (ADR 0010): every event a metric row counts was measured once, when the first
     # row counting it was committed; the warehouse's per-minute histogram holds the same events.
     assert summary.freshness_events == summary.events_in_metrics > 0
     assert 0 <= summary.freshness_p50_s <= summary.freshness_p99_s < 120

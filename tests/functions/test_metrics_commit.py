@@ -1,4 +1,4 @@
-"""What a metrics commit does (pipelines/io/sinks/metrics_commit.py, ADR 0007, 0009, 0010), run
+"""What a metrics commit does (pipelines/io/sinks/metrics_commit.py, ADR 0007, 0010, 0011), run
 through the embedded warehouse's commit on an in-memory DuckDB: which pane a key keeps
 (emission time ranks, not pane_index), the freshness of each event measured once at the first
 commit counting it, and the rollups and per-minute freshness, incremented at each commit and

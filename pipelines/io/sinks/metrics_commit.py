@@ -12,13 +12,13 @@ warehouses cannot disagree.
    different pane or different content. A pane emitted no later than the stored row, or the same
    pane with the same content (a retry, a re-run backfill), changes nothing, ``emitted_at``
    included.
-2. **Freshness** (ADR 0009): a row carries a per-second histogram of its events' ingestion
+2. **Freshness** (ADR 0010): a row carries a per-second histogram of its events' ingestion
    times. Stored, it is the per-second maximum over every pane committed for the key, so the
    events a winning pane adds are the seconds where it exceeds the stored histogram. Each such
    event's freshness is the commit time minus its ingestion second, recorded once in the row's
    ``freshness_counts`` (cumulative) and returned in ``visible``. Retries and replays add
    nothing: the histogram they bring is already stored.
-3. **Rollups and per-minute freshness** (ADR 0010), merged by one function (``rollup``: sums
+3. **Rollups and per-minute freshness** (ADR 0011), merged by one function (``rollup``: sums
    added, latency sketches and freshness histograms merged bin by bin, HLL sketches united,
    percentiles from the merged sketch) over either of two inputs. *Recomputed* from every minute
    row of the period (``recompute_rollups``, ``recompute_freshness``): what BigQuery does at

@@ -5,13 +5,13 @@ written by hand, so maps are ``STRUCT(key, value)[]`` exactly like BigQuery's):
 
 * ``metrics_minute``: one row per ``(window_start, model, region)``, the newest pane;
 * ``metrics_rollup``: hourly and daily rollups per ``(model, region)``, incremented by every
-  commit in its transaction (ADR 0010), kept after the minute rows expire;
+  commit in its transaction (ADR 0011), kept after the minute rows expire;
 * ``freshness_minute``: events per metric window and freshness bucket, likewise;
 * ``usage_hourly``: one row per ``(hour_start, user_key, model, model_version)``, the newest pane.
 
 A metrics flush is one transaction (``commit_metrics``): which pane each key keeps (a backfill
 row outranks streaming, then the later emission wins: ADR 0007), the freshness of the events it
-makes visible, measured at this commit (ADR 0009), and the rollups and per-minute freshness of
+makes visible, measured at this commit (ADR 0010), and the rollups and per-minute freshness of
 the periods it touches. Usage rows follow the same pane rule. Replaying the same input changes
 nothing; panes that arrive out of order (a retried bundle) cannot roll a row back.
 
@@ -106,7 +106,7 @@ DEFAULT_MAX_BUFFERED_ROWS = 500
 # file, upserting and closing it costs ~50 ms here whatever the number of rows, and the
 # DirectRunner's streaming bundles are small: upserting per bundle took ~10% of a 1k events/s
 # run. It adds at most this much to the time before a pane is queryable (and the freshness
-# measured, ADR 0009, includes it).
+# measured, ADR 0010, includes it).
 DEFAULT_FLUSH_S = 5
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_FIRST_BACKOFF_S = 0.05
