@@ -88,6 +88,7 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         ("window_size_s", "Metrics window size."),
         ("allowed_lateness_s", "Late data within this is merged into its window's metrics."),
         ("early_firing_s", "Streaming: speculative metric panes every this many seconds."),
+        ("usage_firing_s", "Streaming: speculative usage panes every this many seconds."),
     ):
         add_flag(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
     add_flag(
@@ -190,6 +191,7 @@ def core_config(options) -> CoreConfig:
         window_size_s=options.window_size_s,
         allowed_lateness_s=options.allowed_lateness_s,
         early_firing_s=options.early_firing_s,
+        usage_firing_s=options.usage_firing_s,
         dlp=DlpOptions(
             project=options.dlp_project,
             location=options.dlp_location,
@@ -230,6 +232,7 @@ def validate_core(options) -> list[str]:
         "dedupe_shards",
         "window_size_s",
         "early_firing_s",
+        "usage_firing_s",
     ):
         if getattr(config, name) <= 0:
             problems.append(f"--{name} must be > 0")

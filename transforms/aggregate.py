@@ -5,24 +5,37 @@ Input: deduplicated ``EventBatch`` elements (each event carries its event time),
 window and (model, region). Panes accumulate, so each row carries the whole window seen so far
 and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
 (``source``) wins over a streaming one. Each row carries its estimated cost from a price table
-(``transforms.pricing.table``).
+(``transforms.pricing.table``) and a per-second histogram of its events' ingestion times, from
+which the sink measures their freshness when it commits the row (ADR 0010).
+
+Counters (namespace ``genai``, per bundle, so they cost nothing per event): what the dashboards
+and alerts of ``terraform/monitoring.tf`` read on Dataflow (``docs/observability.md``).
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import pickle
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
+from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
 
 from transforms import sketches
 from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent, event_micros
+from transforms.elements import (
+    EventBatch,
+    IngestionBin,
+    LatencyBin,
+    MetricRow,
+    RedactedEvent,
+    event_micros,
+    micros_to_datetime,
+)
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     PriceTable,
@@ -30,8 +43,9 @@ from transforms.pricing.table import (
     load_price_table,
     price_on,
 )
+from transforms.windowing import PANE_TIMINGS, accumulating_windows
 
-__all__ = ["BACKFILL", "SOURCES", "STREAMING", "AggregateMetrics"]
+__all__ = ["BACKFILL", "LATENCY_BUCKETS_MS", "SOURCES", "STREAMING", "AggregateMetrics"]
 
 # MetricRow.source: a streaming pane (unbounded input) or a batch recomputation (bounded input).
 STREAMING = "streaming"
@@ -43,17 +57,32 @@ _GLOBAL = (window.GlobalWindow(),)
 # Most (key, window) accumulators one bundle holds before it emits them (each has a sketch of
 # a few kB at most): a batch bundle can span days of windows.
 _MAX_PARTIALS = 4096
+# Upper bounds (ms) of the latency histogram exported as cumulative counters per model,
+# ``latency_ms_bucket.<model>.<le>`` (Prometheus' ``le`` convention, so Cloud Monitoring's PromQL
+# histogram_quantile reads them). The exact percentiles are the sketches in the rows.
+LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000)
+_MICROS_PER_S = 1_000_000
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
-# completion_tokens, policy_flags, data_class, redaction_counts, event_time). Projecting before
+# completion_tokens, policy_flags, data_class, redaction_counts, event_time, ingested_at).
+# Projecting before
 # the combine keeps prompt and response text out of shuffles and, on runners that buffer a
 # window's elements instead of lifting the combiner (the DirectRunner with non-default
 # windowing), out of state held for up to the allowed lateness. A plain tuple, because Beam's
 # default coder round-trips it in ~2 µs and 48 bytes, against ~11 µs for a NamedTuple of the
 # same fields (which carries its type) and ~30 µs and 400 bytes for the whole RedactedEvent.
 _Usage = tuple[
-    str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int], dt.datetime
+    str,
+    float,
+    int,
+    int | None,
+    int | None,
+    tuple[str, ...],
+    str,
+    dict[str, int],
+    dt.datetime,
+    dt.datetime | None,
 ]
 
 
@@ -68,6 +97,7 @@ def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]
         event.data_class,
         event.redaction_counts,
         event.event_time,
+        event.ingested_at,
     )
 
 
@@ -77,6 +107,7 @@ class _MetricsAccumulator:
     __slots__ = (
         "completion_token_sum",
         "data_class_counts",
+        "ingestion_counts",
         "latency_counts",
         "latest_event_time",
         "policy_flag_counts",
@@ -100,6 +131,8 @@ class _MetricsAccumulator:
         self.data_class_counts: dict[str, int] = {}
         self.redaction_counts: dict[str, int] = {}
         self.latest_event_time: dt.datetime | None = None
+        # Events per second of ingestion (seconds since the epoch).
+        self.ingestion_counts: dict[int, int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The HLL sketch is a native object that pickle refuses; go through bytes.
@@ -120,6 +153,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.redaction_counts,
             acc.unsplit_token_sum,
             acc.latest_event_time,
+            acc.ingestion_counts,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -134,6 +168,10 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         fields = (*fields, 0)
     if len(fields) == 10:
         fields = (*fields, None)  # before latest_event_time: known from the next event on
+    if len(fields) == 11:
+        # Before ingestion_counts: the events counted before the update have no ingestion
+        # time, so the sink measures no freshness for them.
+        fields = (*fields, {})
     (
         acc.request_count,
         acc.token_sum,
@@ -146,6 +184,7 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.redaction_counts,
         acc.unsplit_token_sum,
         acc.latest_event_time,
+        acc.ingestion_counts,
     ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
@@ -188,6 +227,7 @@ class _WindowTotals(NamedTuple):
     data_class_counts: dict[str, int]
     redaction_counts: dict[str, int]
     latest_event_time: dt.datetime | None
+    ingestion_counts: tuple[IngestionBin, ...]
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -217,6 +257,7 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class,
             redaction_counts,
             event_time,
+            ingested_at,
         ) = usage
         acc.request_count += 1
         acc.token_sum += token_count
@@ -243,6 +284,10 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(acc.redaction_counts, redaction_counts)
         if acc.latest_event_time is None or event_time > acc.latest_event_time:
             acc.latest_event_time = event_time
+        if ingested_at is not None:
+            second = event_micros(ingested_at) // _MICROS_PER_S
+            ingestion = acc.ingestion_counts
+            ingestion[second] = ingestion.get(second, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
@@ -261,6 +306,7 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
             _add_counts(merged.data_class_counts, acc.data_class_counts)
             _add_counts(merged.redaction_counts, acc.redaction_counts)
+            _add_counts(merged.ingestion_counts, acc.ingestion_counts)
             if merged.latest_event_time is None or (
                 acc.latest_event_time is not None
                 and acc.latest_event_time > merged.latest_event_time
@@ -288,18 +334,68 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class_counts=dict(acc.data_class_counts),
             redaction_counts=dict(acc.redaction_counts),
             latest_event_time=acc.latest_event_time,
+            ingestion_counts=tuple(
+                IngestionBin(second, count)
+                for second, count in sorted(acc.ingestion_counts.items())
+            ),
         )
 
     def get_accumulator_coder(self) -> beam.coders.Coder:
         return _MetricsAccumulatorCoder()
 
 
-_PANE_TIMINGS = {
-    PaneInfoTiming.EARLY: "EARLY",
-    PaneInfoTiming.ON_TIME: "ON_TIME",
-    PaneInfoTiming.LATE: "LATE",
-    PaneInfoTiming.UNKNOWN: "UNKNOWN",
-}
+def _latency_bucket_counts(counts: sketches.LatencyCounts) -> list[int]:
+    """Requests per latency bucket (``LATENCY_BUCKETS_MS``, then one beyond the last bound)
+    from a sketch: each sketch bucket is placed by its representative value (within 1%)."""
+    per_bucket = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for index, count in counts.items():
+        value = sketches.bucket_value(index)
+        per_bucket[bisect.bisect_left(LATENCY_BUCKETS_MS, value)] += count
+    return per_bucket
+
+
+def _count_partials(
+    partials: list[tuple[str, int, _MetricsAccumulator]], prices: PriceTable
+) -> None:
+    """Increments the ``genai`` counters of a bundle's partials (model, window start µs,
+    accumulator): requests, tokens, estimated cost (µUSD; the cost is linear in the token
+    sums, so the partials' costs add up to the windows'), requests per policy flag and the
+    cumulative latency histogram per model. Counter names are documented in
+    ``docs/observability.md``; models and flags are grammar-checked slugs."""
+    counter = beam.metrics.Metrics.counter
+    requests = tokens = prompt = completion = cost_micro_usd = 0
+    flags: dict[str, int] = {}
+    latency: dict[str, list[int]] = {}
+    for model, start_us, acc in partials:
+        requests += acc.request_count
+        tokens += acc.token_sum
+        prompt += acc.prompt_token_sum
+        completion += acc.completion_token_sum
+        price = price_on(prices, model, micros_to_datetime(start_us).date())
+        if price is not None:
+            cost = estimate_cost_usd(
+                price, acc.prompt_token_sum, acc.completion_token_sum, acc.unsplit_token_sum
+            )
+            cost_micro_usd += round(cost * 1_000_000)
+        _add_counts(flags, acc.policy_flag_counts)
+        buckets = _latency_bucket_counts(acc.latency_counts)
+        into = latency.setdefault(model, [0] * len(buckets))
+        for i, n in enumerate(buckets):
+            into[i] += n
+    counter(METRICS_NAMESPACE, "requests_aggregated").inc(requests)
+    counter(METRICS_NAMESPACE, "tokens").inc(tokens)
+    counter(METRICS_NAMESPACE, "prompt_tokens").inc(prompt)
+    counter(METRICS_NAMESPACE, "completion_tokens").inc(completion)
+    if cost_micro_usd:
+        counter(METRICS_NAMESPACE, "estimated_cost_micro_usd").inc(cost_micro_usd)
+    for flag, n in flags.items():
+        counter(METRICS_NAMESPACE, f"policy_flag.{flag}").inc(n)
+    for model, buckets in latency.items():
+        running = 0
+        for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), buckets, strict=True):
+            running += n
+            if running:
+                counter(METRICS_NAMESPACE, f"latency_ms_bucket.{model}.{bound}").inc(running)
 
 
 class _PreCombineFn(beam.DoFn):
@@ -308,10 +404,14 @@ class _PreCombineFn(beam.DoFn):
     instead of every event (the DirectRunner evaluates triggers per element and, in streaming,
     does not lift combiners, so it keeps every partial of a window until the window expires).
     A partial is timestamped with its earliest member's event time, in the global window: the
-    ``WindowInto`` after this step puts it in its members' window."""
+    ``WindowInto`` after this step puts it in its members' window.
 
-    def __init__(self, window_size_s: int):
+    It also counts the bundle for Cloud Monitoring (``_count_partials``), from the partials, so
+    the counters cost nothing per event."""
+
+    def __init__(self, window_size_s: int, prices: PriceTable):
         self._size_us = window_size_s * 1_000_000
+        self._prices = prices
 
     def setup(self):
         self._combine = _MetricsCombineFn()
@@ -336,6 +436,14 @@ class _PreCombineFn(beam.DoFn):
             yield from self.finish_bundle()
 
     def finish_bundle(self):
+        if self._partials:
+            _count_partials(
+                [
+                    (model, start, accumulator)
+                    for ((model, _), start), (accumulator, _) in self._partials.items()
+                ],
+                self._prices,
+            )
         # Keyed by (model, region, window start): the DirectRunner copies all of a key's
         # window state (every open window's accumulator) for each bundle of the key, so with
         # (model, region) keys and a 1-hour lateness that copy grew with the hour's windows
@@ -416,7 +524,7 @@ class _FormatMetricRowFn(beam.DoFn):
             policy_flag_counts=totals.policy_flag_counts,
             data_class_counts=totals.data_class_counts,
             redaction_counts=totals.redaction_counts,
-            pane_timing=_PANE_TIMINGS[pane.timing],
+            pane_timing=PANE_TIMINGS[pane.timing],
             pane_index=pane.index,
             is_final=pane.is_last,
             emitted_at=dt.datetime.now(dt.UTC),
@@ -425,6 +533,7 @@ class _FormatMetricRowFn(beam.DoFn):
             estimated_cost_usd=cost,
             price_table_version=self._prices.version,
             latest_event_time=totals.latest_event_time,
+            ingestion_counts=totals.ingestion_counts,
         )
 
 
@@ -519,27 +628,20 @@ class AggregateMetrics(beam.PTransform):
         # triggers without a clock (processing-time triggers fail, BEAM-7514) and does not lift
         # the combiner for AfterWatermark without early firings (every event then goes through
         # the trigger state machine: about 35 µs more per event, measured).
-        if batches.is_bounded:
-            window_trigger = trigger.DefaultTrigger()
-        else:
-            window_trigger = trigger.AfterWatermark(
-                early=trigger.AfterProcessingTime(self._early_firing_s),
-                late=trigger.AfterCount(1),
-            )
         # Each bundle's events are combined per key and window first (see _PreCombineFn), then
         # the partials are windowed and merged: the same result as windowing every event.
         combined = (
             batches
             | "PreCombinePerBundle"
-            >> beam.ParDo(_PreCombineFn(self._window_size_s)).with_output_types(
+            >> beam.ParDo(_PreCombineFn(self._window_size_s, self._prices)).with_output_types(
                 tuple[tuple[str, str, int], _MetricsAccumulator]
             )
             | "WindowIntoFixed"
-            >> beam.WindowInto(
-                window.FixedWindows(self._window_size_s),
-                trigger=window_trigger,
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=self._allowed_lateness_s,
+            >> accumulating_windows(
+                self._window_size_s,
+                self._allowed_lateness_s,
+                self._early_firing_s,
+                bounded=batches.is_bounded,
             )
             | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
         )

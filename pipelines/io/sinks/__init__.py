@@ -17,9 +17,12 @@ class SinkOutputs(NamedTuple):
     ``raw_files`` and ``dead_letter_files``: PCollections of ``(path, record_count)``, one per
     file written (``raw_files`` is None when the run does not write the archive);
     ``sink_dead_letters``: the ``DeadLetter`` records of rows a sink could not write (None for
-    the embedded sinks, which fail the bundle instead: the runner retries it).
+    the embedded sinks, which fail the bundle instead: the runner retries it); ``freshness``:
+    ``(latency_s, events)`` pairs, the events each metrics commit made visible by freshness
+    bucket (the embedded warehouse; None where the sink does not report them).
     """
 
     raw_files: beam.PCollection | None
     dead_letter_files: beam.PCollection
     sink_dead_letters: beam.PCollection | None = None
+    freshness: beam.PCollection | None = None

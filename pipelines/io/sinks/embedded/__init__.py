@@ -1,9 +1,10 @@
 """The embedded sinks (no server), applied by both pipelines under one output root.
 
 Layout under ``output_root``: ``raw/event_date=YYYY-MM-DD/region=R/*.avro`` (redacted events),
-``dead_letter/dt=YYYY-MM-DD/*.avro``, ``warehouse.duckdb`` (``metrics_minute`` and its views)
-and ``audit.sqlite`` (``audit_log``). The files go through Beam's FileSystems (so ``gs://``
-works for them); the two databases are local files.
+``dead_letter/dt=YYYY-MM-DD/*.avro``, ``warehouse.duckdb`` (``metrics_minute``, its rollups,
+``freshness_minute``, ``usage_hourly`` and the views) and ``audit.sqlite`` (``audit_log``). The
+files go through Beam's FileSystems (so ``gs://`` works for them); the two databases are local
+files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import apache_beam as beam
 
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.embedded.audit import WriteAuditLog
-from pipelines.io.sinks.embedded.warehouse import UpsertMetrics
+from pipelines.io.sinks.embedded.warehouse import UpsertMetrics, UpsertUsage
 from pipelines.io.sinks.files import DEFAULT_FLUSH_S as FILE_FLUSH_S
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
 
@@ -30,12 +31,13 @@ class WriteEmbedded(beam.PTransform):
     Args:
       output_root: directory of all outputs (created when the pipeline runs, if missing).
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
-      metrics: upsert ``metrics``; False for a dead-letter replay, whose rows would hold the
-        replayed events alone (the reconciliation of their days writes the metrics).
+      metrics: upsert ``metrics`` (and ``usage``); False for a dead-letter replay, whose rows
+        would hold the replayed events alone (the reconciliation of their days writes them).
       file_flush_s: streaming: longest wait before buffered archive and dead-letter records
         are written as a file.
 
-    Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here).
+    Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here;
+    ``freshness``: what the metrics commits made visible, when metrics are written).
     """
 
     def __init__(
@@ -60,9 +62,10 @@ class WriteEmbedded(beam.PTransform):
             raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(
                 self._root, flush_s=self._file_flush_s
             )
+        freshness = None
         if self._metrics:
-            _ = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(
-                os.path.join(self._root, WAREHOUSE_DB)
-            )
+            warehouse = os.path.join(self._root, WAREHOUSE_DB)
+            freshness = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(warehouse)
+            _ = outputs.usage | "UpsertUsage" >> UpsertUsage(warehouse)
         _ = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
-        return SinkOutputs(raw_files, dead_letter_files)
+        return SinkOutputs(raw_files, dead_letter_files, freshness=freshness)

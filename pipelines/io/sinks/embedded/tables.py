@@ -8,8 +8,10 @@ streaming input is gathered for ``flush_s`` seconds of processing time first (``
 opening DuckDB or an fsync per commit costs far more than a row), each bundle's rows are
 written in one transaction when it finishes (or when ``max_buffered_rows`` are buffered), lock
 conflicts are retried with backoff by the table, and a write that still fails fails the bundle,
-which the runner retries; both tables are idempotent, so that is safe. Local files only: this is
-the embedded default, not Dataflow.
+which the runner retries; both tables are idempotent, so that is safe. A table may also hand back
+what a write learnt (the metrics table: the freshness of the events it made visible), which
+``WriteTable`` emits after each flush. Local files only: this is the embedded default, not
+Dataflow.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.io.sinks.batches import GatherForFlush
 from pipelines.io.sinks.commits import notify_committed
@@ -28,6 +33,7 @@ __all__ = ["EmbeddedTable", "WriteTable"]
 
 _LOGGER = logging.getLogger(__name__)
 _READY: set[tuple[str, str]] = set()  # (table name, file) this process has created
+_GLOBAL = (window.GlobalWindow(),)
 
 
 class EmbeddedTable:
@@ -37,6 +43,7 @@ class EmbeddedTable:
     """
 
     name = "table"
+    output_type: Any = None  # the type of what take_outputs returns, if anything
 
     def __init__(self, db_path: str, *, max_buffered_rows: int, flush_s: int):
         if not db_path or "://" in db_path:
@@ -70,6 +77,10 @@ class EmbeddedTable:
         """Writes ``rows`` in one transaction; returns the rows the table stored anew."""
         raise NotImplementedError
 
+    def take_outputs(self) -> list[Any]:
+        """What the writes since the last call learnt, to emit (default: nothing)."""
+        return []
+
 
 class _WriteTableFn(beam.DoFn):
     def __init__(self, table: EmbeddedTable):
@@ -95,17 +106,21 @@ class _WriteTableFn(beam.DoFn):
         self._size = 0
         self._table.open()
 
-    def process(self, row) -> None:
+    def process(self, row):
         self._table.add(self._buffer, row)
         self._size += 1
         if self._size >= self._table.max_buffered_rows:
             self._flush()
+            yield from self._table.take_outputs()
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self):
         try:
             self._flush()
         finally:
             self._table.close()
+        now = Timestamp.now()
+        for output in self._table.take_outputs():
+            yield WindowedValue(output, now, _GLOBAL)
 
     def teardown(self) -> None:
         self._table.close()  # a bundle that failed before finish_bundle
@@ -126,7 +141,9 @@ class WriteTable(beam.PTransform):
     """Writes rows to an embedded table (see the module docstring).
 
     Input: PCollection of rows, bounded or unbounded, any windowing, with a type hint. Output:
-    an empty PCollection (counters count rows offered and stored, flushes and lock retries).
+    what the table hands back after its flushes (``EmbeddedTable.take_outputs``; for most
+    tables nothing), in the global window. Counters count rows offered and stored, flushes and
+    lock retries.
     Guarantee: every row is committed by the time its bundle is; the table decides what a row
     already stored means (ignored, or replaced by a newer pane).
     """
@@ -137,4 +154,11 @@ class WriteTable(beam.PTransform):
 
     def expand(self, pcoll):
         gathered = pcoll | "GatherForFlush" >> GatherForFlush(self._table.flush_s)
-        return gathered | "WriteRows" >> beam.ParDo(_WriteTableFn(self._table))
+        if pcoll.is_bounded and self._table.output_type is not None:
+            # What a table hands back is emitted in the global window (GatherForFlush puts
+            # unbounded rows there already; a bounded input keeps its windows otherwise).
+            gathered = gathered | "Rewindow" >> beam.WindowInto(window.GlobalWindows())
+        write = beam.ParDo(_WriteTableFn(self._table))
+        if self._table.output_type is not None:
+            write = write.with_output_types(self._table.output_type)
+        return gathered | "WriteRows" >> write
