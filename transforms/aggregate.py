@@ -6,6 +6,16 @@ window and (model, region). Panes accumulate, so each row carries the whole wind
 and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
 (``source``) wins over a streaming one. Each row carries its estimated cost from a price table
 (``transforms.pricing.table``).
+
+Errors: an event the combiner cannot add (a latency outside what the sketch indexes, a user key
+the HLL cannot take: never one that parsing produces, but an archive written before the
+contract's bounds may hold one) is left out of its window and becomes a dead letter
+``internal_error:aggregate``, and so does a row that cannot be formatted; neither fails the
+bundle. These are not outcomes of an input (the event is written), so ``AggregateMetrics`` returns
+them apart (``MetricOutputs.dead_letters``), like the sinks' rows. Sums: exact (Python ints)
+while combining; a row's sums and counts are saturated at the int64 maximum (what every store
+holds) with the counter ``metric_sums_saturated``, so no window can overflow a column. With the
+contract's bounds (tokens at most 1e8 per event) that takes over 9e10 events in one window.
 """
 
 from __future__ import annotations
@@ -21,8 +31,20 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms import sketches
-from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent, event_micros
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    internal_error_of,
+    is_element_error,
+)
+from transforms.elements import (
+    DeadLetter,
+    EventBatch,
+    LatencyBin,
+    MetricRow,
+    RedactedEvent,
+    event_micros,
+)
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     PriceTable,
@@ -31,7 +53,7 @@ from transforms.pricing.table import (
     price_on,
 )
 
-__all__ = ["BACKFILL", "SOURCES", "STREAMING", "AggregateMetrics"]
+__all__ = ["BACKFILL", "INT64_MAX", "SOURCES", "STREAMING", "AggregateMetrics", "MetricOutputs"]
 
 # MetricRow.source: a streaming pane (unbounded input) or a batch recomputation (bounded input).
 STREAMING = "streaming"
@@ -43,6 +65,10 @@ _GLOBAL = (window.GlobalWindow(),)
 # Most (key, window) accumulators one bundle holds before it emits them (each has a sketch of
 # a few kB at most): a batch bundle can span days of windows.
 _MAX_PARTIALS = 4096
+# The largest value of an Avro long, a DuckDB BIGINT and a BigQuery INT64: a row's sums and
+# counts are saturated here.
+INT64_MAX = (1 << 63) - 1
+_STEP = "aggregate"
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
@@ -218,6 +244,13 @@ class _MetricsCombineFn(beam.CombineFn):
             redaction_counts,
             event_time,
         ) = usage
+        # What can fail for one event comes first, so a failure leaves the accumulator as it
+        # was: the latency's bucket, the comparison of times, the user key's HLL update.
+        index = sketches.latency_index(latency_ms)
+        later = acc.latest_event_time is None or event_time > acc.latest_event_time
+        acc.users.update(user_key)
+        latency_counts = acc.latency_counts
+        latency_counts[index] = latency_counts.get(index, 0) + 1
         acc.request_count += 1
         acc.token_sum += token_count
         if prompt_tokens is not None:
@@ -230,8 +263,6 @@ class _MetricsCombineFn(beam.CombineFn):
             acc.unsplit_token_sum += max(
                 token_count - (prompt_tokens or 0) - (completion_tokens or 0), 0
             )
-        sketches.add_latency(acc.latency_counts, latency_ms)
-        acc.users.update(user_key)
         if policy_flags:
             flag_counts = acc.policy_flag_counts
             # Requests per flag: a flag repeated in one request counts once.
@@ -241,7 +272,7 @@ class _MetricsCombineFn(beam.CombineFn):
         class_counts[data_class] = class_counts.get(data_class, 0) + 1
         if redaction_counts:
             _add_counts(acc.redaction_counts, redaction_counts)
-        if acc.latest_event_time is None or event_time > acc.latest_event_time:
+        if later:
             acc.latest_event_time = event_time
         return acc
 
@@ -320,18 +351,25 @@ class _PreCombineFn(beam.DoFn):
         self._partials: dict[tuple, list] = {}
 
     def process(self, batch: EventBatch):
-        partials, size_us = self._partials, self._size_us
+        partials, size_us, combine = self._partials, self._size_us, self._combine
         for event in batch.events:
-            micros = event_micros(event.event_time)
-            key, usage = _key_by_model_region(event)
-            # The window start as FixedWindows(window_size_s) computes it (offset 0).
-            slot = (key, micros - micros % size_us)
-            entry = partials.get(slot)
-            if entry is None:
-                entry = partials[slot] = [self._combine.create_accumulator(), micros]
-            self._combine.add_input(entry[0], usage)
-            if micros < entry[1]:
-                entry[1] = micros
+            try:
+                micros = event_micros(event.event_time)
+                key, usage = _key_by_model_region(event)
+                # The window start as FixedWindows(window_size_s) computes it (offset 0).
+                slot = (key, micros - micros % size_us)
+                entry = partials.get(slot)
+                if entry is None:  # stored only once the event is in it
+                    accumulator = combine.add_input(combine.create_accumulator(), usage)
+                    partials[slot] = [accumulator, micros]
+                else:
+                    combine.add_input(entry[0], usage)  # unchanged if it raises
+                    if micros < entry[1]:
+                        entry[1] = micros
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                yield _event_left_out(event, error)
         if len(partials) >= _MAX_PARTIALS:  # a long batch bundle spanning many windows
             yield from self.finish_bundle()
 
@@ -345,6 +383,27 @@ class _PreCombineFn(beam.DoFn):
                 ((model, region, start), accumulator), Timestamp(micros=earliest), _GLOBAL
             )
         self._partials = {}
+
+
+def _event_left_out(event: RedactedEvent, error: Exception):
+    """The ``internal_error:aggregate`` dead letter of an event the combiner could not add
+    (its payload: the event without its texts, which the archive holds), at the input batch's
+    timestamp, in the global window."""
+    record = internal_error_of(_STEP, event._replace(prompt=None, response=None), error)
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
+
+
+def _saturated(value: int, counter) -> int:
+    if value > INT64_MAX:
+        counter.inc()
+        return INT64_MAX
+    return value
+
+
+def _saturated_counts(counts: dict[str, int], counter) -> dict[str, int]:
+    if all(n <= INT64_MAX for n in counts.values()):
+        return counts
+    return {name: _saturated(n, counter) for name, n in counts.items()}
 
 
 class _MergePartialsFn(_MetricsCombineFn):
@@ -377,6 +436,7 @@ class _FormatMetricRowFn(beam.DoFn):
 
     def setup(self):
         self._unpriced = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "metric_rows_unpriced")
+        self._saturated = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "metric_sums_saturated")
 
     def process(
         self,
@@ -384,7 +444,28 @@ class _FormatMetricRowFn(beam.DoFn):
         win: window.IntervalWindow = beam.DoFn.WindowParam,
         pane: PaneInfo = beam.DoFn.PaneInfoParam,
     ):
+        try:
+            yield self._row(element, win, pane)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            yield self._row_left_out(element, win, error)
+
+    def _row_left_out(self, element, win: window.IntervalWindow, error: Exception):
+        """The ``internal_error:aggregate`` dead letter of a row that could not be formatted,
+        with the key, the window and the totals as payload."""
         (model, region, _), totals = element
+        key = {"model": model, "region": region, "window": str(win), "totals": totals}
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, internal_error_of(_STEP, key, error))
+
+    def _row(
+        self,
+        element: tuple[tuple[str, str, int], _WindowTotals],
+        win: window.IntervalWindow,
+        pane: PaneInfo,
+    ) -> MetricRow:
+        (model, region, _), totals = element
+        totals = self._within_int64(totals)
         window_start = win.start.to_utc_datetime(has_tz=True)
         price = price_on(self._prices, model, window_start.date())
         if price is None:
@@ -397,7 +478,7 @@ class _FormatMetricRowFn(beam.DoFn):
                 totals.completion_token_sum,
                 totals.unsplit_token_sum,
             )
-        yield MetricRow(
+        return MetricRow(
             window_start=window_start,
             window_end=win.end.to_utc_datetime(has_tz=True),
             model=model,
@@ -427,6 +508,41 @@ class _FormatMetricRowFn(beam.DoFn):
             latest_event_time=totals.latest_event_time,
         )
 
+    def _within_int64(self, totals: _WindowTotals) -> _WindowTotals:
+        """``totals`` with every sum and count saturated at ``INT64_MAX`` (counted)."""
+        sums = (
+            totals.request_count,
+            totals.token_sum,
+            totals.prompt_token_sum,
+            totals.completion_token_sum,
+            totals.unsplit_token_sum,
+        )
+        maps = (totals.policy_flag_counts, totals.data_class_counts, totals.redaction_counts)
+        if max(sums) <= INT64_MAX and all(
+            n <= INT64_MAX for counts in maps for n in counts.values()
+        ):
+            return totals
+        counter = self._saturated
+        return totals._replace(
+            request_count=_saturated(totals.request_count, counter),
+            token_sum=_saturated(totals.token_sum, counter),
+            prompt_token_sum=_saturated(totals.prompt_token_sum, counter),
+            completion_token_sum=_saturated(totals.completion_token_sum, counter),
+            unsplit_token_sum=_saturated(totals.unsplit_token_sum, counter),
+            policy_flag_counts=_saturated_counts(totals.policy_flag_counts, counter),
+            data_class_counts=_saturated_counts(totals.data_class_counts, counter),
+            redaction_counts=_saturated_counts(totals.redaction_counts, counter),
+        )
+
+
+class MetricOutputs(NamedTuple):
+    """What ``AggregateMetrics`` returns: ``rows``, the ``MetricRow`` panes; ``dead_letters``,
+    ``DeadLetter`` records (``internal_error:aggregate``, in the global window) of the events
+    and rows left out. These are not outcomes of an input: the events are written."""
+
+    rows: beam.PCollection
+    dead_letters: beam.PCollection
+
 
 def _positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -440,8 +556,11 @@ class AggregateMetrics(beam.PTransform):
     """Computes usage metrics per fixed event-time window and (model, region).
 
     Input: a ``PCollection[EventBatch]`` of deduplicated events in the global window, bounded
-    or unbounded; windows follow each event's ``event_time``. Output:
-    ``PCollection[MetricRow]``, one row per pane of each window and key that has events.
+    or unbounded; windows follow each event's ``event_time``. Output: ``MetricOutputs``:
+    ``rows``, one ``MetricRow`` per pane of each window and key that has events, and
+    ``dead_letters``, the events and rows left out (``internal_error:aggregate``, see the
+    module docstring). Sums and counts in a row are saturated at ``INT64_MAX`` (counter
+    ``metric_sums_saturated``).
 
     Panes (unbounded input): an EARLY pane every ``early_firing_s`` of processing time while
     the window is open, an ON_TIME pane when the watermark passes the window end, then a LATE
@@ -498,7 +617,7 @@ class AggregateMetrics(beam.PTransform):
         self._early_firing_s = _positive_int("early_firing_s", early_firing_s)
         self._prices = prices if prices is not None else load_price_table(DEFAULT_PRICE_TABLE)
 
-    def expand(self, batches: beam.PCollection[EventBatch]) -> beam.PCollection[MetricRow]:
+    def expand(self, batches: beam.PCollection[EventBatch]) -> MetricOutputs:
         # Trigger: EARLY panes every early_firing_s of processing time give dashboards a
         # provisional row while the window is open; the ON_TIME pane fires when the watermark
         # passes the window end; then every late event within allowed_lateness_s fires a LATE
@@ -528,12 +647,13 @@ class AggregateMetrics(beam.PTransform):
             )
         # Each bundle's events are combined per key and window first (see _PreCombineFn), then
         # the partials are windowed and merged: the same result as windowing every event.
+        partials = batches | "PreCombinePerBundle" >> beam.ParDo(
+            _PreCombineFn(self._window_size_s)
+        ).with_output_types(
+            tuple[tuple[str, str, int], _MetricsAccumulator], **{DEAD_LETTER_TAG: DeadLetter}
+        ).with_outputs(DEAD_LETTER_TAG, main="partials")
         combined = (
-            batches
-            | "PreCombinePerBundle"
-            >> beam.ParDo(_PreCombineFn(self._window_size_s)).with_output_types(
-                tuple[tuple[str, str, int], _MetricsAccumulator]
-            )
+            partials.partials
             | "WindowIntoFixed"
             >> beam.WindowInto(
                 window.FixedWindows(self._window_size_s),
@@ -544,6 +664,16 @@ class AggregateMetrics(beam.PTransform):
             | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
         )
         source = BACKFILL if batches.is_bounded else STREAMING
-        return combined | "FormatMetricRows" >> beam.ParDo(
+        rows = combined | "FormatMetricRows" >> beam.ParDo(
             _FormatMetricRowFn(source, self._prices)
-        ).with_output_types(MetricRow)
+        ).with_output_types(MetricRow, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="rows"
+        )
+        # The rows' dead letters come out of the fixed windows: into the global window, as the
+        # pre-combine's are, for one dead-letter output.
+        left_out = (
+            partials[DEAD_LETTER_TAG],
+            rows[DEAD_LETTER_TAG]
+            | "RewindowRowsLeftOut" >> beam.WindowInto(window.GlobalWindows()),
+        ) | "FlattenLeftOut" >> beam.Flatten()
+        return MetricOutputs(rows.rows, left_out)

@@ -81,6 +81,9 @@ class CoreOutputs(NamedTuple):
     metrics: beam.PCollection  # MetricRow panes
     audit: beam.PCollection  # AuditRecord, one per input event
     dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
+    # DeadLetter of written events and rows the metrics left out (internal_error:aggregate):
+    # not outcomes of an input, so not audited; stored with the dead letters.
+    metric_dead_letters: beam.PCollection | None = None
 
 
 def _without_text(event: RedactedEvent) -> RedactedEvent:
@@ -117,7 +120,9 @@ class AnalyzeEvents(beam.PTransform):
       ``duplicates``: ``RedactedEvent`` copies of an id already written (for counters/audit);
       ``metrics``: ``MetricRow`` panes per window and (model, region), accumulating;
       ``audit``: ``AuditRecord``, one per input event;
-      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input.
+      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input;
+      ``metric_dead_letters``: ``DeadLetter`` of written events the metrics left out
+        (``internal_error:aggregate``): not outcomes of an input, so not audited.
     """
 
     def __init__(
@@ -184,13 +189,18 @@ class AnalyzeEvents(beam.PTransform):
             early_firing_s=c.early_firing_s,
             prices=load_price_table(c.price_table),
         )
+        dead_letters = (
+            dead_letters,
+            deduped[DEAD_LETTER_TAG],
+        ) | "FlattenDedupeDeadLetters" >> beam.Flatten()
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()
         )
         return CoreOutputs(
             events=deduped.unique,
             duplicates=deduped[DUPLICATE_TAG],
-            metrics=metrics,
+            metrics=metrics.rows,
             audit=audit,
             dead_letters=dead_letters,
+            metric_dead_letters=metrics.dead_letters,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+from apache_beam.transforms import window
 
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.embedded.audit import WriteAuditLog
@@ -32,7 +33,10 @@ class WriteEmbedded(beam.PTransform):
       metrics: upsert ``metrics``; False for a dead-letter replay, whose rows would hold the
         replayed events alone (the reconciliation of their days writes the metrics).
 
-    Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here).
+    Returns ``SinkOutputs``. Its ``sink_dead_letters`` are the rows written with the dead letters
+    instead of their store: rows the metrics left out (``metric_dead_letters``) and rows a
+    sink could not encode (``internal_error:<step>``). A failed write fails the bundle here
+    (the runner retries it): the embedded sinks have no ``sink_failed`` dead letters.
     """
 
     def __init__(self, output_root: str, archive: bool = True, metrics: bool = True):
@@ -42,15 +46,30 @@ class WriteEmbedded(beam.PTransform):
         self._metrics = metrics
 
     def expand(self, outputs):
-        dead_letter_files = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            self._root
-        )
         raw_files = None
+        rows_left_out = []
         if self._archive:
-            raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(self._root)
+            raw = outputs.events | "WriteRawEvents" >> WriteRawEvents(self._root)
+            raw_files = raw.files
+            rows_left_out.append(raw.dead_letters)
         if self._metrics:
-            _ = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(
-                os.path.join(self._root, WAREHOUSE_DB)
+            if outputs.metric_dead_letters is not None:
+                rows_left_out.append(outputs.metric_dead_letters)
+            rows_left_out.append(
+                outputs.metrics
+                | "UpsertMetrics" >> UpsertMetrics(os.path.join(self._root, WAREHOUSE_DB))
             )
-        _ = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
-        return SinkOutputs(raw_files, dead_letter_files)
+        rows_left_out.append(
+            outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
+        )
+        # Each comes out of a windowing of its own: into the global window before the Flatten.
+        sink_dead_letters = [
+            pcoll | f"RewindowRowsLeftOut{i}" >> beam.WindowInto(window.GlobalWindows())
+            for i, pcoll in enumerate(rows_left_out)
+        ] | "FlattenRowsLeftOut" >> beam.Flatten()
+        dead_letters = (
+            outputs.dead_letters | "RewindowDeadLetters" >> beam.WindowInto(window.GlobalWindows()),
+            sink_dead_letters,
+        ) | "FlattenDeadLetters" >> beam.Flatten()
+        dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(self._root)
+        return SinkOutputs(raw_files, dead_letter_files, sink_dead_letters)

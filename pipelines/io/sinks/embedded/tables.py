@@ -10,18 +10,30 @@ written in one transaction when it finishes (or when ``max_buffered_rows`` are b
 conflicts are retried with backoff by the table, and a write that still fails fails the bundle,
 which the runner retries; both tables are idempotent, so that is safe. Local files only: this is
 the embedded default, not Dataflow.
+
+A write that fails because of rows (a value the table cannot hold: an integer beyond int64, a
+text UTF-8 cannot encode, a NULL in a required column) is not retried as it is: the table
+checks its rows one by one (``EmbeddedTable.unencodable``), the rows that fail alone become dead
+letters ``internal_error:<step>`` (the row as JSON) and the others are written. A failure no
+single row explains still fails the bundle.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.io.sinks.batches import GatherForFlush
+from transforms.deadletter import internal_error_of, is_element_error
+from transforms.elements import DeadLetter
 
 __all__ = ["EmbeddedTable", "WriteTable"]
 
@@ -32,10 +44,12 @@ _READY: set[tuple[str, str]] = set()  # (table name, file) this process has crea
 class EmbeddedTable:
     """What ``WriteTable`` needs from a table. Subclasses are pickled to the workers.
 
-    ``name`` names the counters and log lines; ``db_path`` is the local database file.
+    ``name`` names the counters and log lines; ``step`` names the write in dead letters
+    (``internal_error:<step>``); ``db_path`` is the local database file.
     """
 
     name = "table"
+    step = "write_table"
 
     def __init__(self, db_path: str, *, max_buffered_rows: int, flush_s: int):
         if not db_path or "://" in db_path:
@@ -69,6 +83,12 @@ class EmbeddedTable:
         """Writes ``rows`` in one transaction; returns the rows the table stored anew."""
         raise NotImplementedError
 
+    def unencodable(self, rows: Sequence[Any]) -> dict[int, Exception]:
+        """The rows of ``rows`` the table cannot hold, by position, with the error each
+        raises alone (checked without touching the database file). Called only after a
+        write failed."""
+        raise NotImplementedError
+
 
 class _WriteTableFn(beam.DoFn):
     def __init__(self, table: EmbeddedTable):
@@ -78,6 +98,7 @@ class _WriteTableFn(beam.DoFn):
         self._offered = beam.metrics.Metrics.counter(namespace, "rows_offered")
         self._flushes = beam.metrics.Metrics.counter(namespace, "flushes")
         self._retries = beam.metrics.Metrics.counter(namespace, "lock_retries")
+        self._rejected = beam.metrics.Metrics.counter(namespace, "rows_not_encodable")
 
     def setup(self) -> None:
         # Some runners (the DirectRunner in streaming) call setup() for every bundle: create
@@ -92,19 +113,28 @@ class _WriteTableFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffer = self._table.new_buffer()
         self._size = 0
+        self._letters: list[DeadLetter] = []
+        self._earliest = MAX_TIMESTAMP
         self._table.open()
 
-    def process(self, row) -> None:
+    def process(self, row, timestamp=beam.DoFn.TimestampParam) -> None:
         self._table.add(self._buffer, row)
         self._size += 1
+        if timestamp < self._earliest:
+            self._earliest = timestamp
         if self._size >= self._table.max_buffered_rows:
             self._flush()
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self):
         try:
             self._flush()
         finally:
             self._table.close()
+        # Rows taken out, in the global window at the bundle's earliest timestamp (they are
+        # written after the rows are buffered, so they have no element of their own).
+        for letter in self._letters:
+            yield WindowedValue(letter, self._earliest, (window.GlobalWindow(),))
+        self._letters = []
 
     def teardown(self) -> None:
         self._table.close()  # a bundle that failed before finish_bundle
@@ -114,19 +144,41 @@ class _WriteTableFn(beam.DoFn):
         self._buffer, self._size = self._table.new_buffer(), 0
         if not rows:
             return
-        stored = self._table.write(rows, self._retries.inc)
+        try:
+            stored = self._table.write(rows, self._retries.inc)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            rows, stored = self._write_encodable(rows, error)
         self._offered.inc(len(rows))
         self._stored.inc(stored)
         self._flushes.inc()
+
+    def _write_encodable(self, rows: list[Any], error: Exception) -> tuple[list[Any], int]:
+        """After a write failed with ``error``: takes out the rows the table cannot hold (dead
+        letters) and writes the others; re-raises ``error`` when no row explains it."""
+        bad = self._table.unencodable(rows)
+        if not bad:
+            raise error
+        failed_at = dt.datetime.now(dt.UTC)
+        for position, row_error in bad.items():
+            self._letters.append(
+                internal_error_of(self._table.step, rows[position], row_error, failed_at)
+            )
+        self._rejected.inc(len(bad))
+        kept = [row for i, row in enumerate(rows) if i not in bad]
+        return kept, (self._table.write(kept, self._retries.inc) if kept else 0)
 
 
 class WriteTable(beam.PTransform):
     """Writes rows to an embedded table (see the module docstring).
 
     Input: PCollection of rows, bounded or unbounded, any windowing, with a type hint. Output:
-    an empty PCollection (counters count rows offered and stored, flushes and lock retries).
-    Guarantee: every row is committed by the time its bundle is; the table decides what a row
-    already stored means (ignored, or replaced by a newer pane).
+    PCollection[DeadLetter] of the rows the table could not hold (``internal_error:<step>``, in
+    the global window; usually empty). Counters count rows offered and stored, flushes, lock
+    retries and rows not encodable. Guarantee: every other row is committed by the time its
+    bundle is; the table decides what a row already stored means (ignored, or replaced by a
+    newer pane).
     """
 
     def __init__(self, table: EmbeddedTable):
@@ -135,4 +187,6 @@ class WriteTable(beam.PTransform):
 
     def expand(self, pcoll):
         gathered = pcoll | "GatherForFlush" >> GatherForFlush(self._table.flush_s)
-        return gathered | "WriteRows" >> beam.ParDo(_WriteTableFn(self._table))
+        return gathered | "WriteRows" >> beam.ParDo(_WriteTableFn(self._table)).with_output_types(
+            DeadLetter
+        )

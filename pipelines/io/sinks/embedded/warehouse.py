@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from pipelines.io.sinks.retry import retry_conflicts
 from pipelines.views import VIEW_NAMES, duckdb_view_sql
 from schemas.contract import bigquery_schema, load_schema
 from transforms.aggregate import BACKFILL
+from transforms.deadletter import is_element_error
 from transforms.elements import MetricRow, to_record
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "metrics_table_ddl",
     "read_metrics",
     "source_rank_sql",
+    "unencodable_metric_rows",
     "upsert_metric_rows",
     "warehouse_record",
 ]
@@ -355,6 +357,27 @@ def upsert_metric_rows(
     return incoming.num_rows
 
 
+def unencodable_metric_rows(rows: Sequence[MetricRow]) -> dict[int, Exception]:
+    """The rows ``metrics_minute`` cannot hold, by position, with the error each raises when
+    converted to Arrow and upserted alone into an in-memory copy of the table (the same
+    conversion and statement as a flush: an integer beyond int64, a text UTF-8 cannot encode,
+    a NULL in a required column)."""
+    bad: dict[int, Exception] = {}
+    with duckdb.connect(":memory:") as con:
+        con.execute(metrics_table_ddl())
+        for position, row in enumerate(rows):
+            try:
+                con.register("incoming", metric_rows_to_arrow([row]))
+                con.execute(_upsert_sql())
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                bad[position] = error
+            finally:
+                con.unregister("incoming")
+    return bad
+
+
 def delete_metrics_before(db_path: str, cutoff: dt.datetime, *, dry_run: bool = False) -> int:
     """Deletes the ``metrics_minute`` rows whose window starts before ``cutoff`` (retention).
 
@@ -403,6 +426,7 @@ class MetricsTable(EmbeddedTable):
     per key, and the upsert keeps the newest of it and the stored row."""
 
     name = "metrics_minute"
+    step = "write_metrics_duckdb"
 
     def __init__(
         self,
@@ -434,6 +458,9 @@ class MetricsTable(EmbeddedTable):
 
     def rows(self, buffer: dict) -> Iterable[MetricRow]:
         return buffer.values()
+
+    def unencodable(self, rows: list[MetricRow]) -> dict[int, Exception]:
+        return unencodable_metric_rows(rows)
 
     def write(self, rows: list[MetricRow], on_retry: Callable[[], None]) -> int:
         return upsert_metric_rows(
