@@ -68,6 +68,7 @@ _MAX_PARTIALS = 4096
 # The largest value of an Avro long, a DuckDB BIGINT and a BigQuery INT64: a row's sums and
 # counts are saturated here.
 INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)  # sums can only go below 0 with counts no contract version accepts
 _STEP = "aggregate"
 
 
@@ -394,14 +395,14 @@ def _event_left_out(event: RedactedEvent, error: Exception):
 
 
 def _saturated(value: int, counter) -> int:
-    if value > INT64_MAX:
-        counter.inc()
-        return INT64_MAX
-    return value
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    counter.inc()
+    return INT64_MAX if value > 0 else INT64_MIN
 
 
 def _saturated_counts(counts: dict[str, int], counter) -> dict[str, int]:
-    if all(n <= INT64_MAX for n in counts.values()):
+    if all(INT64_MIN <= n <= INT64_MAX for n in counts.values()):
         return counts
     return {name: _saturated(n, counter) for name, n in counts.items()}
 
@@ -509,7 +510,7 @@ class _FormatMetricRowFn(beam.DoFn):
         )
 
     def _within_int64(self, totals: _WindowTotals) -> _WindowTotals:
-        """``totals`` with every sum and count saturated at ``INT64_MAX`` (counted)."""
+        """``totals`` with every sum and count saturated at the int64 bounds (counted)."""
         sums = (
             totals.request_count,
             totals.token_sum,
@@ -518,8 +519,8 @@ class _FormatMetricRowFn(beam.DoFn):
             totals.unsplit_token_sum,
         )
         maps = (totals.policy_flag_counts, totals.data_class_counts, totals.redaction_counts)
-        if max(sums) <= INT64_MAX and all(
-            n <= INT64_MAX for counts in maps for n in counts.values()
+        if INT64_MIN <= min(sums) and max(sums) <= INT64_MAX and all(
+            INT64_MIN <= n <= INT64_MAX for counts in maps for n in counts.values()
         ):
             return totals
         counter = self._saturated

@@ -83,7 +83,7 @@ class CoreOutputs(NamedTuple):
     dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
     # DeadLetter of written events and rows the metrics left out (internal_error:aggregate):
     # not outcomes of an input, so not audited; stored with the dead letters.
-    metric_dead_letters: beam.PCollection | None = None
+    metric_dead_letters: beam.PCollection
 
 
 def _without_text(event: RedactedEvent) -> RedactedEvent:

@@ -68,6 +68,7 @@ from transforms.grammar import (
     MAX_POLICY_FLAGS,
     MAX_TOKENS,
     identifier_problem,
+    is_request_id,
 )
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
@@ -364,8 +365,9 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     """Best-effort event_id/request_id of a rejected input, for tracing its dead letter.
 
     Only values that cannot carry PII are kept: the event id if it is a valid UUID
-    (canonical form), the request id if it is short and the redaction engine finds nothing in
-    it. A rejected input may hold anything in these fields (an e-mail address, say).
+    (canonical form), the request id if it has the contract's grammar (which also keeps out
+    what a store cannot hold, such as a NUL character) and the redaction engine finds nothing
+    in it. A rejected input may hold anything in these fields (an e-mail address, say).
     """
     try:
         document = msgspec.json.decode(raw)
@@ -379,7 +381,7 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     except ValueError:
         event_id = None
     request_id = document.get("request_id")
-    if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+    if not is_request_id(request_id):
         return event_id, None
     try:
         has_findings = bool(engine.redact([request_id])[0].counts)

@@ -142,6 +142,7 @@ class ReplayOutputs(NamedTuple):
             metrics=pipeline | "NoMetrics" >> beam.Create([]),
             audit=self.audit,
             dead_letters=self.dead_letters,
+            metric_dead_letters=pipeline | "NoMetricDeadLetters" >> beam.Create([]),
         )
 
 

@@ -53,8 +53,7 @@ class WriteEmbedded(beam.PTransform):
             raw_files = raw.files
             rows_left_out.append(raw.dead_letters)
         if self._metrics:
-            if outputs.metric_dead_letters is not None:
-                rows_left_out.append(outputs.metric_dead_letters)
+            rows_left_out.append(outputs.metric_dead_letters)
             rows_left_out.append(
                 outputs.metrics
                 | "UpsertMetrics" >> UpsertMetrics(os.path.join(self._root, WAREHOUSE_DB))

@@ -100,8 +100,7 @@ class WriteGcp(beam.PTransform):
             raw_files = raw.files
             failures.append(raw.dead_letters)
         if self._metrics:
-            if outputs.metric_dead_letters is not None:
-                failures.append(outputs.metric_dead_letters)
+            failures.append(outputs.metric_dead_letters)
             failures.append(self._batches(outputs.metrics, MetricsMergeSink(c.bigquery_dataset)))
         failures.append(self._batches(outputs.audit, AuditInsertSink(c.audit_db_url)))
         failures.append(self._batches(outputs.audit, AuditAppendSink(c.bigquery_dataset)))
