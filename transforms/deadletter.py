@@ -24,6 +24,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 import sys
 from typing import Any, NamedTuple
 
@@ -56,6 +57,7 @@ DEAD_LETTER_TAG = "dead_letter"
 METRICS_NAMESPACE = "genai"
 PAYLOAD_REDACTED = "redacted"
 PAYLOAD_OMITTED = "omitted"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # The reason family of an unexpected, deterministic error of one element: internal_error:<step>.
 INTERNAL_ERROR = "internal_error"
 
@@ -166,7 +168,7 @@ def storable_text(text: str | None) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
+        return _SURROGATE.sub("\ufffd", text)
     return text
 
 

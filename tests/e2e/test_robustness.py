@@ -14,7 +14,6 @@ import glob
 import json
 import os
 import sqlite3
-import uuid
 from collections import Counter
 
 import duckdb
@@ -23,60 +22,15 @@ import pytest
 
 from pipelines import backfill
 from pipelines.local.summary import summarize
+from tests.support.hostile import STOPPED_A_RUN, gateway_event
 from tests.support.launch import run_unprivileged, shared_tmp
 from tests.support.pipelines import usage_error
-
-
-def _event(**changes) -> dict:
-    document = {
-        "event_id": str(uuid.uuid4()),
-        "request_id": "R-123",
-        "user_id": "U-456",
-        "event_time": "2026-01-27T12:00:00Z",
-        "model": "gpt-4o-mini",
-        "latency_ms": 780,
-        "token_count": 1420,
-        "policy_flags": ["pii_redacted"],
-        "region": "us",
-    }
-    document.update(changes)
-    return document
-
-
-def _nested(depth: int):
-    value = "x"
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-def _invalid_and_deep() -> dict:
-    document = _event(extra=_nested(600))
-    del document["region"]  # invalid: its dead letter's payload is redacted (or omitted)
-    return document
-
-
-# (line, the reason it is dead-lettered for; None: written)
-STOPPED_A_RUN = {
-    "invalid, a field nested 600 deep": (_invalid_and_deep(), "missing_field:region"),
-    "token_count 2**64": (_event(token_count=2**64), "bad_value:token_count"),
-    "prompt_tokens 2**64-1": (_event(prompt_tokens=2**64 - 1), "bad_value:prompt_tokens"),
-    "token_count 2**63-1, first": (_event(token_count=2**63 - 1), "bad_value:token_count"),
-    "token_count 2**63-1, second": (_event(token_count=2**63 - 1), "bad_value:token_count"),
-    "latency_ms 1.79e308": (_event(latency_ms=1.79e308), "bad_value:latency_ms"),
-    "year 0001": (_event(event_time="0001-01-01T00:00:00Z"), "event_time_too_old"),
-    "year 1900": (_event(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
-    "50k policy flags": (
-        _event(policy_flags=[f"flag_{i}" for i in range(50_000)]),
-        "bad_value:policy_flags",
-    ),
-}
 
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    valid = _event()
+    valid = gateway_event()
     # The file starts with a byte-order mark: its first line (valid) is written, not rejected.
     lines = [json.dumps(valid)] + [json.dumps(doc) for doc, _ in STOPPED_A_RUN.values()]
     path = folder / "events.jsonl"
@@ -128,7 +82,7 @@ def test_the_run_balances_and_writes_every_output(hostile_run):
 @pytest.fixture
 def one_line(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_text(json.dumps(_event()) + "\n")
+    path.write_text(json.dumps(gateway_event()) + "\n")
     return str(path)
 
 
@@ -170,7 +124,7 @@ def test_a_read_only_output_root_stops_the_command_before_anything_is_read():
     folder = shared_tmp()
     path = os.path.join(folder, "events.jsonl")
     with open(path, "w") as handle:
-        handle.write(json.dumps(_event()) + "\n")
+        handle.write(json.dumps(gateway_event()) + "\n")
     os.chmod(path, 0o644)
     root = os.path.join(folder, "out")
     os.mkdir(root)
@@ -206,7 +160,7 @@ def test_an_unreadable_key_file_stops_the_command():
     folder = shared_tmp()
     path = os.path.join(folder, "events.jsonl")
     with open(path, "w") as handle:
-        handle.write(json.dumps(_event()) + "\n")
+        handle.write(json.dumps(gateway_event()) + "\n")
     os.chmod(path, 0o644)
     key = os.path.join(folder, "pseudonym.key")
     with open(key, "w") as handle:
@@ -270,7 +224,7 @@ def test_an_unreadable_input_stops_the_command():
     folder = shared_tmp()
     path = os.path.join(folder, "events.jsonl")
     with open(path, "w") as handle:
-        handle.write(json.dumps(_event()) + "\n")
+        handle.write(json.dumps(gateway_event()) + "\n")
     os.chmod(path, 0o600)  # the owner's (root's) only
     root = os.path.join(folder, "out")
     code, err = run_unprivileged("pipelines.backfill", ["--input", path, "--output_root", root])
