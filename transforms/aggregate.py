@@ -519,8 +519,10 @@ class _FormatMetricRowFn(beam.DoFn):
             totals.unsplit_token_sum,
         )
         maps = (totals.policy_flag_counts, totals.data_class_counts, totals.redaction_counts)
-        if INT64_MIN <= min(sums) and max(sums) <= INT64_MAX and all(
-            INT64_MIN <= n <= INT64_MAX for counts in maps for n in counts.values()
+        if (
+            min(sums) >= INT64_MIN
+            and max(sums) <= INT64_MAX
+            and all(INT64_MIN <= n <= INT64_MAX for counts in maps for n in counts.values())
         ):
             return totals
         counter = self._saturated
