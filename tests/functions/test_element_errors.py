@@ -314,3 +314,19 @@ def test_a_dead_letter_that_cannot_be_stored_is_stored_in_its_storable_form():
     assert (stored.request_id, stored.payload, stored.payload_state) == ("r\ufffd", None, "omitted")
     assert stored.dead_letter_id == letter.dead_letter_id
     assert storable_dead_letter(dead_letter()) == dead_letter()
+
+
+def test_the_first_pass_of_a_backfill_skips_a_line_parsing_fails_on(monkeypatch):
+    from transforms import copies
+
+    def failing(line, **kwargs):
+        if b"R-2" in line:
+            raise OverflowError(SECRET)
+        return parse_event(line, **kwargs)
+
+    monkeypatch.setattr(copies, "parse_event", failing)
+    fn = copies._CandidatesFn(LIMITS, replay=False, num_shards=1)
+    lines = (raw(1), raw(1, request_id="R-2"), raw(1, request_id="R-3"))
+    ((_, seen),) = fn.process(LineChunk("in", lines, (0, 10, 20)))
+    ((_, (count, candidate)),) = seen.items()
+    assert count == 2 and candidate[1:] == ("in", 0)  # the line parsing failed on is not a copy
