@@ -308,27 +308,19 @@ class _WriteBatchesFn(beam.DoFn):
         items = list(grouped)
         for chunk in _chunks(items, self._max_batch_rows):
             try:
-                failure = write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+                failure = self._write(chunk)
             except Exception as error:
                 if not is_element_error(error):
                     raise
                 chunk, letters = self._take_out_unencodable(chunk, error)
                 yield from letters
-                failure = (
-                    write_with_retries(self._sink, chunk, self._retry, self._note_failure)
-                    if chunk
-                    else None
-                )
+                failure = self._write(chunk)
             else:
                 if failure is not None and self._sink.is_rejected(failure[0]):
                     chunk, letters = self._take_out_unencodable(chunk, None)
                     yield from letters
                     if letters:  # the rest again, with its own retries
-                        failure = (
-                            write_with_retries(self._sink, chunk, self._retry, self._note_failure)
-                            if chunk
-                            else None
-                        )
+                        failure = self._write(chunk)
             if failure is None:
                 self._rows.inc(len(chunk))
                 self._batches.inc()
@@ -354,6 +346,11 @@ class _WriteBatchesFn(beam.DoFn):
             ):
                 count_dead_letter(letter.reason)
                 yield letter
+
+    def _write(self, chunk: Sequence[Any]) -> tuple[Exception, int] | None:
+        if not chunk:
+            return None
+        return write_with_retries(self._sink, chunk, self._retry, self._note_failure)
 
     def _take_out_unencodable(
         self, chunk: Sequence[Any], error: Exception | None
