@@ -70,7 +70,7 @@ def test_the_run_balances_and_writes_every_output(hostile_run):
         rows = db.execute(
             "SELECT request_count, token_sum, policy_flag_counts FROM metrics_minute"
         ).fetchall()
-    assert rows == [(1, 1420, [{"key": "pii_redacted", "value": 1}])]
+    assert rows == [(1, 10, [{"key": "pii_redacted", "value": 1}])]
     with sqlite3.connect(root / "audit.sqlite") as db:
         outcomes = Counter(o for (o,) in db.execute("SELECT outcome FROM audit_log"))
     assert outcomes == {"written": 1, "dead_lettered": 9}
@@ -120,12 +120,18 @@ def test_a_file_where_a_directory_is_expected_stops_the_command(
     assert sorted(os.listdir(root)) == [inside]
 
 
-def test_a_read_only_output_root_stops_the_command_before_anything_is_read():
+def _shared_input() -> tuple[str, str]:
+    """A folder ``nobody`` can enter, holding one event that everyone can read."""
     folder = shared_tmp()
     path = os.path.join(folder, "events.jsonl")
     with open(path, "w") as handle:
         handle.write(json.dumps(gateway_event()) + "\n")
     os.chmod(path, 0o644)
+    return folder, path
+
+
+def test_a_read_only_output_root_stops_the_command_before_anything_is_read():
+    folder, path = _shared_input()
     root = os.path.join(folder, "out")
     os.mkdir(root)
     os.chmod(root, 0o555)  # read-only, for everyone but root
@@ -157,11 +163,7 @@ def test_a_key_file_that_is_not_text_stops_the_command_without_quoting_it(
 
 
 def test_an_unreadable_key_file_stops_the_command():
-    folder = shared_tmp()
-    path = os.path.join(folder, "events.jsonl")
-    with open(path, "w") as handle:
-        handle.write(json.dumps(gateway_event()) + "\n")
-    os.chmod(path, 0o644)
+    folder, path = _shared_input()
     key = os.path.join(folder, "pseudonym.key")
     with open(key, "w") as handle:
         handle.write("k" * 32)
@@ -221,10 +223,7 @@ def test_an_input_that_is_a_directory_stops_the_command(tmp_path, capsys):
 
 
 def test_an_unreadable_input_stops_the_command():
-    folder = shared_tmp()
-    path = os.path.join(folder, "events.jsonl")
-    with open(path, "w") as handle:
-        handle.write(json.dumps(gateway_event()) + "\n")
+    folder, path = _shared_input()
     os.chmod(path, 0o600)  # the owner's (root's) only
     root = os.path.join(folder, "out")
     code, err = run_unprivileged("pipelines.backfill", ["--input", path, "--output_root", root])

@@ -3,25 +3,21 @@ reason it is dead-lettered for now; shared by the end-to-end and streaming regre
 
 from __future__ import annotations
 
-import uuid
+import itertools
+
+from tests.support.core_inputs import document
 
 __all__ = ["STOPPED_A_RUN", "gateway_event"]
 
+_NUMBERS = itertools.count(100)
+
 
 def gateway_event(**changes) -> dict:
-    document = {
-        "event_id": str(uuid.uuid4()),
-        "request_id": "R-123",
-        "user_id": "U-456",
-        "event_time": "2026-01-27T12:00:00Z",
-        "model": "gpt-4o-mini",
-        "latency_ms": 780,
-        "token_count": 1420,
-        "policy_flags": ["pii_redacted"],
-        "region": "us",
-    }
-    document.update(changes)
-    return document
+    """A valid event (``core_inputs.document``: 10 tokens, flagged ``pii_redacted``) with a new
+    event id each time, and ``changes``."""
+    return document(
+        next(_NUMBERS), **{"token_count": 10, "policy_flags": ["pii_redacted"], **changes}
+    )
 
 
 def _nested(depth: int):
@@ -37,7 +33,7 @@ def _invalid_and_deep() -> dict:
     return document
 
 
-# (line, the reason it is dead-lettered for; None: written)
+# line -> the reason it is dead-lettered for
 STOPPED_A_RUN = {
     "invalid, a field nested 600 deep": (_invalid_and_deep(), "missing_field:region"),
     "token_count 2**64": (gateway_event(token_count=2**64), "bad_value:token_count"),
