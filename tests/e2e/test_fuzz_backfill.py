@@ -17,7 +17,7 @@ from tests.support.profiles import examples
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
-@settings(max_examples=examples(0.0006), phases=NO_SHRINK)
+@settings(max_examples=examples(0.0008), phases=NO_SHRINK)
 @given(gateway_lines(max_lines=30))
 def test_a_backfill_of_hostile_lines_finishes_and_balances(tmp_path_factory, lines):
     count_cases("e2e", len(lines))

@@ -39,8 +39,8 @@ _LIMITS = ParseLimits(now=NOW)
 _ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=20)
 
 
-@settings(max_examples=examples(1.5))
-@given(gateway_lines(max_lines=8))
+@settings(max_examples=examples(1.0))
+@given(gateway_lines(max_lines=20))
 def test_parse_event_returns_an_event_or_raises_invalid_event(lines):
     """The contract's function itself: any bytes are an event or a rejection with a reason."""
     count_cases("functions", len(lines))
@@ -54,7 +54,7 @@ def test_parse_event_returns_an_event_or_raises_invalid_event(lines):
             assert 0 <= event.latency_ms <= 86_400_000
 
 
-@settings(max_examples=examples(0.8))
+@settings(max_examples=examples(1.2))
 @given(gateway_lines())
 def test_every_line_is_written_a_duplicate_or_a_dead_letter(lines):
     count_cases("functions", len(lines))
@@ -69,7 +69,7 @@ def test_every_line_is_written_a_duplicate_or_a_dead_letter(lines):
     assert len(run.audit) == run.read
 
 
-@settings(max_examples=examples(0.3))
+@settings(max_examples=examples(0.4))
 @given(archived_events())
 def test_archived_events_of_any_value_are_accounted_for(events):
     """What an old archive may hold (any long, any double, any valid text) through dedupe,
@@ -88,7 +88,7 @@ def test_archived_events_of_any_value_are_accounted_for(events):
     assert not MetricsMergeSink("p.d").unencodable(run.rows)
 
 
-@settings(max_examples=examples(1.5))
+@settings(max_examples=examples(1.2))
 @given(
     st.lists(
         st.builds(
@@ -101,7 +101,7 @@ def test_archived_events_of_any_value_are_accounted_for(events):
             st.dictionaries(_ANY_TEXT, st.integers(), max_size=2),
         ),
         min_size=1,
-        max_size=4,
+        max_size=10,
     )
 )
 def test_each_sink_names_exactly_the_audit_records_it_cannot_take(records):
@@ -131,7 +131,7 @@ def _is_valid_unicode(text: str) -> bool:
     return True
 
 
-@settings(max_examples=examples(0.6))
+@settings(max_examples=examples(1.0))
 @given(
     st.builds(
         lambda event_id, request_id, message, payload, input_id: dead_letter()._replace(

@@ -78,6 +78,12 @@ def count_cases(layer: str, n: int) -> None:
 
 # --- generators ----------------------------------------------------------------------------
 
+
+def _rarely(rare: st.SearchStrategy, usual: st.SearchStrategy) -> st.SearchStrategy:
+    """``rare`` one time in twenty, else ``usual``: for the costly shapes (huge, deep)."""
+    return st.integers(0, 19).flatmap(lambda i: rare if i == 0 else usual)
+
+
 # Any character, lone surrogates included (JSON can escape them; UTF-8 cannot encode them).
 _ANY_CHAR = st.characters(codec=None, exclude_categories=())
 _ANY_TEXT = st.text(_ANY_CHAR, max_size=40)
@@ -122,16 +128,21 @@ _TIMES = st.one_of(
     ),
     _ANY_TEXT,
 )
-_FLAGS = st.one_of(
-    st.lists(
-        st.sampled_from(["pii_redacted", "jailbreak_suspected", "secret_detected"]), max_size=4
+_HUGE_ARRAY = st.integers(0, 60_000).map(
+    lambda n: _Raw("[" + ",".join(f'"f{i}"' for i in range(n)) + "]")
+)  # written as text: drawing 60k elements one by one would be slow
+_FLAGS = _rarely(
+    _HUGE_ARRAY,
+    st.one_of(
+        st.lists(
+            st.sampled_from(["pii_redacted", "jailbreak_suspected", "secret_detected"]), max_size=4
+        ),
+        st.lists(
+            st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,8}", fullmatch=True),
+            max_size=MAX_POLICY_FLAGS + 2,
+        ),
+        st.lists(_ANY_TEXT, max_size=4),
     ),
-    st.lists(
-        st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,8}", fullmatch=True), max_size=MAX_POLICY_FLAGS + 2
-    ),
-    st.lists(_ANY_TEXT, max_size=4),
-    # A huge array, written as text: drawing 100k elements one by one would be slow.
-    st.integers(0, 60_000).map(lambda n: _Raw("[" + ",".join(f'"f{i}"' for i in range(n)) + "]")),
 )
 
 
@@ -243,14 +254,16 @@ def _single_line(text: bytes) -> bytes:
 def gateway_lines(max_lines: int = 6) -> st.SearchStrategy[list[bytes]]:
     """Lists of input lines: mostly event-shaped (so many reach the later steps), plus
     arbitrary JSON, deep nesting, mangled lines and any bytes; one may start with a BOM."""
-    line = st.one_of(
-        _event_line(),
-        _event_line(),
-        _event_line(),
-        _ANY_JSON.map(lambda v: _json_text(v, True).encode()),
+    line = _rarely(
         st.integers(1, 8000).map(lambda d: _nested(d).encode()),
-        _mangled(_event_line()),
-        st.binary(max_size=64),
+        st.one_of(
+            _event_line(),
+            _event_line(),
+            _event_line(),
+            _ANY_JSON.map(lambda v: _json_text(v, True).encode()),
+            _mangled(_event_line()),
+            st.binary(max_size=64),
+        ),
     ).map(_single_line)
     return st.lists(line, min_size=1, max_size=max_lines).flatmap(
         lambda lines: st.sampled_from([lines, [b"\xef\xbb\xbf" + lines[0], *lines[1:]]])

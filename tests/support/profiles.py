@@ -27,7 +27,7 @@ def register_profiles() -> None:
         ],
     }
     settings.register_profile(SUITE, max_examples=100, **common)
-    settings.register_profile(FUZZ, max_examples=25_000, **common)
+    settings.register_profile(FUZZ, max_examples=5_000, **common)
     settings.load_profile(SUITE)
 
 
