@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.io.sinks.embedded.audit import unencodable_audit_records
-from pipelines.io.sinks.embedded.warehouse import unencodable_metric_rows
 from pipelines.io.sinks.files import avro_record, encode_avro_files
 from pipelines.io.sinks.gcp.bigquery import AuditAppendSink, MetricsMergeSink
 from pipelines.io.sinks.gcp.postgres import unencodable_audit_rows
@@ -40,7 +39,7 @@ _ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=2
 
 
 @settings(max_examples=examples(1.0))
-@given(gateway_lines(max_lines=20))
+@given(gateway_lines(max_lines=30))
 def test_parse_event_returns_an_event_or_raises_invalid_event(lines):
     """The contract's function itself: any bytes are an event or a rejection with a reason."""
     count_cases("functions", len(lines))
@@ -84,8 +83,7 @@ def test_archived_events_of_any_value_are_accounted_for(events):
         assert 0 < row.request_count <= 2**63 - 1
     refused = encode_for_every_sink(run)
     assert set(refused) <= {"avro_archive", "postgres"}
-    assert not unencodable_metric_rows(run.rows)
-    assert not MetricsMergeSink("p.d").unencodable(run.rows)
+    assert not MetricsMergeSink("p.d").unencodable(run.rows)  # what DuckDB takes too (Arrow)
 
 
 @settings(max_examples=examples(1.2))
@@ -101,7 +99,7 @@ def test_archived_events_of_any_value_are_accounted_for(events):
             st.dictionaries(_ANY_TEXT, st.integers(), max_size=2),
         ),
         min_size=1,
-        max_size=10,
+        max_size=16,
     )
 )
 def test_each_sink_names_exactly_the_audit_records_it_cannot_take(records):
@@ -131,34 +129,38 @@ def _is_valid_unicode(text: str) -> bool:
     return True
 
 
-@settings(max_examples=examples(1.0))
-@given(
-    st.builds(
-        lambda event_id, request_id, message, payload, input_id: dead_letter()._replace(
-            event_id=event_id,
-            request_id=request_id,
-            error_message=message,
-            payload=payload,
-            input_id=input_id,
-        ),
-        st.one_of(st.none(), _ANY_TEXT),
-        st.one_of(st.none(), _ANY_TEXT),
-        _ANY_TEXT,
-        st.one_of(st.none(), _ANY_TEXT),
-        st.one_of(st.none(), _ANY_TEXT),
-    )
+_DEAD_LETTERS = st.builds(
+    lambda event_id, request_id, message, payload, input_id: dead_letter()._replace(
+        event_id=event_id,
+        request_id=request_id,
+        error_message=message,
+        payload=payload,
+        input_id=input_id,
+    ),
+    st.one_of(st.none(), _ANY_TEXT),
+    st.one_of(st.none(), _ANY_TEXT),
+    _ANY_TEXT,
+    st.one_of(st.none(), _ANY_TEXT),
+    st.one_of(st.none(), _ANY_TEXT),
 )
-def test_a_dead_letter_is_always_storable(letter):
+
+
+@settings(max_examples=examples(1.0))
+@given(st.lists(_DEAD_LETTERS, min_size=1, max_size=8))
+def test_a_dead_letter_is_always_storable(letters):
     """Dead letters have nowhere further to go: their storable form always encodes, keeps the
     id, and keeps the payload exactly or omits it."""
-    count_cases("functions", 1)
-    stored = storable_dead_letter(letter)
-    fastavro.schemaless_writer(
-        io.BytesIO(), parsed_schema("dead_letter"), avro_record(stored), strict=True
-    )
-    assert stored.dead_letter_id == letter.dead_letter_id
-    assert stored.payload in (letter.payload, None)
+    count_cases("functions", len(letters))
+    schema = parsed_schema("dead_letter")
+    for letter in letters:
+        stored = storable_dead_letter(letter)
+        fastavro.schemaless_writer(io.BytesIO(), schema, avro_record(stored), strict=True)
+        assert stored.dead_letter_id == letter.dead_letter_id
+        assert stored.payload in (letter.payload, None)
     files, rejected = encode_avro_files(
-        [avro_record(stored)], schema_name="dead_letter", id_field="dead_letter_id", max_records=10
+        [avro_record(storable_dead_letter(letter)) for letter in letters],
+        schema_name="dead_letter",
+        id_field="dead_letter_id",
+        max_records=10,
     )
-    assert not rejected and len(files) == 1
+    assert not rejected and sum(f.count for f in files) == len(letters)

@@ -26,7 +26,7 @@ def register_profiles() -> None:
             HealthCheck.large_base_example,
         ],
     }
-    settings.register_profile(SUITE, max_examples=100, **common)
+    settings.register_profile(SUITE, max_examples=50, **common)
     settings.register_profile(FUZZ, max_examples=5_000, **common)
     settings.load_profile(SUITE)
 
