@@ -58,8 +58,8 @@ test-unit: venv lint compiled
 	$(BIN)/pytest tests/functions tests/transforms tests/streaming
 
 # The fuzz tests (hypothesis) with the large budget: over 100,000 generated inputs, most through
-# the plain functions, fewer through the composites and end-to-end backfills; about 8 minutes
-# on a 2-core machine (docs/performance.md). `make test` runs the same tests with a small budget.
+# the plain functions, fewer through the composites and end-to-end backfills; about 6 minutes
+# of CPU in one process (docs/performance.md). `make test` runs them with a small budget.
 FUZZ_TESTS := tests/functions/test_fuzz.py tests/transforms/test_fuzz.py tests/e2e/test_fuzz_backfill.py
 
 fuzz: venv compiled
