@@ -11,8 +11,8 @@ DURATION_S ?= 60
 OUTPUT_ROOT ?= out
 KEY_FILE := .local/pseudonym.key
 
-.PHONY: venv compiled lint format test test-unit run report chromium key bench-redaction \
-	bench-pipeline bench-dlp clean
+.PHONY: venv compiled lint format test test-unit fuzz run report chromium key \
+	bench-redaction bench-pipeline bench-dlp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -62,6 +62,14 @@ test: venv lint compiled chromium
 # stack, `$(BIN)/pytest -m "not integration"`). Format and lint first, as in `make test`.
 test-unit: venv lint compiled
 	$(BIN)/pytest tests/functions tests/transforms tests/streaming
+
+# The fuzz tests (hypothesis) with the large budget: over 100,000 generated inputs, most through
+# the plain functions, fewer through the composites and end-to-end backfills; about 6 minutes
+# of CPU in one process (docs/performance.md). `make test` runs them with a small budget.
+FUZZ_TESTS := tests/functions/test_fuzz.py tests/transforms/test_fuzz.py tests/e2e/test_fuzz_backfill.py
+
+fuzz: venv compiled
+	$(BIN)/pytest -q $(FUZZ_TESTS) --hypothesis-profile=fuzz --hypothesis-show-statistics
 
 # A local pseudonym key, made once and kept (pseudonyms stay stable across runs).
 $(KEY_FILE):

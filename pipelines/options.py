@@ -242,9 +242,11 @@ def validate_core(options) -> list[str]:
     settings = RedactionSettings(config.redaction_engine, config.pseudonym_key, config.dlp)
     dlp_problems = config.dlp.problems() if config.redaction_engine in DLP_ENGINES else []
     problems += dlp_problems
+    key_problem = _key_problem(config.pseudonym_key)
+    if key_problem:
+        problems.append(key_problem)
     for check in (
         lambda: dlp_problems or settings.build(),
-        lambda: load_key(config.pseudonym_key),
         lambda: _check_escalation(load_policy(config.policy_path), config.dlp.escalate_class),
     ):
         try:
@@ -256,6 +258,22 @@ def validate_core(options) -> list[str]:
     except ValueError as error:
         problems.append(f"--price_table: {error}")
     return problems
+
+
+def _key_problem(reference: str) -> str | None:
+    """Why the pseudonym key ``reference`` cannot be used here, or None. Never the key: a
+    file that is not UTF-8 text is reported as such, without the decoder's message (which
+    quotes a byte of it)."""
+    try:
+        load_key(reference)
+    except UnicodeDecodeError:
+        return f"--pseudonym_key {reference}: the key file is not UTF-8 text"
+    except OSError as error:
+        cause = error.strerror or type(error).__name__
+        return f"--pseudonym_key {reference}: cannot be read ({cause})"
+    except (ValueError, KeyError) as error:
+        return str(error)
+    return None
 
 
 def _check_escalation(policy, escalate_class: str) -> None:

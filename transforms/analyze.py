@@ -85,6 +85,9 @@ class CoreOutputs(NamedTuple):
     audit: beam.PCollection  # AuditRecord, one per input event
     dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
     usage: beam.PCollection  # UsageRow panes per (hour, user_key, model, model_version)
+    # DeadLetter of written events and rows the metrics left out (internal_error:aggregate):
+    # not outcomes of an input, so not audited; stored with the dead letters.
+    metric_dead_letters: beam.PCollection
 
 
 def _without_text(event: RedactedEvent) -> RedactedEvent:
@@ -122,7 +125,9 @@ class AnalyzeEvents(beam.PTransform):
       ``metrics``: ``MetricRow`` panes per window and (model, region), accumulating;
       ``usage``: ``UsageRow`` panes per hour and (user_key, model, model_version);
       ``audit``: ``AuditRecord``, one per input event;
-      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input.
+      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input;
+      ``metric_dead_letters``: ``DeadLetter`` of written events the metrics left out
+        (``internal_error:aggregate``): not outcomes of an input, so not audited.
     """
 
     def __init__(
@@ -193,14 +198,19 @@ class AnalyzeEvents(beam.PTransform):
         usage = deduped.unique | "AggregateUsage" >> AggregateUsage(
             prices, allowed_lateness_s=c.allowed_lateness_s, early_firing_s=c.usage_firing_s
         )
+        dead_letters = (
+            dead_letters,
+            deduped[DEAD_LETTER_TAG],
+        ) | "FlattenDedupeDeadLetters" >> beam.Flatten()
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()
         )
         return CoreOutputs(
             events=deduped.unique,
             duplicates=deduped[DUPLICATE_TAG],
-            metrics=metrics,
+            metrics=metrics.rows,
             audit=audit,
             dead_letters=dead_letters,
             usage=usage,
+            metric_dead_letters=metrics.dead_letters,
         )

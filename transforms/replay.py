@@ -143,6 +143,7 @@ class ReplayOutputs(NamedTuple):
             audit=self.audit,
             dead_letters=self.dead_letters,
             usage=pipeline | "NoUsage" >> beam.Create([]),
+            metric_dead_letters=pipeline | "NoMetricDeadLetters" >> beam.Create([]),
         )
 
 

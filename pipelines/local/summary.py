@@ -146,7 +146,10 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
     if s.sink_dead_letters:
-        lines.append("sink rows dead-lettered (not events: rows a sink could not write):")
+        lines.append(
+            "rows dead-lettered (not inputs: rows a sink could not write or encode, events"
+            " left out of the metrics):"
+        )
         lines += [f"    {reason:<32} {n:>6}" for reason, n in s.sink_dead_letters.items()]
     check = "OK" if s.balanced else "MISMATCH"
     lines += [

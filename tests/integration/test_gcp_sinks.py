@@ -195,3 +195,34 @@ def test_postgres_audit_inserts_are_idempotent(stack):
         ).fetchall()
     assert len(rows) == 4
     assert (None, "dead_lettered", {}) in rows
+
+
+def test_postgres_takes_out_only_the_row_it_cannot_store(stack):
+    """A NUL character, which Avro and SQLite store and PostgreSQL refuses: the batch fails on
+    the server, the sink finds the row (``unencodable``), dead-letters it alone
+    (``internal_error:write_audit_postgres``) and inserts the others."""
+    import apache_beam as beam
+    import psycopg
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.io.sinks.batches import SinkRetry, WriteInBatches
+    from pipelines.io.sinks.gcp import postgres as pg
+    from tests.support.pipelines import TestPipeline
+    from tests.support.sink_factories import audit_record
+
+    database = f"it_nul_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack.admin_db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    url = stack.admin_db_url.rsplit("/", 1)[0] + f"/{database}"
+    records = [audit_record(event_id=f"evt-{i}") for i in range(3)]
+    records.append(audit_record(event_id="evt-nul", request_id="R-\x00-1"))
+    retry = SinkRetry(max_attempts=2, first_backoff_s=0.0, max_backoff_s=0.0)
+    with TestPipeline() as p:
+        failed = p | beam.Create(records) | WriteInBatches(pg.AuditInsertSink(url), retry=retry)
+        assert_that(
+            failed | beam.Map(lambda d: (d.reason, d.event_id)),
+            equal_to([("internal_error:write_audit_postgres", "evt-nul")]),
+        )
+    with psycopg.connect(url) as conn:
+        stored = [r for (r,) in conn.execute("SELECT event_id FROM audit_log ORDER BY event_id")]
+    assert stored == ["evt-0", "evt-1", "evt-2"]

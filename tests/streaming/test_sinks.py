@@ -54,7 +54,7 @@ def test_write_raw_events_streaming_flushes_on_processing_time(tmp_path):
             p
             | stream
             | WriteRawEvents(str(tmp_path), max_records=100, flush_s=flush_s, num_shards=1)
-        )
+        ).files
         assert_that(written, sinks.check_files_written(4, max_records=100))
 
     files = sinks.part_files(str(tmp_path))
@@ -82,7 +82,7 @@ def test_write_raw_events_streaming_cuts_by_record_count(tmp_path):
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
-        written = p | stream | WriteRawEvents(str(tmp_path), max_records=3, num_shards=1)
+        written = (p | stream | WriteRawEvents(str(tmp_path), max_records=3, num_shards=1)).files
         assert_that(written, sinks.check_files_written(len(events), max_records=3))
     stored = [
         r["event_id"]
@@ -123,7 +123,7 @@ def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
-        visible = p | stream | UpsertMetrics(db_path, clock=_commit_time)
+        visible = (p | stream | UpsertMetrics(db_path, clock=_commit_time)).learnt
         # Two events ingested at T0+5 s and one at T0+62 s, committed at T0+100 s; the replayed
         # early pane adds nothing (whether the first two panes were committed together or not).
         assert_that(visible, equal_to([(95, 2), (38, 1)]), label="CheckFreshness")

@@ -40,7 +40,7 @@ def test_batch_rows_are_exact_per_window_and_key():
             | beam.Create([E1, E2, E3, E4_NEXT_WINDOW, E5_OTHER_REGION])
             | beam.Map(stamped)
             | AggregateMetrics(prices=PRICES)
-        )
+        ).rows
         # Spelled out by hand for the first window, so the reference builder is checked too.
         first_window = MetricRow(
             window_start=utc(T0_S),
@@ -117,7 +117,7 @@ def test_batch_window_size_is_configurable():
             | beam.Create(events)
             | beam.Map(stamped)
             | AggregateMetrics(window_size_s=3600, prices=PRICES)
-        )
+        ).rows
         expected = expected_row(
             events, pane_timing="ON_TIME", pane_index=0, window_s=3600, source="backfill"
         )
@@ -135,13 +135,13 @@ def test_batch_rows_are_the_same_however_events_are_batched():
             p
             | "One" >> beam.Create([batched(events)])
             | "AggOne" >> AggregateMetrics(prices=PRICES)
-        )
+        ).rows
         each = (
             p
             | "Each" >> beam.Create(events)
             | beam.Map(stamped)
             | "AggEach" >> AggregateMetrics(prices=PRICES)
-        )
+        ).rows
         expected = [
             expected_row([E1, E2, E3], pane_timing="ON_TIME", pane_index=0, source="backfill"),
             expected_row([E4_NEXT_WINDOW], pane_timing="ON_TIME", pane_index=0, source="backfill"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+from apache_beam.transforms import window
 
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.embedded.audit import WriteAuditLog
@@ -36,8 +37,11 @@ class WriteEmbedded(beam.PTransform):
       file_flush_s: streaming: longest wait before buffered archive and dead-letter records
         are written as a file.
 
-    Returns ``SinkOutputs`` (no ``sink_dead_letters``: a failed write fails the bundle here;
-    ``freshness``: what the metrics commits made visible, when metrics are written).
+    Returns ``SinkOutputs``. Its ``sink_dead_letters`` are the rows written with the dead letters
+    instead of their store: rows the metrics left out (``metric_dead_letters``) and rows a
+    sink could not encode (``internal_error:<step>``). A failed write fails the bundle here
+    (the runner retries it): the embedded sinks have no ``sink_failed`` dead letters.
+    ``freshness``: what the metrics commits made visible, when metrics are written.
     """
 
     def __init__(
@@ -54,18 +58,35 @@ class WriteEmbedded(beam.PTransform):
         self._file_flush_s = file_flush_s
 
     def expand(self, outputs):
-        dead_letter_files = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            self._root, flush_s=self._file_flush_s
-        )
         raw_files = None
+        rows_left_out = []
         if self._archive:
-            raw_files = outputs.events | "WriteRawEvents" >> WriteRawEvents(
+            raw = outputs.events | "WriteRawEvents" >> WriteRawEvents(
                 self._root, flush_s=self._file_flush_s
             )
+            raw_files = raw.files
+            rows_left_out.append(raw.dead_letters)
         freshness = None
         if self._metrics:
             warehouse = os.path.join(self._root, WAREHOUSE_DB)
-            freshness = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(warehouse)
-            _ = outputs.usage | "UpsertUsage" >> UpsertUsage(warehouse)
-        _ = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
-        return SinkOutputs(raw_files, dead_letter_files, freshness=freshness)
+            rows_left_out.append(outputs.metric_dead_letters)
+            metrics = outputs.metrics | "UpsertMetrics" >> UpsertMetrics(warehouse)
+            freshness = metrics.learnt
+            rows_left_out.append(metrics.dead_letters)
+            usage = outputs.usage | "UpsertUsage" >> UpsertUsage(warehouse)
+            rows_left_out.append(usage.dead_letters)
+        audit = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
+        rows_left_out.append(audit.dead_letters)
+        # Each comes out of a windowing of its own: into the global window before the Flatten.
+        sink_dead_letters = [
+            pcoll | f"RewindowRowsLeftOut{i}" >> beam.WindowInto(window.GlobalWindows())
+            for i, pcoll in enumerate(rows_left_out)
+        ] | "FlattenRowsLeftOut" >> beam.Flatten()
+        dead_letters = (
+            outputs.dead_letters | "RewindowDeadLetters" >> beam.WindowInto(window.GlobalWindows()),
+            sink_dead_letters,
+        ) | "FlattenDeadLetters" >> beam.Flatten()
+        dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            self._root, flush_s=self._file_flush_s
+        )
+        return SinkOutputs(raw_files, dead_letter_files, sink_dead_letters, freshness=freshness)

@@ -35,11 +35,14 @@ Dataflow (which writes to BigQuery).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import duckdb
@@ -77,6 +80,7 @@ from pipelines.io.sinks.warehouse_tables import (
     table_record,
 )
 from pipelines.views import VIEW_NAMES, duckdb_view_sql
+from transforms.deadletter import is_element_error
 from transforms.elements import MetricRow, UsageRow
 
 __all__ = [
@@ -92,6 +96,8 @@ __all__ = [
     "metrics_table_ddl",
     "read_metrics",
     "refresh_rollups_of_days",
+    "unencodable_metric_rows",
+    "unencodable_rows",
     "upsert_metric_rows",
     "upsert_usage_rows",
 ]
@@ -164,8 +170,16 @@ def stored_records(
         joined = " AND ".join(f't."{c}" = k."{c}"' for c in table.key)
         rows = _rows(con, f"SELECT t.* FROM {table.name} AS t JOIN _keys AS k ON {joined}")
     finally:
-        con.unregister("_keys")
+        _unregister(con, "_keys")
     return {tuple(r[c] for c in table.key): r for r in rows}
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    # After a failed statement DuckDB refuses everything but a rollback ("Current transaction
+    # is aborted"): that must not hide the statement's own error. The connection is closed
+    # after a failed attempt anyway.
+    with contextlib.suppress(duckdb.Error):
+        con.unregister(name)
 
 
 def upsert_records(
@@ -185,7 +199,7 @@ def upsert_records(
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
     finally:
-        con.unregister("_incoming")
+        _unregister(con, "_incoming")
     return len(records)
 
 
@@ -397,6 +411,34 @@ def upsert_usage_rows(
 # --- reads and retention -------------------------------------------------------------------
 
 
+def unencodable_rows(
+    rows: Sequence[Any], write: Callable[[str, list[Any]], object]
+) -> dict[int, Exception]:
+    """The rows the warehouse cannot hold, by position, with the error each raises when
+    written alone (``write(db_path, [row])``, the flush's own conversion and statements) into
+    a scratch copy of the warehouse in a temporary directory: an integer beyond int64, a text
+    UTF-8 cannot encode, a NULL in a required column. Only called after a flush failed."""
+    bad: dict[int, Exception] = {}
+    with tempfile.TemporaryDirectory(prefix="genai-unencodable-") as scratch:
+        empty = os.path.join(scratch, "empty.duckdb")
+        create_warehouse(empty)
+        db_path = os.path.join(scratch, "check.duckdb")
+        for position, row in enumerate(rows):
+            shutil.copyfile(empty, db_path)  # each row alone, into an empty warehouse
+            try:
+                write(db_path, [row])
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                bad[position] = error
+    return bad
+
+
+def unencodable_metric_rows(rows: Sequence[MetricRow]) -> dict[int, Exception]:
+    """The metric rows the warehouse cannot hold, by position (``unencodable_rows``)."""
+    return unencodable_rows(rows, commit_metric_rows)
+
+
 def read_metrics(db_path: str, relation: str = METRICS_TABLE) -> pd.DataFrame:
     """Returns a table or a view as a DataFrame (timestamps in UTC), for summaries and reports.
 
@@ -514,6 +556,7 @@ class MetricsTable(EmbeddedTable):
 
     name = "metrics_minute"
     output_type = tuple[int, int]
+    step = "write_metrics_duckdb"
 
     def __init__(
         self,
@@ -549,6 +592,9 @@ class MetricsTable(EmbeddedTable):
     def rows(self, buffer: dict) -> Iterable[MetricRow]:
         return buffer.values()
 
+    def unencodable(self, rows: list[MetricRow]) -> dict[int, Exception]:
+        return unencodable_metric_rows(rows)
+
     def write(self, rows: list[MetricRow], on_retry: Callable[[], None]) -> int:
         result = commit_metric_rows(
             self.db_path,
@@ -571,6 +617,7 @@ class UsageTable(EmbeddedTable):
     """``usage_hourly`` in a DuckDB file, for ``WriteTable``."""
 
     name = "usage_hourly"
+    step = "write_usage_duckdb"
 
     def __init__(self, db_path: str, *, flush_s: int = DEFAULT_FLUSH_S):
         super().__init__(db_path, max_buffered_rows=DEFAULT_MAX_BUFFERED_ROWS, flush_s=flush_s)
@@ -581,13 +628,17 @@ class UsageTable(EmbeddedTable):
     def write(self, rows: list[UsageRow], on_retry: Callable[[], None]) -> int:
         return upsert_usage_rows(self.db_path, rows, on_retry=on_retry)
 
+    def unencodable(self, rows: list[UsageRow]) -> dict[int, Exception]:
+        return unencodable_rows(rows, upsert_usage_rows)
+
 
 class UpsertMetrics(WriteTable):
     """Commits ``MetricRow`` panes to the DuckDB metric tables (plus their views).
 
-    Input: PCollection[MetricRow], bounded or unbounded, any windowing. Output:
-    PCollection[tuple[int, int]]: per flush, the events it made visible by freshness bucket
-    (``latency_s``, events). Guarantee: after every bundle has committed, ``metrics_minute``
+    Input: PCollection[MetricRow], bounded or unbounded, any windowing. Output: ``TableWrites``:
+    ``learnt``, per flush, the events it made visible by freshness bucket (``latency_s``,
+    events), and ``dead_letters``, the rows the tables could not hold (``internal_error``).
+    Guarantee: after every bundle has committed, ``metrics_minute``
     holds one row per ``(window_start, model, region)``, the newest pane seen, and the rollups
     and ``freshness_minute`` agree with it (see the module docstring). A failed write fails the
     bundle; its retry commits the same rows, which changes nothing already there. Keyword
@@ -601,8 +652,9 @@ class UpsertMetrics(WriteTable):
 class UpsertUsage(WriteTable):
     """Upserts ``UsageRow`` panes into the DuckDB table ``usage_hourly`` (newest pane per key).
 
-    Input: PCollection[UsageRow], bounded or unbounded, any windowing. Output: an empty
-    PCollection. Same guarantee as ``UpsertMetrics`` for its one table.
+    Input: PCollection[UsageRow], bounded or unbounded, any windowing. Output: ``TableWrites``
+    (its ``dead_letters``: rows the table could not hold). Same guarantee as ``UpsertMetrics``
+    for its one table.
     """
 
     def __init__(self, db_path: str, flush_s: int = DEFAULT_FLUSH_S):

@@ -17,10 +17,12 @@ composite, under the sink's ``step`` as label. Every sink retries with bounded e
 backoff (``SinkRetry``). Rows a sink still cannot
 write become dead letters with reason ``sink_failed:<gcs|bigquery|postgres>``, counted, and go to
 the same dead-letter outputs as the core's rejections, with the row as payload for a replay.
-If the dead-letter outputs themselves keep failing, the bundle fails and the runner retries it:
-nothing is dropped silently. Clients follow the usual environment: Application Default
-Credentials, and ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and
-``BIGQUERY_EMULATOR_HOST`` against the local stack (``tests/stack/local_stack.py``).
+Rows a sink cannot encode (``internal_error:<step>``) and the events the metrics left out
+(``metric_dead_letters``) join them. If the dead-letter outputs themselves keep failing, the
+bundle fails and the runner retries it: nothing is dropped silently. Clients follow the usual
+environment: Application Default Credentials, and ``PUBSUB_EMULATOR_HOST``,
+``STORAGE_EMULATOR_HOST`` and ``BIGQUERY_EMULATOR_HOST`` against the local stack
+(``tests/stack/local_stack.py``).
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ class WriteGcp(beam.PTransform):
             raw = outputs.events | "WriteRawEvents" >> WriteRawEvents(
                 c.raw_root, flush_s=c.file_flush_s, retry=c.retry, dead_letter_failures=True
             )
-            raw_files = raw["files"]
-            failures.append(raw["dead_letters"])
+            raw_files = raw.files
+            failures.append(raw.dead_letters)
         if self._metrics:
+            failures.append(outputs.metric_dead_letters)
             failures.append(self._batches(outputs.metrics, MetricsMergeSink(c.bigquery_dataset)))
             usage = UsageMergeSink(c.bigquery_dataset)
             failures.append(self._batches(outputs.usage, usage, USAGE_FLUSH_S))

@@ -33,6 +33,10 @@ At least once: a batch retried after a lost response can store a record twice; t
 ``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
 PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
 
+A batch that fails for a row BigQuery cannot take (an integer beyond INT64, a float that is not
+finite, a text UTF-8 cannot encode: ``unencodable`` checks each row against the schema) has those
+rows taken out as ``internal_error:<step>`` dead letters, and the rest is written.
+
 Both sinks retry transient errors (5xx, 429, connection and timeout errors, including an
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
 client's own retries are switched off so that the backoff is the one configured here. Clients
@@ -43,7 +47,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -74,6 +80,7 @@ from pipelines.io.sinks.warehouse_tables import (
 )
 from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.contract import bigquery_schema, load_schema
+from transforms.deadletter import is_element_error, storable_text
 from transforms.elements import AuditRecord, MetricRow, UsageRow, to_record
 
 __all__ = [
@@ -495,6 +502,63 @@ def insert_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> i
     return len(records)
 
 
+# --- what BigQuery cannot take ---------------------------------------------------------------
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _value_problem(field: dict[str, Any], value: Any) -> str | None:
+    """Why BigQuery cannot take ``value`` for ``field`` (a BigQuery schema field), or None:
+    an integer beyond INT64, a float that is not finite, a text UTF-8 cannot encode."""
+    if value is None:
+        return None if field["mode"] != "REQUIRED" else f"{field['name']} is required"
+    if field["mode"] == "REPEATED":
+        inner = {**field, "mode": "NULLABLE"}
+        for item in value:
+            problem = _value_problem(inner, item)
+            if problem:
+                return problem
+        return None
+    kind = field["type"]
+    if kind == "RECORD":
+        return _record_problem(field["fields"], value)
+    if kind == "INT64" and not (isinstance(value, int) and _INT64[0] <= value <= _INT64[1]):
+        return f"{field['name']} is not an INT64"
+    if kind == "FLOAT64" and not (isinstance(value, int | float) and math.isfinite(value)):
+        return f"{field['name']} is not a finite FLOAT64"
+    if kind == "STRING" and (not isinstance(value, str) or storable_text(value) is not value):
+        return f"{field['name']} is not valid Unicode text"
+    return None
+
+
+def _record_problem(fields: Sequence[dict[str, Any]], record: dict[str, Any]) -> str | None:
+    for field in fields:
+        problem = _value_problem(field, record.get(field["name"]))
+        if problem:
+            return problem
+    return None
+
+
+class NotEncodable(ValueError):
+    """A row BigQuery cannot take (the message names the field, never the value)."""
+
+
+def _unencodable(rows: Sequence[Any], schema: str, convert) -> dict[int, Exception]:
+    fields = bigquery_schema(schema)
+    bad: dict[int, Exception] = {}
+    for position, row in enumerate(rows):
+        try:
+            problem = _record_problem(fields, convert(row))
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            bad[position] = error
+            continue
+        if problem:
+            bad[position] = NotEncodable(problem)
+    return bad
+
+
 # --- Beam adapters -------------------------------------------------------------------------
 
 
@@ -570,6 +634,9 @@ class MetricsMergeSink(_BigQuerySink):
     def _write(self, batch: Sequence[MetricRow]) -> None:
         merge_metric_rows(self._client, self._dataset, batch)
 
+    def unencodable(self, batch: Sequence[MetricRow]) -> dict[int, Exception]:
+        return _unencodable(batch, "metric_row", lambda row: table_record(METRICS, row))
+
 
 class UsageMergeSink(_BigQuerySink):
     """MERGEs ``UsageRow`` panes into ``usage_hourly`` (see the module docstring); one writer."""
@@ -579,6 +646,9 @@ class UsageMergeSink(_BigQuerySink):
 
     def _write(self, batch: Sequence[UsageRow]) -> None:
         merge_usage_rows(self._client, self._dataset, batch)
+
+    def unencodable(self, batch: Sequence[UsageRow]) -> dict[int, Exception]:
+        return _unencodable(batch, "usage_row", lambda row: table_record(USAGE, row))
 
 
 class AuditAppendSink(_BigQuerySink):
@@ -590,3 +660,13 @@ class AuditAppendSink(_BigQuerySink):
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         insert_audit_rows(self._client, self._dataset, batch)
+
+    def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
+        return _unencodable(batch, "audit_record", _audit_row_values)
+
+
+def _audit_row_values(record: AuditRecord) -> dict[str, Any]:
+    # audit_json_row with the times as they are (TIMESTAMP takes any datetime): its checks.
+    row = audit_json_row(record)
+    json.dumps(row)  # what the client sends
+    return row
