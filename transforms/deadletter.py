@@ -5,7 +5,7 @@ machine-readable ``reason`` and a message that names fields and limits, never va
 DoFn turns it into a ``DeadLetter`` record (``schemas/avro/dead_letter.avsc``) on the output
 tagged ``DEAD_LETTER_TAG`` and increments the counter ``dead_letter.<reason family>``.
 
-Which errors are routed where (docs/adr/0013-element-errors-become-dead-letters.md):
+Which errors are routed where (docs/adr/0015-element-errors-become-dead-letters.md):
 
 * the contract's rejections (``InvalidEvent``; ``RedactionError`` in the redaction step) get
   their own reasons;
