@@ -46,7 +46,13 @@ from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.elements import DeadLetter, EventBatch, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
-__all__ = ["WriteDeadLetters", "WriteRawEvents", "avro_record", "write_avro_files"]
+__all__ = [
+    "WriteDeadLetters",
+    "WriteRawEvents",
+    "avro_record",
+    "partition_value",
+    "write_avro_files",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,14 +74,14 @@ FileWritten = tuple[str, int]
 # --- plain functions -----------------------------------------------------------------------
 
 
-def _partition_value(value: str) -> str:
+def partition_value(value: str) -> str:
     # Hive-style escaping: "/" becomes %2F, so a region can never add or climb a directory.
     return urllib.parse.quote(value, safe="")
 
 
 def raw_event_directory(event: RedactedEvent) -> str:
     """Returns the archive partition of ``event``, relative to the output root."""
-    return f"raw/event_date={event.event_date.isoformat()}/region={_partition_value(event.region)}"
+    return f"raw/event_date={event.event_date.isoformat()}/region={partition_value(event.region)}"
 
 
 def dead_letter_directory(dead_letter: DeadLetter) -> str:

@@ -7,7 +7,8 @@ hand-written DDL:
   ``DATE(window_start)``) expiring after 365 days, clustered by ``model``, ``region``. Clustering is
   set through the table API, not DDL (the emulator drops DDL clustering; the API works on both).
 * ``audit_log`` (``audit_record.avsc``): day partitions of ``recorded_at``, no expiry (audit
-  retention is a policy decision), clustered by ``outcome``, ``event_id``.
+  retention is a policy decision), clustered by ``outcome``, ``event_id``; one record per
+  input (``audit_id``), read through ``audit_log_unique``.
 * views: the metric views of ``pipelines/sql`` (``pipelines.views.VIEW_NAMES``: daily usage, latency
   percentiles, model utilisation, policy-flag rates, freshness) and ``audit_log_unique``.
 
@@ -23,8 +24,10 @@ partitions. Cost and the alternative (append plus a latest-pane view): README.
 
 ``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
 At least once: a batch retried after a lost response can store a record twice; the
-``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
-PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
+``audit_log_unique`` view shows one row per ``audit_id`` (per input: ``audit_id`` is a hash of
+the input's identity), the record of highest outcome precedence, as PostgreSQL keeps it. The
+exact, idempotent audit store is PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's
+copy is for analytics.
 
 Both sinks retry transient errors (5xx, 429, connection and timeout errors, including an
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
