@@ -130,9 +130,7 @@ def validate(options: BackfillOptions) -> list[str]:
         problems.append("--start_date and --end_date go together")
     if start and end and end < start:
         problems.append("--end_date is before --start_date")
-    problems += now_problems(options.now)
-    if options.now and options.input_format == "avro":
-        problems.append("--now applies to --input_format json (the archive is not re-checked)")
+    problems += now_problems(options.now)  # json only: an archive replay checks no clock
     # A json backfill recomputes the days it wrote into; a reconciliation reads whole days.
     if (start or options.input_format == "json") and (
         options.window_size_s > 0 and SECONDS_PER_DAY % options.window_size_s
@@ -236,13 +234,12 @@ def _pin_clock(options: BackfillOptions) -> str:
 
 
 def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
-    """Wires the graph: the input, the core and the sinks. A JSON-lines backfill pins its
-    clock (recording it under the archive root) and recomputes the metrics of the partitions
-    it writes into; an archive replay (reconciliation) writes the metrics and audit of the
-    partitions it reads."""
+    """Wires the graph: the input, the core and the sinks. A JSON-lines backfill checks event
+    times against ``options.now`` (``run`` pins it first; empty: the time of the build) and
+    recomputes the metrics of the partitions it writes into; an archive replay
+    (reconciliation) writes the metrics and audit of the partitions it reads."""
     config = core_config(options)
     if options.input_format == "json":
-        options.now = _pin_clock(options)
         config = config._replace(now=options.now)
         raw = (
             pipeline
@@ -270,6 +267,14 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
     return PipelineOutputs(raw, core, write_outputs(core, options, archive=False))
 
 
+def _build_with_pinned_clock(pipeline: beam.Pipeline, options: BackfillOptions):
+    """``build``, after pinning the run's reference clock (read or recorded under the archive
+    root, ``pipelines.clock``) for a JSON-lines input: on the launcher, before the graph."""
+    if options.input_format == "json":
+        options.now = _pin_clock(options)
+    return build(pipeline, options)
+
+
 def _read_archive(pipeline: beam.Pipeline, options: BackfillOptions):
     """The archived events of the selected partitions, timestamped with event time."""
     regions = [r.strip() for r in options.regions.split(",")] if options.regions else None
@@ -293,7 +298,7 @@ def run(argv: list[str] | None = None) -> int:
         f"backfill: input_format={backfill.input_format} "
         f"{describe_sinks(backfill)} engine={backfill.redaction_engine}"
     )
-    return launch(options, backfill, validate, build, described)
+    return launch(options, backfill, validate, _build_with_pinned_clock, described)
 
 
 if __name__ == "__main__":

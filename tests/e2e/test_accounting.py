@@ -79,26 +79,29 @@ def minute_row(root) -> tuple[int, int]:
 # --- mostly rejected input, with copies -------------------------------------------------------
 
 
-def mostly_rejected(seed: int = 21) -> tuple[list[dict], dict[str, int]]:
-    """Lines like the issue's 206,072 (scaled down): most carry schema_version "1.0" or "1.1"
+def mostly_rejected(
+    rejected: int = 1600, valid: int = 200, seed: int = 21
+) -> tuple[list[dict], dict[str, int]]:
+    """Lines like the issue's 206,072 (scaled down by default; ``rejected=83_000,
+    valid=2_600`` is about its size): most carry schema_version "1.0" or "1.1"
     (dead-lettered), many of those repeated exactly; a few valid events, with redeliveries
-    (third copies included) and a copy with other content. Returns the lines and how many of
-    each outcome they must give."""
+    (third copies included) and, for one in ten, a copy with other content. Returns the lines
+    and how many of each outcome they must give."""
     rng = random.Random(seed)
     lines, expected = [], {"written": 0, "duplicate": 0, "duplicate_conflict": 0}
     other_content = []
-    for n in range(1, 1601):
-        rejected = event(n, rng.randrange(60), schema_version=rng.choice(("1.0", "1.1")))
-        lines += [rejected] * rng.choice((1, 1, 2, 3, 5))  # exact copies of a rejected line
+    for n in range(1, rejected + 1):
+        line = event(n, rng.randrange(60), schema_version=rng.choice(("1.0", "1.1")))
+        lines += [line] * rng.choice((1, 1, 2, 3, 5))  # exact copies of a rejected line
     expected["dead_lettered"] = len(lines)
-    for n in range(5001, 5201):
-        valid = event(n, rng.randrange(60))
+    for n in range(rejected + 1, rejected + valid + 1):
+        document = event(n, rng.randrange(60))
         copies = rng.choice((1, 2, 3, 4))
-        lines += [valid] * copies
+        lines += [document] * copies
         expected["written"] += 1
         expected["duplicate"] += copies - 1
         if n % 10 == 0:
-            other_content.append({**valid, "token_count": 99})  # same id, other content
+            other_content.append({**document, "token_count": 99})  # same id, other content
             expected["duplicate_conflict"] += 1
     rng.shuffle(lines)
     # After every copy of its event: the first copy in the input is the one written.
