@@ -3,7 +3,8 @@
 Guarantee:
   * Unbounded input (streaming): exact within the time-to-live, with either strategy
     (``strategy``, below). The first copy of an id to reach the dedupe state is written; any
-    copy reaching it while the id is remembered is a duplicate. An id is remembered from its
+    copy reaching it while the id is remembered is a duplicate (a conflict when its content
+    differs). An id is remembered from its
     first copy until the watermark passes its expiry, ``ttl_s`` beyond the later of the copy's
     event time and its *arrival*, an estimate in event time of when it arrived
     (``expiry_micros``): so a late event is remembered for ``ttl_s`` after it arrived, not
