@@ -21,7 +21,7 @@ every line the same outcome. Metrics are a function of the archive: once the arc
 written, the same pipeline recomputes every (event_date, region) partition it wrote into from
 the whole archive and upserts those rows (``RecomputeTouchedMetrics``), so a backfill never
 replaces a window with the count of its own input alone
-(``docs/adr/0010-metrics-are-recomputed-from-the-archive.md``).
+(``docs/adr/0014-metrics-are-recomputed-from-the-archive.md``).
 
 With ``avro``, ``--input`` is the root holding ``raw/`` (a directory or ``gs://``) and only
 the partitions selected by ``--start_date``, ``--end_date`` and ``--regions`` are read (by

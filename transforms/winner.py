@@ -2,7 +2,7 @@
 
 Plain functions, no Beam: every dedupe path (``transforms.dedupe``, ``transforms.copies``)
 applies this one rule, so archive, audit and metrics agree on the copy kept. The rule
-(``docs/adr/0009-one-winner-per-event-id.md``):
+(``docs/adr/0013-one-winner-per-event-id.md``):
 
 1. **First archived wins.** A copy already in the raw archive wins over every copy a later run
    reads. Among archived copies, the one processed first (``processed_at``), then the lowest
