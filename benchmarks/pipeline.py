@@ -125,13 +125,15 @@ def _figure(pattern: str, text: str) -> str | None:
 
 
 def _print_counts(out: str) -> None:
-    """The run summary's counts identity: read = written + duplicates + dead-lettered."""
+    """The run summary's counts identity: read = written + duplicates + conflicts +
+    dead-lettered."""
     figures = {
         name: _figure(label + r"\s+(\d+)", out) or "?"
         for name, label in (
             ("read", "events read"),
             ("written", "written"),
             ("duplicates", "duplicates"),
+            ("conflicts", "conflicts"),
             ("dead-lettered", "dead-lettered"),
         )
     }

@@ -11,11 +11,13 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.local.loadgen import LoadProfile
+from pipelines.local.publish import BurstProfile
 
 __all__ = [
     "LOCAL_OPTIONS",
     "LocalPubsubOptions",
     "SyntheticSourceOptions",
+    "burst_profile",
     "load_profile",
     "validate_local_pubsub",
     "validate_synthetic",
@@ -43,6 +45,16 @@ class SyntheticSourceOptions(PipelineOptions):
         parser.add_argument(
             "--tick_s", type=float, default=1.0, help="Seconds between batches of events."
         )
+        parser.add_argument(
+            "--burst_factor",
+            type=float,
+            default=1.0,
+            help="Rate multiplier in bursts (1: no bursts), as the load generator's.",
+        )
+        parser.add_argument(
+            "--burst_every_s", type=float, default=300.0, help="A burst starts this often."
+        )
+        parser.add_argument("--burst_s", type=float, default=30.0, help="Burst length.")
         for name, text in _SHARES:
             parser.add_argument(
                 f"--{name}", type=float, default=_PROFILE_DEFAULTS[name], help=f"Share of {text}."
@@ -87,11 +99,17 @@ def load_profile(options: SyntheticSourceOptions) -> LoadProfile:
     return LoadProfile(**{name: getattr(options, name) for name, _ in _SHARES})
 
 
+def burst_profile(options: SyntheticSourceOptions) -> BurstProfile:
+    return BurstProfile(options.rate, options.burst_factor, options.burst_every_s, options.burst_s)
+
+
 def validate_synthetic(options: SyntheticSourceOptions) -> list[str]:
     """Problems with the synthetic source's flags (empty when fine)."""
     problems = []
     if options.rate <= 0 or options.duration_s <= 0 or options.tick_s <= 0:
         problems.append("--rate, --duration_s and --tick_s must be > 0")
+    else:
+        problems += burst_profile(options).problems()
     for name, _ in _SHARES:
         if not 0 <= getattr(options, name) <= 1:
             problems.append(f"--{name} must be between 0 and 1")

@@ -36,6 +36,7 @@ from pipelines.local import direct_runner_fixes
 from pipelines.local.options import (
     LocalPubsubOptions,
     SyntheticSourceOptions,
+    burst_profile,
     load_profile,
     validate_local_pubsub,
     validate_synthetic,
@@ -66,6 +67,7 @@ def synthetic_source(options: PipelineOptions) -> SyntheticSource:
         seed=synthetic.seed,
         profile=load_profile(synthetic),
         tick_s=synthetic.tick_s,
+        bursts=burst_profile(synthetic),
     )
 
 

@@ -1,7 +1,7 @@
 """The synthetic source of local streaming runs (``--source synthetic``): gateway traffic at a
-fixed rate, served to a ``TestStream`` by an in-process event service
-(``pipelines.local.served``: why a ``TestStream``), paced in real time, with the watermark
-following the clock. The service is created and started when the run starts
+rate with optional bursts (the load generator's ``BurstProfile``), served to a ``TestStream``
+by an in-process event service (``pipelines.local.served``: why a ``TestStream``), paced in real
+time, with the watermark following the clock. The service is created and started when the run starts
 (``SyntheticSource.start``, called by ``pipelines.local.run``), not when the graph is built, and
 stopped after the run; building a graph starts nothing.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from apache_beam.testing.test_stream import TestStream
 
 from pipelines.local.loadgen import EventGenerator, LoadProfile
+from pipelines.local.publish import BurstProfile
 from pipelines.local.served import ServedStream, clock_events, element_events
 from transforms.elements import Message
 
@@ -33,7 +34,7 @@ class _PacedEvents:
     def __init__(
         self,
         generator: EventGenerator,
-        rate: float,
+        rates: BurstProfile,
         duration_s: float,
         tick_s: float,
         run_token: str,
@@ -41,7 +42,7 @@ class _PacedEvents:
         on_done: Callable[[], None],
     ):
         self._generator = generator
-        self._rate, self._duration_s, self._tick_s = rate, duration_s, tick_s
+        self._rates, self._duration_s, self._tick_s = rates, duration_s, tick_s
         self._run_token = run_token
         self._encode = encode
         self._on_done = on_done
@@ -56,7 +57,7 @@ class _PacedEvents:
             delay = started + tick * self._tick_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            carry += self._rate * self._tick_s
+            carry += self._rates.rate_at(tick * self._tick_s) * self._tick_s
             n, carry = int(carry), carry - int(carry)
             now = dt.datetime.now(dt.UTC)
             now_us = int(now.timestamp() * 1_000_000)
@@ -75,7 +76,9 @@ class _PacedEvents:
 
 class SyntheticSource:
     """Synthetic gateway events (JSON bytes) at ``rate`` events/s for ``duration_s`` seconds of
-    wall-clock time, then the stream ends. Local runners only (``BundleBasedDirectRunner``).
+    wall-clock time, then the stream ends. With ``bursts`` (a ``BurstProfile``), its rate
+    instead: ``burst_factor`` times ``rate`` for ``burst_s`` seconds every ``burst_every_s``
+    seconds, as the load generator publishes. Local runners only (``BundleBasedDirectRunner``).
 
     ``transform()`` is the ``TestStream`` to apply; ``start()`` creates and starts its event
     service (the generator's text pool is built then too), ``stop()`` stops it. The service
@@ -89,10 +92,14 @@ class SyntheticSource:
         seed: int = 7,
         profile: LoadProfile = LoadProfile(),  # noqa: B008 - immutable NamedTuple
         tick_s: float = 0.1,
+        bursts: BurstProfile | None = None,
     ):
         if rate <= 0 or duration_s <= 0 or tick_s <= 0:
             raise ValueError("rate, duration_s and tick_s must be > 0")
-        self._rate, self._duration_s, self._seed = rate, duration_s, seed
+        self._rates = bursts or BurstProfile(rate)
+        if self._rates.problems():
+            raise ValueError("; ".join(self._rates.problems()))
+        self._duration_s, self._seed = duration_s, seed
         self._profile, self._tick_s = profile, tick_s
         self._served = ServedStream(Message)
 
@@ -104,7 +111,7 @@ class SyntheticSource:
     def start(self) -> None:
         paced = _PacedEvents(
             EventGenerator(self._seed, self._profile),
-            self._rate,
+            self._rates,
             self._duration_s,
             self._tick_s,
             run_token=uuid.uuid4().hex[:12],

@@ -26,6 +26,7 @@ class Summary(NamedTuple):
     events_read: int
     written: int
     duplicates: int
+    conflicts: int  # duplicate_conflict: another copy of an id written, with other content
     dead_letters: dict[str, int]
     redactions: dict[str, int]
     metric_rows: int
@@ -50,7 +51,10 @@ class Summary(NamedTuple):
 
     @property
     def balanced(self) -> bool:
-        return self.events_read == self.written + self.duplicates + self.dead_lettered
+        """The counting identity: every input in exactly one bucket."""
+        return self.events_read == (
+            self.written + self.duplicates + self.conflicts + self.dead_lettered
+        )
 
 
 def _quantiles(histogram: dict[int, int], quantiles: tuple[float, ...]) -> list[float | None]:
@@ -93,6 +97,7 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         events_read=counters.get("read", 0),
         written=counters.get("outcome.written", 0),
         duplicates=counters.get("outcome.duplicate", 0),
+        conflicts=counters.get("outcome.duplicate_conflict", 0),
         dead_letters={
             name.removeprefix("dead_letter."): n
             for name, n in sorted(counters.items())
@@ -142,6 +147,7 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
         f"events read        {s.events_read:>10}   ({rate:.0f}/s over {s.elapsed_s:.1f} s)",
         f"  written          {s.written:>10}",
         f"  duplicates       {s.duplicates:>10}",
+        f"  conflicts        {s.conflicts:>10}   (same event_id, other content)",
         f"  dead-lettered    {s.dead_lettered:>10}",
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
@@ -153,7 +159,7 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
         lines += [f"    {reason:<32} {n:>6}" for reason, n in s.sink_dead_letters.items()]
     check = "OK" if s.balanced else "MISMATCH"
     lines += [
-        f"read = written + duplicates + dead-lettered: {check}",
+        f"read = written + duplicates + conflicts + dead-lettered: {check}",
         f"late-dropped from metrics {s.late_dropped:>6}   (written, beyond the allowed lateness)",
         "redactions by info type:",
     ]

@@ -150,6 +150,10 @@ def _duplicate_keys(_) -> list[tuple[str, int]]:
     return [("outcome.duplicate", 1)]
 
 
+def _conflict_keys(_) -> list[tuple[str, int]]:
+    return [("outcome.duplicate_conflict", 1)]
+
+
 def _dead_letter_keys(record) -> list[tuple[str, int]]:
     return [("outcome.dead_lettered", 1), (f"dead_letter.{record.reason}", 1)]
 
@@ -167,6 +171,7 @@ def tally_inputs(outputs) -> dict:
         "read": outputs.read,
         "events": outputs.core.events,
         "duplicates": outputs.core.duplicates,
+        "conflicts": outputs.core.conflicts,
         "dead_letters": outputs.core.dead_letters,
         "metrics": outputs.core.metrics,
     }
@@ -254,12 +259,12 @@ def _count_partials(keys, keyed: bool) -> beam.ParDo:
 
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
-    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``
-    and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome), optionally ``metrics``
-    (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
-    beyond these), ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write) and
-    ``freshness`` (``(latency_s, events)`` pairs of the metrics commits).
-    Output: the totals dicts written (one per firing)."""
+    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``,
+    ``conflicts`` and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome),
+    optionally ``metrics`` (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they
+    are: what a command counts beyond these), ``sink_dead_letters`` (``DeadLetter`` of rows
+    a sink could not write) and ``freshness`` (``(latency_s, events)`` pairs of the metrics
+    commits). Output: the totals dicts written (one per firing)."""
 
     def __init__(self, output_root: str, run_id: str, every_s: int = 10):
         super().__init__()
@@ -274,6 +279,7 @@ class TallyOutcomes(beam.PTransform):
             "Read": (inputs["read"], _read_keys),
             "Written": (inputs.get("events"), _written_keys),
             "Duplicates": (inputs.get("duplicates"), _duplicate_keys),
+            "Conflicts": (inputs.get("conflicts"), _conflict_keys),
             "DeadLetters": (inputs.get("dead_letters"), _dead_letter_keys),
             "Outcomes": (inputs.get("audit"), _audit_keys),
             "MetricPanes": (inputs.get("metrics"), _pane_keys),

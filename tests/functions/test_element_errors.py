@@ -325,8 +325,10 @@ def test_the_first_pass_of_a_backfill_skips_a_line_parsing_fails_on(monkeypatch)
         return parse_event(line, **kwargs)
 
     monkeypatch.setattr(copies, "parse_event", failing)
-    fn = copies._CandidatesFn(LIMITS, replay=False, num_shards=1)
+    fn = copies._CandidatesFn(LIMITS, "env:GENAI_PSEUDONYM_KEY", replay=False, num_shards=1)
+    fn.setup()
     lines = (raw(1), raw(1, request_id="R-2"), raw(1, request_id="R-3"))
-    ((_, seen),) = fn.process(LineChunk("in", lines, (0, 10, 20)))
-    ((_, (count, candidate)),) = seen.items()
-    assert count == 2 and candidate[1:] == ("in", 0)  # the line parsing failed on is not a copy
+    outputs = fn.process(LineChunk("in", lines, (0, 10, 20)))
+    ((_, seen),) = [out for out in outputs if isinstance(out, tuple)]
+    ((_, (count, _, candidate)),) = seen.items()
+    assert count == 2 and candidate[1] == "in#0"  # the line parsing failed on is not a copy

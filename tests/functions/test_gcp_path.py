@@ -26,6 +26,7 @@ from pipelines.local import loadgen, publish
 from schemas.contract import bigquery_schema, load_schema
 from tests.stack import local_stack
 from tests.support.sink_factories import T0, audit_record, metric_row
+from transforms.audit import outcome_precedence_sql
 
 # --- dead letters of the sinks ---------------------------------------------------------------
 
@@ -180,10 +181,14 @@ def test_postgres_ddl_comes_from_the_contract():
     for field in load_schema("audit_record")["fields"]:
         assert f"\n  {field['name']} " in ddl
     assert "audit_id TEXT NOT NULL PRIMARY KEY" in ddl
-    assert "UNIQUE (event_id, outcome)" in ddl
+    assert "UNIQUE" not in ddl  # one row per input: audit_id is the only key
     assert "redaction_counts JSONB NOT NULL" in ddl
     assert "event_time TIMESTAMPTZ,\n" in ddl
-    assert postgres._insert_sql().endswith("ON CONFLICT DO NOTHING")
+    upsert = postgres._insert_sql()
+    assert "ON CONFLICT (audit_id) DO UPDATE SET event_id = EXCLUDED.event_id" in upsert
+    assert upsert.endswith(
+        "WHERE " + outcome_precedence_sql("EXCLUDED") + " > " + outcome_precedence_sql("audit_log")
+    )
 
 
 def test_db_url_references(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import backfill, replay, retention, streaming
+from pipelines import backfill, replay, retention, streaming, verify
 from pipelines.local.options import LocalPubsubOptions, SyntheticSourceOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +199,7 @@ def test_the_docs_document_every_option():
         LocalPubsubOptions,
         backfill.BackfillOptions,
         replay.ReplayOptions,
+        verify.VerifyOptions,
     ):
         parser = argparse.ArgumentParser()
         options._add_argparse_args(parser)

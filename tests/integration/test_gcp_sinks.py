@@ -184,17 +184,37 @@ def test_postgres_audit_inserts_are_idempotent(stack):
         redaction_counts={},
     )
     with psycopg.connect(url) as conn:
+        # A table as release 1 made it, with the former unique key: migrated in place.
+        (table, _) = pg.audit_table_ddl().split(";\n")
+        conn.execute(table.replace("\n)", ",\n  UNIQUE (event_id, outcome)\n)"))
+        conn.commit()
         pg.create_audit_table(conn)
         pg.create_audit_table(conn)
         assert pg.insert_audit_rows(conn, [*records, invalid]) == 4
-        # A replay, the same (event_id, outcome) under another id, the same audit_id again.
-        again = [*records, invalid, records[0]._replace(audit_id="b" * 64)]
-        assert pg.insert_audit_rows(conn, again) == 0
+        # A replay, the same audit_id again: nothing changes.
+        assert pg.insert_audit_rows(conn, [*records, invalid]) == 0
+        # The same (event_id, outcome) from another input: a record of its own.
+        assert pg.insert_audit_rows(conn, [records[0]._replace(audit_id="b" * 64)]) == 1
+        # One input (audit_id) again with a lower outcome, then a higher one: written wins.
+        lower = invalid._replace(audit_id=records[1].audit_id, event_id="evt-1")
+        assert pg.insert_audit_rows(conn, [lower]) == 0
+        higher = records[2]._replace(audit_id=invalid.audit_id, event_id="evt-x")
+        assert pg.insert_audit_rows(conn, [higher]) == 1
         rows = conn.execute(
-            "SELECT event_id, outcome, redaction_counts FROM audit_log ORDER BY audit_id"
+            "SELECT audit_id, event_id, outcome, redaction_counts FROM audit_log ORDER BY audit_id"
         ).fetchall()
-    assert len(rows) == 4
-    assert (None, "dead_lettered", {}) in rows
+        indexes = {
+            name
+            for (name,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_log'"
+            ).fetchall()
+        }
+    assert len(rows) == 5
+    by_id = {audit_id: (event_id, outcome) for audit_id, event_id, outcome, _ in rows}
+    assert by_id[records[1].audit_id] == ("evt-1", "written")
+    assert by_id["a" * 64] == ("evt-x", "written")
+    assert by_id["b" * 64] == ("evt-0", "written")
+    assert "audit_log_input_id" in indexes and "audit_log_event_id_outcome_key" not in indexes
 
 
 def test_postgres_takes_out_only_the_row_it_cannot_store(stack):

@@ -33,9 +33,9 @@ from pipelines.io.sinks.gcp.postgres import _row as postgres_row
 from pipelines.io.sinks.gcp.postgres import unencodable_audit_rows
 from schemas.contract import parsed_schema
 from transforms.aggregate import _FormatMetricRowFn, _MergePartialsFn, _PreCombineFn
-from transforms.audit import DUPLICATE, WRITTEN, audit_dead_letter, audit_event
+from transforms.audit import DUPLICATE, DUPLICATE_CONFLICT, WRITTEN, audit_dead_letter, audit_event
 from transforms.deadletter import DEAD_LETTER_TAG, record_json, storable_dead_letter
-from transforms.dedupe import DUPLICATE_TAG, _DedupeGroupFn, _SplitByShardFn
+from transforms.dedupe import CONFLICT_TAG, DUPLICATE_TAG, _DedupeGroupFn, _SplitByShardFn
 from transforms.elements import (
     AuditRecord,
     DeadLetter,
@@ -358,7 +358,7 @@ class _Steps:
         self.parse = _ParseChunkFn(ParseLimits(now=NOW), redaction, replay=False)
         self.redact = _RedactBatchFn(redaction, "builtin:classification.yaml", 64)
         self.split = _SplitByShardFn(4)
-        self.dedupe = _DedupeGroupFn()
+        self.dedupe = _DedupeGroupFn(archived_input=False)
         self.precombine = _PreCombineFn(60, load_price_table(DEFAULT_PRICE_TABLE))
         self.merge = _MergePartialsFn()
         self.format = _FormatMetricRowFn("backfill", load_price_table(DEFAULT_PRICE_TABLE))
@@ -400,16 +400,20 @@ def run_downstream(events: list[RedactedEvent], dead_letters: list[DeadLetter] =
     shards: dict[int, list[EventBatch]] = defaultdict(list)
     for shard, batch in split[None]:
         shards[shard].append(batch)
-    written, duplicates = [], []
+    written, duplicates, conflicts = [], [], []
     for shard, grouped in shards.items():
         deduped = _outputs(steps.dedupe.process((shard, grouped)))
         written += [event for batch in deduped[None] for event in batch.events]
         duplicates += deduped[DUPLICATE_TAG]
+        conflicts += deduped[CONFLICT_TAG]
     rows, left_out = _aggregate(written)
     audit = [audit_event(e, WRITTEN, NOW) for e in written]
     audit += [audit_event(e, DUPLICATE, NOW) for e in duplicates]
+    audit += [audit_event(e, DUPLICATE_CONFLICT, NOW) for e in conflicts]
     audit += [audit_dead_letter(d, NOW) for d in dead_letters]
-    return CoreRun(len(events), written, duplicates, dead_letters, rows, left_out, audit)
+    return CoreRun(
+        len(events), written, duplicates + conflicts, dead_letters, rows, left_out, audit
+    )
 
 
 def _aggregate(written: list[RedactedEvent]) -> tuple[list[MetricRow], list[DeadLetter]]:

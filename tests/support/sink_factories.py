@@ -110,5 +110,7 @@ def dead_letter(**overrides: Any) -> DeadLetter:
         "payload_state": "redacted",
         "payload_sha256": payload_sha256,
         "payload_bytes": len((payload or "").encode()),
+        "replay_of": None,
+        "input_id": None,
     }
     return _build(DeadLetter, fields, overrides)

@@ -88,6 +88,7 @@ def test_the_embedded_sinks_write_the_rest_and_dead_letter_the_culprits(tmp_path
             dead_letters=p | "DeadLetters" >> beam.Create(letters),
             metric_dead_letters=p | "LeftOut" >> beam.Create([]),
             usage=p | "Usage" >> beam.Create([]),
+            conflicts=p | "Conflicts" >> beam.Create([]),
         )
         sinks = core | WriteEmbedded(root)
         assert_that(

@@ -169,7 +169,10 @@ def _audit_input() -> list:
             event_time=None,
         ),
         written,  # the same record twice in one run
-        written._replace(audit_id="b" * 64),  # a different id for the same (event_id, outcome)
+        # The same input (audit_id) again, lower in precedence: the written record stays.
+        written._replace(outcome="duplicate", recorded_at=written.recorded_at.replace(year=2027)),
+        # Another input with the same event and outcome: a record of its own.
+        written._replace(audit_id="b" * 64),
     ]
 
 
@@ -180,8 +183,11 @@ def test_write_audit_log_is_idempotent(tmp_path):
         with TestPipeline() as p:
             _ = p | beam.Create(records) | WriteAuditLog(db_path)
         rows = read_audit_log(db_path).to_dict("records")
-        assert len(rows) == 3
-    by_outcome = {r["outcome"]: r for r in rows}
+        assert len(rows) == 4
+    assert sorted(r["audit_id"] for r in rows if r["outcome"] == "written") == sorted(
+        [records[0].audit_id, "b" * 64]
+    )
+    by_outcome = {r["outcome"]: r for r in rows if r["audit_id"] != "b" * 64}
     assert by_outcome["written"] == {
         "audit_id": records[0].audit_id,
         "event_id": "evt-1",

@@ -68,6 +68,7 @@ __all__ = [
     "WriteRawEvents",
     "avro_record",
     "encode_avro_files",
+    "partition_value",
     "write_avro_files",
 ]
 
@@ -92,7 +93,7 @@ FileWritten = tuple[str, int]
 # --- plain functions -----------------------------------------------------------------------
 
 
-def _partition_value(value: str) -> str:
+def partition_value(value: str) -> str:
     # Hive-style escaping: "/" becomes %2F, so a region can never add or climb a directory.
     # A lone surrogate is escaped as its bytes rather than failing here: the record itself
     # cannot be encoded, and the writer takes it out (see the module docstring).
@@ -101,7 +102,7 @@ def _partition_value(value: str) -> str:
 
 def raw_event_directory(event: RedactedEvent) -> str:
     """Returns the archive partition of ``event``, relative to the output root."""
-    return f"raw/event_date={event.event_date.isoformat()}/region={_partition_value(event.region)}"
+    return f"raw/event_date={event.event_date.isoformat()}/region={partition_value(event.region)}"
 
 
 def dead_letter_directory(dead_letter: DeadLetter) -> str:

@@ -10,7 +10,8 @@ hand-written DDL:
   ``usage_hourly``, day partitions expiring after 365 days. Clustering is set through the table
   API, not DDL (the emulator drops DDL clustering; the API works on both).
 * ``audit_log`` (``audit_record.avsc``): day partitions of ``recorded_at``, no expiry (audit
-  retention is a policy decision), clustered by ``outcome``, ``event_id``.
+  retention is a policy decision), clustered by ``outcome``, ``event_id``; one record per
+  input (``audit_id``), read through ``audit_log_unique``.
 * views: the metric views of ``pipelines/sql`` (``pipelines.views.VIEW_NAMES``) and
   ``audit_log_unique``.
 
@@ -30,8 +31,10 @@ commits never interleave. Cost: ADR 0007. ``UsageMergeSink``: the same pane rule
 
 ``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
 At least once: a batch retried after a lost response can store a record twice; the
-``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
-PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
+``audit_log_unique`` view shows one row per ``audit_id`` (per input: ``audit_id`` is a hash of
+the input's identity), the record of highest outcome precedence, as PostgreSQL keeps it. The
+exact, idempotent audit store is PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's
+copy is for analytics.
 
 A batch that fails for a row BigQuery cannot take (an integer beyond INT64, a float that is not
 finite, a text UTF-8 cannot encode: ``unencodable`` checks each row against the schema) has those

@@ -1,15 +1,17 @@
 """The audit log in PostgreSQL (Cloud SQL in production), written with psycopg 3.
 
 Table ``audit_log``: one column per field of ``audit_record.avsc`` (strings TEXT, longs BIGINT,
-timestamps TIMESTAMPTZ, maps JSONB), NOT NULL where the contract says so, ``audit_id`` the
-PRIMARY KEY and ``(event_id, outcome)`` UNIQUE, plus an index on ``recorded_at``. The DDL is
-derived from the Avro schema (``audit_table_ddl``).
+timestamps TIMESTAMPTZ, maps JSONB), NOT NULL where the contract says so, ``audit_id`` (a hash
+of the input's identity, ``transforms.audit``) the PRIMARY KEY, plus indexes on ``recorded_at``
+and ``input_id``. The DDL is derived from the Avro schema (``audit_table_ddl``).
 
-Idempotency: rows are inserted with ``INSERT ... ON CONFLICT DO NOTHING``, batched
-(``executemany``, pipelined by psycopg) in one transaction per batch. The conflict target is left
-out on purpose: it then covers both unique keys, so a replayed record is a no-op whichever key
-it meets first (``audit_id`` for dead-lettered inputs without an event id, ``(event_id,
-outcome)`` otherwise); the first stored copy is kept.
+Idempotency: one row per input. Rows are upserted, batched (``executemany``, pipelined by
+psycopg) in one transaction per batch: ``INSERT ... ON CONFLICT (audit_id) DO UPDATE ... WHERE``
+the record's outcome ranks higher than the stored one's
+(``transforms.audit.OUTCOME_PRECEDENCE``), so a replayed or retried record is a no-op and the
+row does not depend on the order records arrive in. Migration: ``create_audit_table`` drops the
+former ``UNIQUE (event_id, outcome)`` (which could hold only one duplicate of an event) from a
+table created with it; rows keep their ids.
 
 Connection: ``--audit_db_url`` is a reference, resolved on the worker, so a password never
 appears in pipeline options or logs: ``env:NAME`` (a variable holding the URL), ``file:PATH``
@@ -35,6 +37,7 @@ from typing import Any
 
 from pipelines.io.sinks.batches import BatchSink
 from schemas.contract import load_schema
+from transforms.audit import outcome_precedence_sql
 from transforms.deadletter import storable_text
 from transforms.elements import AuditRecord, to_record
 
@@ -53,7 +56,8 @@ AUDIT_TABLE = "audit_log"
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
 _PRIMARY_KEY = "audit_id"
-_UNIQUE_KEY = ("event_id", "outcome")
+# The constraint release 1 created (PostgreSQL's name for UNIQUE (event_id, outcome)), dropped.
+_FORMER_UNIQUE_KEY = f"{AUDIT_TABLE}_event_id_outcome_key"
 _PRIMITIVE_TO_POSTGRES = {
     "string": "TEXT",
     "bytes": "BYTEA",
@@ -129,7 +133,6 @@ def audit_table_ddl() -> str:
         if name == _PRIMARY_KEY:
             constraint += " PRIMARY KEY"
         lines.append(f"  {name} {pg_type}{constraint}")
-    lines.append(f"  UNIQUE ({', '.join(_UNIQUE_KEY)})")
     body = ",\n".join(lines)
     return (
         f"CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (\n{body}\n);\n"
@@ -137,11 +140,23 @@ def audit_table_ddl() -> str:
     )
 
 
+# Run after the columns are in place: indexes input_id, which release 1 did not have.
+_MIGRATIONS = (
+    f"ALTER TABLE {AUDIT_TABLE} DROP CONSTRAINT IF EXISTS {_FORMER_UNIQUE_KEY}",
+    f"CREATE INDEX IF NOT EXISTS {AUDIT_TABLE}_input_id ON {AUDIT_TABLE} (input_id)",
+)
+
+
 @cache
 def _insert_sql() -> str:
     names = [c[0] for c in _columns()]
     marks = ", ".join("%s" for _ in names)
-    return f"INSERT INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n != _PRIMARY_KEY)
+    new_rank, old_rank = outcome_precedence_sql("EXCLUDED"), outcome_precedence_sql(AUDIT_TABLE)
+    return (
+        f"INSERT INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks}) "
+        f"ON CONFLICT ({_PRIMARY_KEY}) DO UPDATE SET {updates} WHERE {new_rank} > {old_rank}"
+    )
 
 
 def _row(record: AuditRecord) -> tuple[Any, ...]:
@@ -166,10 +181,13 @@ def create_audit_table(conn) -> None:
         for name, pg_type, nullable, _ in _columns():
             if nullable:
                 conn.execute(f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN IF NOT EXISTS {name} {pg_type}")
+        for statement in _MIGRATIONS:
+            conn.execute(statement)
 
 
 def insert_audit_rows(conn, records: Sequence[AuditRecord]) -> int:
-    """Inserts ``records`` in one transaction; returns how many were new."""
+    """Upserts ``records`` in one transaction; returns how many rows were inserted or
+    replaced."""
     if not records:
         return 0
     with conn.transaction(), conn.cursor() as cursor:
@@ -211,8 +229,8 @@ def _drop_connection(url: str) -> None:
 
 
 class AuditInsertSink(BatchSink):
-    """Inserts ``AuditRecord`` rows into PostgreSQL ``audit_log``, idempotently: one row per
-    ``audit_id``; replays and retries insert nothing new."""
+    """Upserts ``AuditRecord`` rows into PostgreSQL ``audit_log``, idempotently: one row per
+    ``audit_id`` (per input); replays and retries change nothing."""
 
     name = "postgres"
     step = "write_audit_postgres"
