@@ -141,6 +141,7 @@ def partition_patterns(
 def _redacted_event(record: dict) -> beam.window.TimestampedValue:
     record["event_id"] = str(record["event_id"])  # fastavro reads the uuid logical type as UUID
     record["policy_flags"] = tuple(record["policy_flags"])
+    record["unknown_fields"] = tuple(record["unknown_fields"])
     event = RedactedEvent(**record)
     return beam.window.TimestampedValue(event, Timestamp.from_utc_datetime(event.event_time))
 

@@ -23,6 +23,7 @@ VIEW_NAMES: tuple[str, ...] = (
     "policy_flag_rates_daily",
     "model_utilization_daily",
     "freshness",
+    "schema_drift_daily",
 )
 _DATASET_PLACEHOLDER = "{dataset}"
 # Stands in for {dataset} while translating to DuckDB, then removed: DuckDB views name tables

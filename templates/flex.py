@@ -54,6 +54,8 @@ SETTINGS_KEYS = frozenset(
         "service_account_email",
         "subnetwork",
         "streaming_job_name",
+        "streaming_workers",
+        "event_schema",
         "parameters",
     }
 )
@@ -184,7 +186,16 @@ def run_command(
         *_environment_flags(settings),
     ]
     if pipeline == "streaming":
-        command.append("--enable-streaming-engine")
+        # The workers Terraform's streaming job gets (docs/deploy.md, Sizing).
+        workers = settings["streaming_workers"]
+        command += [
+            "--enable-streaming-engine",
+            f"--worker-machine-type={workers['machine_type']}",
+            f"--num-workers={workers['num_workers']}",
+            f"--max-workers={workers['max_workers']}",
+            "--additional-pipeline-options="
+            f"number_of_worker_harness_threads={workers['harness_threads']}",
+        ]
     # The launcher and the workers run the same image (python-docs-samples' pattern).
     command.append(
         parameters_flag({"sdk_container_image": image(settings, pipeline, tag), **merged})
@@ -193,10 +204,25 @@ def run_command(
 
 
 def format_command(command: list[str]) -> str:
-    """The command as copy-pasteable shell: the command words, then one flag per line."""
+    """The command as copy-pasteable shell: a short command (four words at most) on one line;
+    else the command words, then one flag per line, a bare flag with its value (``-m X``)."""
     quoted = [shlex.quote(part) for part in command]
+    if len(command) <= 4:
+        return " ".join(quoted)
     head = next((i for i, part in enumerate(command) if part.startswith("-")), len(command))
-    return " \\\n    ".join([" ".join(quoted[:head]), *quoted[head:]])
+    lines = [" ".join(quoted[:head])]
+    for i in range(head, len(command)):
+        bare_value = (
+            not command[i].startswith("-")
+            and command[i - 1].startswith("-")
+            and "=" not in command[i - 1]
+            and i > head
+        )
+        if bare_value:
+            lines[-1] += f" {quoted[i]}"
+        else:
+            lines.append(quoted[i])
+    return " \\\n    ".join(lines)
 
 
 def _has_credentials() -> bool:

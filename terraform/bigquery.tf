@@ -1,10 +1,12 @@
 # The warehouse: metrics_minute (one row per window_start, model, region; 365-day partitions),
-# audit_log, the views of pipelines/sql and materialized copies of the daily ones. Table schemas
-# are generated from schemas/avro (python -m schemas.bigquery_files terraform/schemas).
+# audit_log, the views of pipelines/sql and materialized copies of the daily ones; and, in a
+# restricted dataset, the dead letters. Table schemas are generated from schemas/avro
+# (python -m schemas.bigquery_files terraform/schemas).
 
 locals {
   bigquery_location = coalesce(var.bigquery_location, var.region)
   dataset_ref       = "${var.project_id}.${google_bigquery_dataset.analytics.dataset_id}"
+  dead_letter_table = "${var.project_id}.${google_bigquery_dataset.restricted.dataset_id}.${google_bigquery_table.dead_letters.table_id}"
   # pipelines/io/sinks/embedded/warehouse.py VIEW_NAMES (a test keeps them equal).
   view_names = [
     "metrics_daily",
@@ -12,6 +14,7 @@ locals {
     "policy_flag_rates_daily",
     "model_utilization_daily",
     "freshness",
+    "schema_drift_daily",
   ]
   day_ms = 86400000
 }
@@ -125,4 +128,46 @@ resource "google_bigquery_table" "materialized_views" {
   }
 
   depends_on = [google_bigquery_table.metrics_minute]
+}
+
+# Dead letters, queryable: a dataset of their own, because their payloads (redacted or omitted)
+# are restricted: only the worker writes (iam.tf) and only var.dead_letter_readers read, while
+# the analytics dataset above is for analysts. The pipeline appends to the table
+# (--dead_letter_table) through the Storage Write API; day partitions of failed_at expire with
+# the dead-letter bucket's objects (dead_letter_retention_days). Schema from dead_letter.avsc.
+resource "google_bigquery_dataset" "restricted" {
+  project                    = var.project_id
+  dataset_id                 = "${var.dataset_id}_restricted"
+  location                   = local.bigquery_location
+  description                = "GenAI pipeline dead letters (restricted: redacted or omitted payloads)."
+  delete_contents_on_destroy = false
+  labels                     = merge(var.labels, { data_class = "restricted" })
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_bigquery_table" "dead_letters" {
+  project             = var.project_id
+  dataset_id          = google_bigquery_dataset.restricted.dataset_id
+  table_id            = "dead_letters"
+  description         = "Inputs the pipeline rejected: reason, step, time, hashes and the redacted payload."
+  deletion_protection = true
+  schema              = file("${path.module}/schemas/dead_letters.json")
+  clustering          = ["reason", "step"]
+  labels              = merge(var.labels, { data_class = "restricted" })
+
+  time_partitioning {
+    type          = "DAY"
+    field         = "failed_at"
+    expiration_ms = var.dead_letter_retention_days * local.day_ms
+  }
+}
+
+resource "google_bigquery_dataset_iam_member" "dead_letter_readers" {
+  for_each = toset(var.dead_letter_readers)
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.restricted.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = each.key
 }

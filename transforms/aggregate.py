@@ -46,14 +46,24 @@ _MAX_PARTIALS = 4096
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
-# completion_tokens, policy_flags, data_class, redaction_counts, event_time). Projecting before
+# completion_tokens, policy_flags, data_class, redaction_counts, event_time, unknown_fields).
+# Projecting before
 # the combine keeps prompt and response text out of shuffles and, on runners that buffer a
 # window's elements instead of lifting the combiner (the DirectRunner with non-default
 # windowing), out of state held for up to the allowed lateness. A plain tuple, because Beam's
 # default coder round-trips it in ~2 µs and 48 bytes, against ~11 µs for a NamedTuple of the
 # same fields (which carries its type) and ~30 µs and 400 bytes for the whole RedactedEvent.
 _Usage = tuple[
-    str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int], dt.datetime
+    str,
+    float,
+    int,
+    int | None,
+    int | None,
+    tuple[str, ...],
+    str,
+    dict[str, int],
+    dt.datetime,
+    tuple[str, ...],
 ]
 
 
@@ -68,6 +78,7 @@ def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]
         event.data_class,
         event.redaction_counts,
         event.event_time,
+        event.unknown_fields,
     )
 
 
@@ -83,6 +94,7 @@ class _MetricsAccumulator:
         "prompt_token_sum",
         "redaction_counts",
         "request_count",
+        "schema_drift_counts",
         "token_sum",
         "unsplit_token_sum",
         "users",
@@ -100,6 +112,7 @@ class _MetricsAccumulator:
         self.data_class_counts: dict[str, int] = {}
         self.redaction_counts: dict[str, int] = {}
         self.latest_event_time: dt.datetime | None = None
+        self.schema_drift_counts: dict[str, int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The HLL sketch is a native object that pickle refuses; go through bytes.
@@ -120,6 +133,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.redaction_counts,
             acc.unsplit_token_sum,
             acc.latest_event_time,
+            acc.schema_drift_counts,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -134,6 +148,8 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         fields = (*fields, 0)
     if len(fields) == 10:
         fields = (*fields, None)  # before latest_event_time: known from the next event on
+    if len(fields) == 11:
+        fields = (*fields, {})  # before schema_drift_counts: counted from the update on
     (
         acc.request_count,
         acc.token_sum,
@@ -146,6 +162,7 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.redaction_counts,
         acc.unsplit_token_sum,
         acc.latest_event_time,
+        acc.schema_drift_counts,
     ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
@@ -188,6 +205,7 @@ class _WindowTotals(NamedTuple):
     data_class_counts: dict[str, int]
     redaction_counts: dict[str, int]
     latest_event_time: dt.datetime | None
+    schema_drift_counts: dict[str, int]
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -217,6 +235,7 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class,
             redaction_counts,
             event_time,
+            unknown_fields,
         ) = usage
         acc.request_count += 1
         acc.token_sum += token_count
@@ -243,6 +262,10 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(acc.redaction_counts, redaction_counts)
         if acc.latest_event_time is None or event_time > acc.latest_event_time:
             acc.latest_event_time = event_time
+        if unknown_fields:  # events per dropped field name (distinct names: drift_names)
+            drift = acc.schema_drift_counts
+            for name in unknown_fields:
+                drift[name] = drift.get(name, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
@@ -261,6 +284,7 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
             _add_counts(merged.data_class_counts, acc.data_class_counts)
             _add_counts(merged.redaction_counts, acc.redaction_counts)
+            _add_counts(merged.schema_drift_counts, acc.schema_drift_counts)
             if merged.latest_event_time is None or (
                 acc.latest_event_time is not None
                 and acc.latest_event_time > merged.latest_event_time
@@ -288,6 +312,7 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class_counts=dict(acc.data_class_counts),
             redaction_counts=dict(acc.redaction_counts),
             latest_event_time=acc.latest_event_time,
+            schema_drift_counts=dict(acc.schema_drift_counts),
         )
 
     def get_accumulator_coder(self) -> beam.coders.Coder:
@@ -425,6 +450,7 @@ class _FormatMetricRowFn(beam.DoFn):
             estimated_cost_usd=cost,
             price_table_version=self._prices.version,
             latest_event_time=totals.latest_event_time,
+            schema_drift_counts=totals.schema_drift_counts,
         )
 
 

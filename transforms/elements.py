@@ -60,6 +60,13 @@ class Event(NamedTuple):
     # took it in (Pub/Sub publish time, or when a local source emitted it); None when unknown.
     input_id: str | None = None
     ingested_at: dt.datetime | None = None
+    # Contract 1.1 (optional, see gateway_event.avsc), and the names of the unknown fields
+    # parsing dropped (``transforms.versions.drift_names``).
+    ttft_ms: float | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tenant_id: str | None = None
+    unknown_fields: tuple[str, ...] = ()
 
 
 class RedactedEvent(NamedTuple):
@@ -89,6 +96,11 @@ class RedactedEvent(NamedTuple):
     processed_at: dt.datetime
     input_id: str | None = None
     ingested_at: dt.datetime | None = None
+    ttft_ms: float | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tenant_id: str | None = None
+    unknown_fields: tuple[str, ...] = ()
 
 
 # Batches: the core moves events a batch per element, not an event per element. On the local
@@ -210,6 +222,8 @@ class MetricRow(NamedTuple):
     estimated_cost_usd: float | None = None
     price_table_version: str | None = None
     latest_event_time: dt.datetime | None = None
+    # Shared default, never mutated: the aggregation always builds its own dict.
+    schema_drift_counts: dict[str, int] = {}
 
 
 class AuditRecord(NamedTuple):

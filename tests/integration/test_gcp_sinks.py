@@ -120,3 +120,57 @@ def test_postgres_audit_inserts_are_idempotent(stack):
         ).fetchall()
     assert len(rows) == 4
     assert (None, "dead_lettered", {}) in rows
+
+
+def test_audit_appends_through_the_storage_write_api(stack):
+    """The audit sink appends through the Write API's default stream on the emulator's gRPC
+    port; a repeated batch is stored again (at least once) and the view shows one row per
+    audit_id. (The emulator's audit_log lacks its map column: create_emulator_audit_table.)"""
+    from pipelines.io.sinks.gcp import bigquery as bq
+    from tests.support.gcp_stack import create_emulator_audit_table
+    from tests.support.sink_factories import audit_record
+
+    dataset = f"{stack.project}.it_write_{uuid.uuid4().hex[:8]}"
+    create_emulator_audit_table(dataset)
+    sink = bq.AuditAppendSink(dataset)
+    sink.setup()
+    records = [audit_record(event_id=f"evt-{i}") for i in range(3)]
+    sink.write([*records, records[0]])  # the same record twice in a batch: sent once
+    stored = bq_rows(dataset, "audit_log")
+    assert sorted(r["audit_id"] for r in stored) == sorted(r.audit_id for r in records)
+    assert {r["recorded_at"] for r in stored} == {records[0].recorded_at}
+    sink.write(records[:1])  # a retried batch after a lost response: stored twice
+    assert len(bq_rows(dataset, "audit_log")) == 4
+    unique = bq_rows(dataset, "audit_log_unique")
+    assert sorted(r["audit_id"] for r in unique) == sorted(r.audit_id for r in records)
+
+
+def test_dead_letters_append_to_their_partitioned_table(stack):
+    from pipelines.io.sinks.gcp import dead_letter_table as dlt
+    from tests.support.sink_factories import dead_letter
+
+    table = f"{stack.project}.it_restricted_{uuid.uuid4().hex[:8]}.dead_letters"
+    sink = dlt.DeadLetterTableSink(table)
+    sink.setup()
+    letters = [
+        dead_letter(reason="invalid_json", dead_letter_id="a" * 64),
+        dead_letter(
+            reason="bad_value:region",
+            dead_letter_id="b" * 64,
+            payload=None,
+            payload_state="omitted",
+        ),
+    ]
+    sink.write(letters)
+    client = sink._client
+    created = client.get_table(table)
+    assert created.time_partitioning.field == "failed_at"
+    assert created.time_partitioning.expiration_ms == 30 * 86_400_000
+    assert created.clustering_fields == ["reason", "step"]
+    dataset, name = table.rsplit(".", 1)
+    rows = sorted(bq_rows(dataset, name), key=lambda r: r["reason"])
+    assert [(r["reason"], r["payload_state"], r["payload"]) for r in rows] == [
+        ("bad_value:region", "omitted", None),
+        ("invalid_json", "redacted", letters[0].payload),
+    ]
+    assert rows[1]["failed_at"] == letters[0].failed_at

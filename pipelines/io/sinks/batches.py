@@ -17,6 +17,8 @@ the sink calls *transient* (unavailable, timeouts, throttling, lost connections)
 errors it calls *rejected* (the service refused the rows) are not. When a batch still fails, every
 element of it becomes a ``DeadLetter`` with reason ``sink_failed:<sink name>`` (counted like every
 dead letter), whose payload is the element as JSON, so it can be replayed; nothing is dropped.
+A sink that writes a batch but for some elements the service refused one by one raises
+``RowsRefused`` with them: only those become dead letters.
 Any other exception is a bug and fails the bundle. With ``dead_letter_failures=False`` (the
 dead-letter sinks themselves, which have nowhere further to send a failure) exhausted retries
 fail the bundle instead, and the runner retries it.
@@ -45,6 +47,7 @@ __all__ = [
     "SINK_FAILED",
     "BatchSink",
     "GatherForFlush",
+    "RowsRefused",
     "SinkRetry",
     "WriteInBatches",
     "batch_windowing",
@@ -107,6 +110,15 @@ class BatchSink:
     def is_rejected(self, error: Exception) -> bool:
         """True when the service refused the rows themselves: dead-letter without retrying."""
         return False
+
+
+class RowsRefused(Exception):
+    """Raised by ``BatchSink.write`` when the batch is written except ``elements``, which the
+    service refused one by one (a value a column cannot take): retrying cannot help them."""
+
+    def __init__(self, elements: Sequence[Any]):
+        super().__init__(f"{len(elements)} element(s) refused")
+        self.elements = list(elements)
 
 
 def _json_default(value: Any) -> Any:
@@ -303,7 +315,12 @@ class _WriteBatchesFn(beam.DoFn):
         _, grouped = element
         items = list(grouped)
         for chunk in _chunks(items, self._max_batch_rows):
-            failure = write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+            try:
+                failure = write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+            except RowsRefused as refused:  # the rest of the chunk is written
+                self._rows.inc(len(chunk) - len(refused.elements))
+                self._batches.inc()
+                chunk, failure = refused.elements, (refused, 1)
             if failure is None:
                 self._rows.inc(len(chunk))
                 self._batches.inc()

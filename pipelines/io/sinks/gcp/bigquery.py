@@ -21,10 +21,12 @@ insert ids (which the emulator does not implement and BigQuery applies only on a
 basis). The MERGE names the touched ``window_start`` range, so BigQuery prunes it to those
 partitions. Cost and the alternative (append plus a latest-pane view): README.
 
-``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
-At least once: a batch retried after a lost response can store a record twice; the
-``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
-PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
+``AuditAppendSink``: appends through the Storage Write API's default stream
+(``pipelines.io.sinks.gcp.write_api``). At least once: a batch retried after a lost response can
+store a record twice; the ``audit_log_unique`` view shows one row per ``audit_id``. Rows
+BigQuery refuses one by one become ``sink_failed:bigquery`` dead letters, the rest is stored.
+The exact, idempotent audit store is PostgreSQL (``pipelines.io.sinks.gcp.postgres``);
+BigQuery's copy is for analytics.
 
 Both sinks retry transient errors (5xx, 429, connection and timeout errors, including an
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
@@ -35,7 +37,6 @@ honour ``BIGQUERY_EMULATOR_HOST`` (the local stack) and use Application Default 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pipelines.io.sinks.batches import BatchSink
+from pipelines.io.sinks.batches import BatchSink, RowsRefused
 from pipelines.io.sinks.embedded.warehouse import (
     KEY_COLUMNS,
     NOT_CONTENT,
@@ -51,6 +52,7 @@ from pipelines.io.sinks.embedded.warehouse import (
     source_rank_sql,
     warehouse_record,
 )
+from pipelines.io.sinks.gcp.write_api import AppendFailed, RowEncoder, append_rows
 from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.contract import bigquery_schema, load_schema
 from transforms.elements import AuditRecord, MetricRow, to_record
@@ -61,12 +63,13 @@ __all__ = [
     "METRICS_TABLE",
     "PARTITION_EXPIRATION_DAYS",
     "AuditAppendSink",
+    "BigQuerySink",
     "MetricsMergeSink",
-    "audit_json_row",
+    "append_audit_rows",
     "audit_table",
     "bigquery_client",
     "create_bigquery_objects",
-    "insert_audit_rows",
+    "is_transient",
     "merge_metric_rows",
     "metrics_merge_sql",
     "metrics_table",
@@ -315,64 +318,37 @@ def merge_metric_rows(client, dataset: str, rows: Sequence[MetricRow]) -> int:
     return len(newest)
 
 
-# --- audit: streaming inserts --------------------------------------------------------------
+# --- audit: Storage Write API --------------------------------------------------------------
 
 
 @cache
-def _audit_map_columns() -> frozenset[str]:
-    return frozenset(
-        f["name"]
-        for f in load_schema("audit_record")["fields"]
-        if isinstance(f["type"], dict) and f["type"].get("type") == "map"
-    )
+def _audit_encoder() -> RowEncoder:
+    return RowEncoder(bigquery_schema("audit_record"), "AuditRecord")
 
 
-def audit_json_row(record: AuditRecord) -> dict[str, Any]:
-    """``record`` as a JSON row of ``audit_log`` (RFC 3339 times, maps as key/value lists)."""
-    row = to_record(record)
-    for name, value in row.items():
-        if isinstance(value, dt.datetime):
-            row[name] = value.astimezone(dt.UTC).isoformat()
-    for name in _audit_map_columns():
-        row[name] = [{"key": k, "value": v} for k, v in sorted(row[name].items())]
-    return row
-
-
-class RowsRejected(Exception):
-    """BigQuery refused rows of an insert (the per-row errors are not kept: they quote values)."""
-
-
-def insert_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> int:
-    """Streams ``records`` into ``audit_log`` with ``audit_id`` as insert id, once per id per
-    call; returns rows sent.
-
-    Raises ``RowsRejected`` if BigQuery refused any row (then none of the batch is stored).
-    """
-    # The same record twice in a batch (a third copy of an event is a second "duplicate"
-    # with the same audit_id) is sent once.
+def append_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    """Appends ``records`` to ``audit_log`` (tables created if missing), each ``audit_id`` once
+    per call; returns the records BigQuery refused (none of them stored; the rest is)."""
+    # The same record twice in a batch (a third copy of an event is a second "duplicate" with
+    # the same audit_id) is sent once.
     records = list({r.audit_id: r for r in reversed(records)}.values())[::-1]
     if not records:
-        return 0
+        return []
     _ensure_objects(client, dataset)
-    errors = client.insert_rows_json(
-        f"{dataset}.{AUDIT_TABLE}",
-        [audit_json_row(r) for r in records],
-        row_ids=[r.audit_id for r in records],
-        retry=None,
-        timeout=REQUEST_TIMEOUT_S,
+    refused = append_rows(
+        f"{dataset}.{AUDIT_TABLE}", _audit_encoder(), [to_record(r) for r in records]
     )
-    if errors:
-        raise RowsRejected(f"{len(errors)} of {len(records)} rows refused")
-    return len(records)
+    return [records[i] for i in refused]
 
 
 # --- Beam adapters -------------------------------------------------------------------------
 
 
-def _is_transient(error: Exception) -> bool:
-    """5xx, 429, timeouts and connection failures (an emulator that is down included), and
-    NotFound: streaming inserts into a table created moments ago can meet it, and a dropped
-    table is created again by the next attempt."""
+def is_transient(error: Exception) -> bool:
+    """5xx, 429, timeouts and connection failures (an emulator that is down included), an
+    append the Write API failed with a retryable status, and NotFound: an append to a table
+    created moments ago can meet it, and a dropped table is created again by the next
+    attempt."""
     import requests
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
@@ -386,11 +362,13 @@ def _is_transient(error: Exception) -> bool:
         | requests.exceptions.ConnectionError
         | requests.exceptions.Timeout
         | api_exceptions.NotFound
+        | api_exceptions.Aborted
         | ConnectionError
-        | TimeoutError
-        | RowsRejected,
+        | TimeoutError,
     ):
         return True
+    if isinstance(error, AppendFailed):
+        return error.transient
     # A 403 rateLimitExceeded is throttling, not a permission problem.
     return isinstance(error, api_exceptions.Forbidden) and "rateLimitExceeded" in str(error)
 
@@ -398,10 +376,15 @@ def _is_transient(error: Exception) -> bool:
 def _is_rejected(error: Exception) -> bool:
     from google.api_core import exceptions as api_exceptions
 
-    return isinstance(error, api_exceptions.BadRequest)
+    return isinstance(error, api_exceptions.BadRequest) or (
+        isinstance(error, AppendFailed) and not error.transient
+    )
 
 
-class _BigQuerySink(BatchSink):
+class BigQuerySink(BatchSink):
+    """What the BigQuery sinks share: the client, table re-creation after a NotFound, and
+    which errors are retried (``is_transient``) or refused (a bad request)."""
+
     name = "bigquery"
 
     def __init__(self, dataset: str):
@@ -425,13 +408,13 @@ class _BigQuerySink(BatchSink):
         raise NotImplementedError
 
     def is_transient(self, error: Exception) -> bool:
-        return _is_transient(error)
+        return is_transient(error)
 
     def is_rejected(self, error: Exception) -> bool:
         return _is_rejected(error)
 
 
-class MetricsMergeSink(_BigQuerySink):
+class MetricsMergeSink(BigQuerySink):
     """MERGEs ``MetricRow`` panes into ``metrics_minute`` (see the module docstring): one writer
     (one shard), so MERGEs on the table never run concurrently."""
 
@@ -442,12 +425,15 @@ class MetricsMergeSink(_BigQuerySink):
         merge_metric_rows(self._client, self._dataset, batch)
 
 
-class AuditAppendSink(_BigQuerySink):
-    """Appends ``AuditRecord`` rows to ``audit_log`` (see the module docstring)."""
+class AuditAppendSink(BigQuerySink):
+    """Appends ``AuditRecord`` rows to ``audit_log`` through the Storage Write API (see the
+    module docstring); rows refused one by one are dead-lettered, the rest stored."""
 
     step = "write_audit_bigquery"
     id_field = "audit_id"
     num_shards = 4
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
-        insert_audit_rows(self._client, self._dataset, batch)
+        refused = append_audit_rows(self._client, self._dataset, batch)
+        if refused:
+            raise RowsRefused(refused)
