@@ -52,7 +52,12 @@ from pipelines.io.sinks.embedded.warehouse import (
     source_rank_sql,
     warehouse_record,
 )
-from pipelines.io.sinks.gcp.write_api import AppendFailed, RowEncoder, append_rows
+from pipelines.io.sinks.gcp.write_api import (
+    AppendFailed,
+    RowEncoder,
+    append_rows,
+    emulator_serialized,
+)
 from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.contract import bigquery_schema, load_schema
 from transforms.elements import AuditRecord, MetricRow, to_record
@@ -399,7 +404,8 @@ class BigQuerySink(BatchSink):
         from google.api_core.exceptions import NotFound
 
         try:
-            self._write(batch)
+            with emulator_serialized():
+                self._write(batch)
         except NotFound:
             _forget_objects(self._dataset)
             raise

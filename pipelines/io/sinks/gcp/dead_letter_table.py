@@ -27,7 +27,7 @@ from functools import cache
 from apache_beam.metrics import Metrics
 
 from pipelines.io.sinks.gcp.bigquery import REQUEST_TIMEOUT_S, BigQuerySink
-from pipelines.io.sinks.gcp.write_api import RowEncoder, append_rows
+from pipelines.io.sinks.gcp.write_api import RowEncoder, append_rows, emulator_serialized
 from schemas.contract import bigquery_schema, load_schema
 from transforms.elements import DeadLetter, to_record
 
@@ -138,7 +138,8 @@ class DeadLetterTableSink(BigQuerySink):
         from google.api_core.exceptions import NotFound
 
         try:
-            refused = append_dead_letters(self._client, self._table, batch)
+            with emulator_serialized():
+                refused = append_dead_letters(self._client, self._table, batch)
         except NotFound:
             with _READY_LOCK:
                 _READY.discard(self._table)  # dropped: the next attempt creates it again
