@@ -31,6 +31,7 @@ by date needs ``--window_size_s`` to divide 86,400.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 
 import apache_beam as beam
@@ -98,6 +99,8 @@ def validate(options: BackfillOptions) -> list[str]:
         problems.append(f"--input_format must be one of {INPUT_FORMATS}")
     elif options.input and options.input_format == "json":
         problems += _input_problems(options.input)
+    elif options.input:
+        problems += _archive_root_problems(options.input)
     start = parse_date(options.start_date, "start_date", problems)
     end = parse_date(options.end_date, "end_date", problems)
     if options.input_format == "json" and (start or end or options.regions):
@@ -115,11 +118,37 @@ def validate(options: BackfillOptions) -> list[str]:
 
 
 def _input_problems(pattern: str) -> list[str]:
+    """Why ``--input`` cannot be read, checked at launch: it matches nothing, or (local files)
+    a match is a directory or cannot be opened for reading."""
+    local = FileSystems.get_scheme(pattern) in (None, "file")
     try:
-        (result,) = FileSystems.match([pattern], limits=[1])
+        (result,) = FileSystems.match([pattern], limits=None if local else [1])
     except Exception as exc:  # BeamIOError and the like: no such scheme, no access
-        return [f"--input {pattern!r} cannot be listed: {exc}"]
-    return [] if result.metadata_list else [f"--input {pattern!r} matches no files"]
+        detail = " ".join(str(exc).split())
+        return [f"--input {pattern!r} cannot be listed: {detail}"]
+    if not result.metadata_list:
+        return [f"--input {pattern!r} matches no files"]
+    if not local:
+        return []
+    for metadata in result.metadata_list:
+        path = metadata.path
+        if os.path.isdir(path):
+            return [f"--input {path!r} is a directory: give files or a glob of files"]
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            return [f"--input {path!r} cannot be read ({error.strerror or type(error).__name__})"]
+    return []
+
+
+def _archive_root_problems(root: str) -> list[str]:
+    """``--input_format avro``: a local archive root must be an existing directory."""
+    if FileSystems.get_scheme(root) not in (None, "file") or os.path.isdir(root):
+        return []
+    if os.path.lexists(root):
+        return [f"--input {root!r} is a file: give the root holding raw/"]
+    return [f"--input {root!r} does not exist: give the root holding raw/"]
 
 
 def partition_patterns(

@@ -14,25 +14,30 @@ Deletes:
     ``--dead_letter_root`` (default ``--raw_root``) older than ``--dead_letter_retention_days``
     (30), and, with ``--dead_letter_table``, that BigQuery table's rows that failed before the
     same cutoff;
-  * ``metrics_minute`` rows whose window starts more than ``--metrics_retention_days`` (365)
-    before ``as_of`` (00:00 UTC): in BigQuery with ``--bigquery_dataset``, else in
-    ``warehouse.duckdb`` under ``--output_root``; the views follow.
+  * ``metrics_minute`` rows whose window starts more than ``--minute_retention_days`` (30)
+    before ``as_of`` (00:00 UTC), and the rollups (``metrics_rollup``), ``freshness_minute`` and
+    ``usage_hourly`` rows dated more than ``--metrics_retention_days`` (365) before ``as_of``:
+    in BigQuery with ``--bigquery_dataset``, else in ``warehouse.duckdb`` under
+    ``--output_root``; the views, which read these, follow. In the embedded warehouse the
+    hourly and daily rollups of the minute rows that go are recomputed from them first (so the
+    rollups kept agree with what goes); in BigQuery every commit already recomputed them.
 The audit log is kept (it holds ids, pseudonyms and outcomes, never text).
 
 It prints every partition it deletes (path, files, records), the rows it deletes and the
 totals; ``--dry_run`` prints the same and deletes nothing. Whole partitions go, by the date in
 their path, so a late event archived under an old ``event_date`` goes with its day. The files
 go through Beam's ``FileSystems``; BigQuery rows by a ``DELETE`` whose condition covers whole
-day partitions (BigQuery then drops partitions, scanning nothing). Idempotent: a second run
-finds nothing to delete.
+partitions (BigQuery then drops partitions, scanning nothing). Idempotent: a second run finds
+nothing to delete.
 
 On Google Cloud the same retention is also infrastructure (``terraform/``): the buckets delete
 objects 30 days after they were written (lifecycle rules, ``raw_retention_days``,
-``dead_letter_retention_days``), and BigQuery drops day partitions when they expire
-(``metrics_partition_expiration_days``, the dead-letter table's 30 days). A bucket rule counts
-from an object's creation; this command counts from the partition's date, so it also removes
-a late event's object under an old ``event_date`` on time, and it shows what retention removes
-before it does (``--dry_run``).
+``dead_letter_retention_days``), ``metrics_minute`` drops hourly partitions after
+``metrics_minute_retention_days`` (30), the rollups, ``freshness_minute`` and ``usage_hourly``
+drop daily partitions after ``metrics_partition_expiration_days`` (365), and the dead-letter
+table's after 30 days. A bucket rule counts from an object's creation; this command counts from
+the partition's date, so it also removes a late event's object under an old ``event_date`` on
+time, and it shows what retention removes before it does (``--dry_run``).
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks.embedded import WAREHOUSE_DB
-from pipelines.io.sinks.embedded.warehouse import delete_metrics_before
-from pipelines.io.sinks.gcp.bigquery import split_dataset
+from pipelines.io.sinks.embedded.warehouse import delete_before
+from pipelines.io.sinks.gcp.bigquery import partition_column, split_dataset
 from pipelines.io.sinks.gcp.dead_letter_table import split_table
+from pipelines.io.sinks.warehouse_tables import FRESHNESS, METRICS, ROLLUPS, USAGE
 from pipelines.launch import fail
 
 __all__ = [
@@ -66,7 +72,8 @@ __all__ = [
 
 RAW_RETENTION_DAYS = 30
 DEAD_LETTER_RETENTION_DAYS = 30
-METRICS_RETENTION_DAYS = 365
+METRICS_RETENTION_DAYS = 365  # the seed design's "aggregated metrics 1 year": rollups, usage
+MINUTE_RETENTION_DAYS = 30  # minute rows: a lever ("sampling for long-term metrics")
 # The seed design keeps raw prompts and responses 30 days at most; dead letters carry (redacted)
 # payloads and get the same bound (as the Terraform variables do).
 MAX_PAYLOAD_RETENTION_DAYS = 30
@@ -92,7 +99,8 @@ class Partition(NamedTuple):
 class RetentionResult(NamedTuple):
     raw: tuple[Partition, ...]
     dead_letters: tuple[Partition, ...]
-    metric_rows: int
+    metric_rows: int  # metrics_minute rows
+    aggregate_rows: dict[str, int] = {}  # rows of the rollups, freshness_minute, usage_hourly
     dead_letter_rows: int = 0  # rows of the BigQuery dead-letter table
 
 
@@ -144,7 +152,7 @@ def delete_bigquery_rows_before(
     client, table: str, column: str, cutoff: dt.datetime, *, dry_run: bool = False
 ) -> int:
     """Deletes the rows of BigQuery ``table`` (``PROJECT.DATASET.TABLE``) whose ``column`` (its
-    day-partitioning TIMESTAMP column) is before ``cutoff`` (a midnight UTC, so whole
+    time-partitioning TIMESTAMP column) is before ``cutoff`` (a midnight UTC, so whole
     partitions). Returns the rows deleted, or with ``dry_run`` those that would be. A table
     that does not exist holds no rows."""
     from google.api_core.exceptions import NotFound
@@ -183,6 +191,7 @@ def apply_retention(
     raw_retention_days: int = RAW_RETENTION_DAYS,
     dead_letter_retention_days: int = DEAD_LETTER_RETENTION_DAYS,
     metrics_retention_days: int = METRICS_RETENTION_DAYS,
+    minute_retention_days: int = MINUTE_RETENTION_DAYS,
     dry_run: bool = False,
     raw_root: str | None = None,
     dead_letter_root: str | None = None,
@@ -201,6 +210,9 @@ def apply_retention(
     metrics_cutoff = dt.datetime.combine(
         as_of - dt.timedelta(days=metrics_retention_days), dt.time(), tzinfo=dt.UTC
     )
+    minute_cutoff = dt.datetime.combine(
+        as_of - dt.timedelta(days=minute_retention_days), dt.time(), tzinfo=dt.UTC
+    )
     raw_root = raw_root or output_root
     dead_letter_root = dead_letter_root or raw_root
     raw = expired_partitions(raw_root, "raw", raw_cutoff)
@@ -211,17 +223,17 @@ def apply_retention(
     if bigquery_dataset or dead_letter_table:
         client = client or _bigquery_client(bigquery_dataset or dead_letter_table)
     if bigquery_dataset:
-        metrics_store = f"BigQuery {bigquery_dataset}.metrics_minute"
-        metric_rows = delete_bigquery_rows_before(
-            client,
-            f"{bigquery_dataset}.metrics_minute",
-            "window_start",
-            metrics_cutoff,
-            dry_run=dry_run,
+        store = f"BigQuery {bigquery_dataset}.{METRICS.name}"
+        metric_rows, aggregate_rows = _delete_bigquery_metrics(
+            client, bigquery_dataset, minute_cutoff, metrics_cutoff, dry_run=dry_run
         )
     else:
-        metrics_store = os.path.join(output_root, WAREHOUSE_DB)
-        metric_rows = delete_metrics_before(metrics_store, metrics_cutoff, dry_run=dry_run)
+        warehouse = store = os.path.join(output_root, WAREHOUSE_DB)
+        metric_rows = delete_before(warehouse, METRICS.name, minute_cutoff, dry_run=dry_run)
+        aggregate_rows = {
+            table.name: delete_before(warehouse, table.name, metrics_cutoff, dry_run=dry_run)
+            for table in (ROLLUPS, FRESHNESS, USAGE)
+        }
     dead_letter_rows = 0
     if dead_letter_table:
         dead_letter_rows = delete_bigquery_rows_before(
@@ -244,9 +256,17 @@ def apply_retention(
             dead_letters,
             verb,
         ),
-        f"metrics_minute: window_start before {metrics_cutoff.isoformat()} "
+        f"metrics_minute: window_start before {minute_cutoff.isoformat()} "
+        f"({minute_retention_days} days"
+        + ("; their rollups recomputed first)" if not bigquery_dataset else ")"),
+        f"  {verb} {metric_rows} rows from {store}",
+        f"rollups, freshness_minute, usage_hourly: before {metrics_cutoff.isoformat()} "
         f"({metrics_retention_days} days)",
-        f"  {verb} {metric_rows} rows from {metrics_store}",
+        *(
+            f"  {verb} {n} rows from "
+            + (f"BigQuery {bigquery_dataset}.{table}" if bigquery_dataset else table)
+            for table, n in aggregate_rows.items()
+        ),
     ]
     if dead_letter_table:
         lines += [
@@ -254,7 +274,25 @@ def apply_retention(
             f"  {verb} {dead_letter_rows} rows from BigQuery {dead_letter_table}",
         ]
     print("\n".join(lines), flush=True)
-    return RetentionResult(tuple(raw), tuple(dead_letters), metric_rows, dead_letter_rows)
+    return RetentionResult(
+        tuple(raw), tuple(dead_letters), metric_rows, aggregate_rows, dead_letter_rows
+    )
+
+
+def _delete_bigquery_metrics(
+    client, dataset: str, minute_cutoff: dt.datetime, cutoff: dt.datetime, *, dry_run: bool
+) -> tuple[int, dict[str, int]]:
+    """The metric retention in BigQuery ``dataset``: minute rows before ``minute_cutoff``, the
+    rollups, per-minute freshness and usage before ``cutoff``. Returns (minute rows, rows per
+    other table)."""
+
+    def delete(table, before: dt.datetime) -> int:
+        return delete_bigquery_rows_before(
+            client, f"{dataset}.{table.name}", partition_column(table), before, dry_run=dry_run
+        )
+
+    aggregate_rows = {table.name: delete(table, cutoff) for table in (ROLLUPS, FRESHNESS, USAGE)}
+    return delete(METRICS, minute_cutoff), aggregate_rows
 
 
 def _bigquery_client(reference: str):
@@ -284,8 +322,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bigquery_dataset",
         default="",
-        help="PROJECT.DATASET: apply the metrics retention to its metrics_minute instead of "
-        "the embedded warehouse.",
+        help="PROJECT.DATASET: apply the metrics retention to its metric tables instead of "
+        "the embedded warehouse's.",
     )
     parser.add_argument(
         "--dead_letter_table",
@@ -312,7 +350,15 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics_retention_days",
         type=int,
         default=METRICS_RETENTION_DAYS,
-        help="metrics_minute rows older than this many days are deleted (>= 1).",
+        help="Rollups, per-minute freshness and hourly usage older than this many days are "
+        "deleted (>= 1).",
+    )
+    parser.add_argument(
+        "--minute_retention_days",
+        type=int,
+        default=MINUTE_RETENTION_DAYS,
+        help="metrics_minute rows older than this many days are deleted, after their hourly "
+        "and daily rollups are recomputed from them (1 to --metrics_retention_days).",
     )
     parser.add_argument(
         "--dry_run", action="store_true", help="Print what would be deleted; delete nothing."
@@ -330,6 +376,11 @@ def validate(args: argparse.Namespace) -> list[str]:
             )
     if args.metrics_retention_days < 1:
         problems.append("--metrics_retention_days must be >= 1")
+    if not 1 <= args.minute_retention_days <= max(args.metrics_retention_days, 1):
+        problems.append(
+            "--minute_retention_days must be between 1 and --metrics_retention_days (the "
+            "rollups must outlive the minute rows they come from)"
+        )
     if args.as_of is not None:
         try:
             dt.date.fromisoformat(args.as_of)
@@ -365,6 +416,7 @@ def run(argv: list[str] | None = None) -> int:
         raw_retention_days=args.raw_retention_days,
         dead_letter_retention_days=args.dead_letter_retention_days,
         metrics_retention_days=args.metrics_retention_days,
+        minute_retention_days=args.minute_retention_days,
         dry_run=args.dry_run,
         raw_root=args.raw_root or None,
         dead_letter_root=args.dead_letter_root or None,

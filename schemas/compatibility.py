@@ -41,8 +41,16 @@ __all__ = [
     "table_problems",
 ]
 
-# Schemas whose rows live in BigQuery tables (metrics_minute, audit_log, dead_letters).
-TABLE_SCHEMA_NAMES = ("metric_row", "audit_record", "dead_letter")
+# Schemas whose rows live in BigQuery tables (metrics_minute, audit_log, dead_letters,
+# metrics_rollup, freshness_minute, usage_hourly).
+TABLE_SCHEMA_NAMES = (
+    "metric_row",
+    "audit_record",
+    "dead_letter",
+    "metric_rollup",
+    "freshness_row",
+    "usage_row",
+)
 
 _REVISION = re.compile(r"r([1-9][0-9]*)\.avsc")
 _PROMOTIONS = {

@@ -33,6 +33,9 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "gateway_event",
     "redacted_event",
     "metric_row",
+    "metric_rollup",
+    "freshness_row",
+    "usage_row",
     "audit_record",
     "dead_letter",
 )

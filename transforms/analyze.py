@@ -31,6 +31,7 @@ from transforms.parse import ParseEvents, ParseLimits
 from transforms.pii.settings import DlpOptions, RedactionSettings
 from transforms.pricing.table import DEFAULT_PRICE_TABLE, load_price_table
 from transforms.redact import RedactPii
+from transforms.usage import AggregateUsage
 from transforms.windowing import in_global_window
 
 __all__ = ["INPUT_FORMATS", "AnalyzeEvents", "CoreConfig", "CoreOutputs"]
@@ -65,6 +66,8 @@ class CoreConfig(NamedTuple):
     window_size_s: int = 60
     allowed_lateness_s: int = 3600
     early_firing_s: int = 30
+    # Usage rows (per user and hour) feed reports, not the freshness SLO: fewer early panes.
+    usage_firing_s: int = 300
     dlp: DlpOptions = DlpOptions()
     price_table: str = DEFAULT_PRICE_TABLE
     # The contract's configurable grammar (transforms.grammar): comma-separated regions ("":
@@ -81,6 +84,10 @@ class CoreOutputs(NamedTuple):
     metrics: beam.PCollection  # MetricRow panes
     audit: beam.PCollection  # AuditRecord, one per input event
     dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
+    usage: beam.PCollection  # UsageRow panes per (hour, user_key, model, model_version)
+    # DeadLetter of written events and rows the metrics left out (internal_error:aggregate):
+    # not outcomes of an input, so not audited; stored with the dead letters.
+    metric_dead_letters: beam.PCollection
 
 
 def _without_text(event: RedactedEvent) -> RedactedEvent:
@@ -116,8 +123,11 @@ class AnalyzeEvents(beam.PTransform):
         how they are batched);
       ``duplicates``: ``RedactedEvent`` copies of an id already written (for counters/audit);
       ``metrics``: ``MetricRow`` panes per window and (model, region), accumulating;
+      ``usage``: ``UsageRow`` panes per hour and (user_key, model, model_version);
       ``audit``: ``AuditRecord``, one per input event;
-      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input.
+      ``dead_letters``: ``DeadLetter``, redacted, one per rejected input;
+      ``metric_dead_letters``: ``DeadLetter`` of written events the metrics left out
+        (``internal_error:aggregate``): not outcomes of an input, so not audited.
     """
 
     def __init__(
@@ -178,19 +188,29 @@ class AnalyzeEvents(beam.PTransform):
         deduped = batches | "DeduplicateEvents" >> DeduplicateEvents(
             c.dedupe_ttl_s, c.dedupe_shards, copies=copies, strategy=c.dedupe_strategy
         )
+        prices = load_price_table(c.price_table)
         metrics = deduped.unique | "AggregateMetrics" >> AggregateMetrics(
             window_size_s=c.window_size_s,
             allowed_lateness_s=c.allowed_lateness_s,
             early_firing_s=c.early_firing_s,
-            prices=load_price_table(c.price_table),
+            prices=prices,
         )
+        usage = deduped.unique | "AggregateUsage" >> AggregateUsage(
+            prices, allowed_lateness_s=c.allowed_lateness_s, early_firing_s=c.usage_firing_s
+        )
+        dead_letters = (
+            dead_letters,
+            deduped[DEAD_LETTER_TAG],
+        ) | "FlattenDedupeDeadLetters" >> beam.Flatten()
         audit = (deduped.unique, deduped[DUPLICATE_TAG], dead_letters) | "RecordOutcomes" >> (
             RecordOutcomes()
         )
         return CoreOutputs(
             events=deduped.unique,
             duplicates=deduped[DUPLICATE_TAG],
-            metrics=metrics,
+            metrics=metrics.rows,
             audit=audit,
             dead_letters=dead_letters,
+            usage=usage,
+            metric_dead_letters=metrics.dead_letters,
         )

@@ -10,8 +10,9 @@ every event, whether it is the copy to write (``DeduplicateEvents`` with ``copie
 
 The copy chosen is the valid line with the lowest ``(copy_rank(event), source, offset)``: the
 earliest event time, then content, then the position in the input, as in the shuffle-based
-batch dedupe. Lines that fail validation are never chosen (the main pass dead-letters them):
-both passes parse with the same limits, clock included, which is why batch runs pin the clock.
+batch dedupe. Lines that fail validation, or that parsing fails on unexpectedly, are never
+chosen (the main pass dead-letters them): both passes parse with the same limits, clock
+included, which is why batch runs pin the clock.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.deadletter import InvalidEvent
+from transforms.deadletter import InvalidEvent, is_element_error
 from transforms.dedupe import copy_rank, shard_of
 from transforms.elements import LineChunk
 from transforms.parse import ParseLimits, parse_event
@@ -78,6 +79,12 @@ class _CandidatesFn(beam.DoFn):
             try:
                 event = parse_event(raw, now=now, limits=self._limits, pseudonymised=self._replay)
             except InvalidEvent:
+                continue
+            except Exception as error:
+                # An unexpected error of this line: the main pass makes it a dead letter
+                # (internal_error:parse), so it is never the copy written.
+                if not is_element_error(error):
+                    raise
                 continue
             shard = shard_of(event.event_id, self._num_shards)
             seen = shards.get(shard)

@@ -42,6 +42,12 @@ Guarantee:
         duplicates of it: a dead-letter replay brings it back.)
       - otherwise: a ``GroupByKey`` on the shards below.
 
+Errors: an event the dedupe cannot key (an id UTF-8 cannot encode, an event time that is not
+an aware datetime: a broken element, never one that parsing or the archive produces) is checked
+where each strategy takes its input and becomes a dead letter ``internal_error:dedupe``, with
+the event as a replayable payload, on the ``DEAD_LETTER_TAG`` output: it is neither written nor
+a duplicate, and it does not fail the bundle (``transforms.deadletter``).
+
 When each is used: ``per_key`` on Dataflow, ``sharded`` on the local runners. ``per_key`` is
 the shape of Beam's own ``DeduplicatePerKey``: one state key per id, so the step spreads over
 any number of workers and each event reads and writes a few bytes. ``sharded`` holds state per
@@ -90,8 +96,13 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.batching import BatchPerBundle
-from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, RedactedEvent, event_micros
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    internal_error_of,
+    is_element_error,
+)
+from transforms.elements import DeadLetter, EventBatch, RedactedEvent, event_micros
 from transforms.seen import SeenIds, id_digest
 
 __all__ = [
@@ -114,6 +125,7 @@ DEDUPE_STRATEGIES = ("sharded", "per_key")
 # so no copy the metrics would still count is written twice.
 DEFAULT_TTL_S = 60 * 60 + 60
 _DUPLICATES = {DUPLICATE_TAG: RedactedEvent}  # the type of the duplicates output
+_DEAD_LETTERS = {DEAD_LETTER_TAG: DeadLetter}
 
 _GLOBAL = (window.GlobalWindow(),)
 # Expiry timers are set on a grid of ttl_s / _EXPIRY_GRID_STEPS (at least 1 s), so a shard's ids
@@ -205,6 +217,25 @@ def _duplicate(event: RedactedEvent):
     return beam.pvalue.TaggedOutput(DUPLICATE_TAG, WindowedValue(event, _timestamp(event), _GLOBAL))
 
 
+def _internal_error(event: RedactedEvent, error: Exception):
+    """The ``internal_error:dedupe`` dead letter of ``event`` (at the input batch's timestamp)."""
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, internal_error_of("dedupe", event, error))
+
+
+def _keying_error(event: RedactedEvent) -> Exception | None:
+    """What keeps the dedupe from keying ``event`` (None: nothing). Every strategy derives
+    what it needs from the id's UTF-8 bytes (``shard_of``, ``id_digest``) and from the event
+    time as µs (``event_micros``); checking these once where an event enters is enough."""
+    try:
+        shard_of(event.event_id, 1)
+        event_micros(event.event_time)
+    except Exception as error:
+        if not is_element_error(error):
+            raise
+        return error
+    return None
+
+
 class _SplitByShardFn(beam.DoFn):
     """Splits a batch into one ``(shard, EventBatch)`` per shard it holds, so the steps keyed
     by shard read and write each shard's state once per batch instead of once per event."""
@@ -215,6 +246,10 @@ class _SplitByShardFn(beam.DoFn):
     def process(self, batch: EventBatch):
         parts: dict[int, list[RedactedEvent]] = {}
         for event in batch.events:
+            error = _keying_error(event)
+            if error is not None:
+                yield _internal_error(event, error)
+                continue
             parts.setdefault(shard_of(event.event_id, self._num_shards), []).append(event)
         for shard, events in parts.items():
             yield _stamped((shard, EventBatch(batch.source, tuple(events))), events)
@@ -310,6 +345,10 @@ class _KeyByEventIdFn(beam.DoFn):
 
     def process(self, batch: EventBatch):
         for event in batch.events:
+            error = _keying_error(event)
+            if error is not None:
+                yield _internal_error(event, error)
+                continue
             yield WindowedValue((event.event_id, event), _timestamp(event), _GLOBAL)
 
 
@@ -367,13 +406,17 @@ def _stream_batch(events: tuple[RedactedEvent, ...]) -> EventBatch:
 
 
 class _DedupeOutputs(NamedTuple):
-    """The per-key strategy's outputs, read as the sharded strategy's ``with_outputs`` result
-    is: ``.unique`` or ``["unique"]``, ``.duplicates`` or ``[DUPLICATE_TAG]``, or unpacked."""
+    """What ``DeduplicateEvents`` returns, whatever the strategy, read as a ``with_outputs``
+    result is: ``.unique`` or ``["unique"]``, ``.duplicates`` or ``[DUPLICATE_TAG]``,
+    ``.dead_letters`` or ``[DEAD_LETTER_TAG]``, or unpacked."""
 
     unique: beam.PCollection
     duplicates: beam.PCollection
+    dead_letters: beam.PCollection
 
     def __getitem__(self, key):
+        if key == DEAD_LETTER_TAG:
+            return self.dead_letters
         if isinstance(key, str):
             if key not in self._fields:
                 raise KeyError(key)
@@ -422,6 +465,10 @@ class _SplitByCopiesFn(beam.DoFn):
             raise ValueError("deduplicating with chosen copies needs the input's line offsets")
         unique: list[RedactedEvent] = []
         for event, offset in zip(batch.events, batch.offsets, strict=True):
+            error = _keying_error(event)
+            if error is not None:
+                yield _internal_error(event, error)
+                continue
             chosen = copies.get(event.event_id)
             if chosen is None or chosen == (batch.source, offset):
                 unique.append(event)
@@ -441,9 +488,11 @@ class DeduplicateEvents(beam.PTransform):
     timestamped with its earliest event time (bounded input: one per input batch with
     ``copies``, else one per shard; unbounded input, ``sharded``: one per input batch and
     shard; ``per_key``: one per bundle of the dedupe step, source ``""``); and
-    ``DUPLICATE_TAG``, one ``RedactedEvent`` per other copy, timestamped with its event time.
-    Each input event is in exactly one. Read them as ``.unique`` and ``[DUPLICATE_TAG]``
-    whatever the strategy. See the module docstring for the guarantee in each mode.
+    ``DUPLICATE_TAG``, one ``RedactedEvent`` per other copy, timestamped with its event time;
+    and ``DEAD_LETTER_TAG``, one ``DeadLetter`` (``internal_error:dedupe``) per event that
+    cannot be keyed (see the module docstring). Each input event is in exactly one. Read them
+    as ``.unique``, ``[DUPLICATE_TAG]`` and ``[DEAD_LETTER_TAG]`` whatever the strategy. See
+    the module docstring for the guarantee in each mode.
 
     Args:
       ttl_s: how long (event time, streaming) an id is remembered after its first copy
@@ -484,44 +533,50 @@ class DeduplicateEvents(beam.PTransform):
         self._strategy = strategy
         self._clock = clock
 
-    def expand(self, batches):
+    def expand(self, batches) -> _DedupeOutputs:
         if not isinstance(batches.windowing.windowfn, window.GlobalWindows):
             raise ValueError("DeduplicateEvents needs its input in the global window")
         if self._copies is not None and not batches.is_bounded:
             raise ValueError("copies chosen beforehand work on bounded input only")
-        outputs = (DUPLICATE_TAG,)
+        outputs = (DUPLICATE_TAG, DEAD_LETTER_TAG)
         if self._copies is not None:
-            return batches | "DedupeByCopies" >> beam.ParDo(
+            split = batches | "DedupeByCopies" >> beam.ParDo(
                 _SplitByCopiesFn(), copies=beam.pvalue.AsDict(self._copies)
-            ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")
+            ).with_output_types(EventBatch, **_DUPLICATES, **_DEAD_LETTERS).with_outputs(
+                *outputs, main="unique"
+            )
+            return _DedupeOutputs(split.unique, split[DUPLICATE_TAG], split[DEAD_LETTER_TAG])
         if not batches.is_bounded and self._strategy == "per_key":
             return self._expand_per_key(batches)
         by_shard = batches | "SplitByShard" >> beam.ParDo(
             _SplitByShardFn(self._num_shards)
-        ).with_output_types(tuple[int, EventBatch])
+        ).with_output_types(tuple[int, EventBatch], **_DEAD_LETTERS).with_outputs(
+            DEAD_LETTER_TAG, main="shards"
+        )
         if batches.is_bounded:
-            return (
-                by_shard
+            deduped = (
+                by_shard.shards
                 | "GroupByShard" >> beam.GroupByKey()
                 | "DedupeGroups"
                 >> beam.ParDo(_DedupeGroupFn())
                 .with_output_types(EventBatch, **_DUPLICATES)
-                .with_outputs(*outputs, main="unique")
+                .with_outputs(DUPLICATE_TAG, main="unique")
             )
-        return by_shard | "DedupeStream" >> beam.ParDo(
-            _DedupeShardFn(self._ttl_s)
-        ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(*outputs, main="unique")
+        else:
+            deduped = by_shard.shards | "DedupeStream" >> beam.ParDo(
+                _DedupeShardFn(self._ttl_s)
+            ).with_output_types(EventBatch, **_DUPLICATES).with_outputs(
+                DUPLICATE_TAG, main="unique"
+            )
+        return _DedupeOutputs(deduped.unique, deduped[DUPLICATE_TAG], by_shard[DEAD_LETTER_TAG])
 
     def _expand_per_key(self, batches) -> _DedupeOutputs:
-        deduped = (
-            batches
-            | "KeyByEventId"
-            >> beam.ParDo(_KeyByEventIdFn()).with_output_types(tuple[str, RedactedEvent])
-            | "DedupePerKey"
-            >> beam.ParDo(_DedupePerKeyFn(self._ttl_s, self._clock))
-            .with_output_types(RedactedEvent, **_DUPLICATES)
-            .with_outputs(DUPLICATE_TAG, main="unique")
-        )
+        keyed = batches | "KeyByEventId" >> beam.ParDo(_KeyByEventIdFn()).with_output_types(
+            tuple[str, RedactedEvent], **_DEAD_LETTERS
+        ).with_outputs(DEAD_LETTER_TAG, main="keyed")
+        deduped = keyed.keyed | "DedupePerKey" >> beam.ParDo(
+            _DedupePerKeyFn(self._ttl_s, self._clock)
+        ).with_output_types(RedactedEvent, **_DUPLICATES).with_outputs(DUPLICATE_TAG, main="unique")
         # Downstream steps (the archive writer, the aggregation) take batches.
         unique = deduped.unique | "BatchUnique" >> BatchPerBundle(_stream_batch, EventBatch)
-        return _DedupeOutputs(unique, deduped[DUPLICATE_TAG])
+        return _DedupeOutputs(unique, deduped[DUPLICATE_TAG], keyed[DEAD_LETTER_TAG])

@@ -134,14 +134,16 @@ class ReplayOutputs(NamedTuple):
     not_replayable: beam.PCollection
 
     def core(self, pipeline: beam.Pipeline) -> CoreOutputs:
-        """What the sinks write: the core's outputs without metrics (the reconciliation of the
-        replayed days writes those)."""
+        """What the sinks write: the core's outputs without metrics or usage (the
+        reconciliation of the replayed days writes those)."""
         return CoreOutputs(
             events=self.events,
             duplicates=self.duplicates,
             metrics=pipeline | "NoMetrics" >> beam.Create([]),
             audit=self.audit,
             dead_letters=self.dead_letters,
+            usage=pipeline | "NoUsage" >> beam.Create([]),
+            metric_dead_letters=pipeline | "NoMetricDeadLetters" >> beam.Create([]),
         )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "LatencyCounts",
     "add_latency",
     "add_user",
+    "bucket_value",
     "deserialize_users",
     "from_latency_bins",
     "latency_index",
@@ -111,7 +112,8 @@ def merge_latency_counts(into: LatencyCounts, other: LatencyCounts) -> LatencyCo
     return into
 
 
-def _bucket_value(index: int) -> float:
+def bucket_value(index: int) -> float:
+    """The value a bucket stands for (0 for ``ZERO_INDEX``): what quantiles return."""
     return 0.0 if index == ZERO_INDEX else _MAPPING.value(index)
 
 
@@ -134,7 +136,7 @@ def latency_quantiles(counts: LatencyCounts, quantiles: Sequence[float]) -> tupl
     for index in sorted(counts):
         running += counts[index]
         while running > rank:
-            result[position] = _bucket_value(index)
+            result[position] = bucket_value(index)
             try:
                 rank, position = next(pending)
             except StopIteration:
@@ -173,7 +175,7 @@ def to_ddsketch(counts: LatencyCounts) -> DDSketch:
     sketch = DDSketch(RELATIVE_ACCURACY)
     for index, count in counts.items():
         if count:
-            sketch.add(_bucket_value(index), count)
+            sketch.add(bucket_value(index), count)
     return sketch
 
 

@@ -2,8 +2,9 @@
 -- from metrics_minute.schema_drift_counts. BigQuery Standard SQL; the dataset placeholder names
 -- the dataset of metrics_minute. Days are UTC. A name outside [a-z0-9_]{1,64}, or beyond the 8
 -- names kept per event, is counted as `other` (transforms/versions.py drift_names).
--- event_share = events carrying the field / all events of the day; first_seen and last_seen
--- are the window starts of the first and last window that had it.
+-- It reads the minute rows, so it covers the days they are kept (30). event_share = events
+-- carrying the field / all events of the day; first_seen and last_seen are the window starts of
+-- the first and last window that had it.
 WITH requests AS (
   SELECT
     DATE(DATETIME(window_start, 'UTC')) AS day,

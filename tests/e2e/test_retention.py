@@ -30,6 +30,10 @@ def test_the_command(root, capsys):
         (["--raw_retention_days", "31"], "--raw_retention_days must be between 1 and 30"),
         (["--dead_letter_retention_days", "0"], "--dead_letter_retention_days must be between"),
         (["--metrics_retention_days", "0"], "--metrics_retention_days must be >= 1"),
+        (
+            ["--minute_retention_days", "400"],
+            "--minute_retention_days must be between 1 and --metrics_retention_days",
+        ),
         (["--as_of", "2026-02-30"], "--as_of must be a date"),
         (["--output_root", "gs://bucket/out"], "--output_root must be a local directory"),
     ],

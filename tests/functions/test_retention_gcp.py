@@ -36,7 +36,9 @@ def test_roots_and_bigquery_tables_each_their_own(tmp_path, capsys):
     store = embedded_store(tmp_path)
     dead = tmp_path / "restricted"
     shutil.move(os.path.join(store, "dead_letter"), dead / "dead_letter")
-    client = _FakeBigQuery({"p.d.metrics_minute": 7, "p.r.dead_letters": 3})
+    client = _FakeBigQuery(
+        {"p.d.metrics_minute": 7, "p.d.metrics_rollup": 4, "p.r.dead_letters": 3}
+    )
     result = retention.apply_retention(
         str(tmp_path / "unused"),
         as_of=AS_OF,
@@ -49,19 +51,34 @@ def test_roots_and_bigquery_tables_each_their_own(tmp_path, capsys):
     assert [p.day.isoformat() for p in result.raw] == ["2026-01-28", "2026-01-29"]
     assert [p.day.isoformat() for p in result.dead_letters] == ["2026-01-15"]
     assert (result.metric_rows, result.dead_letter_rows) == (7, 3)
-    statements = [(sql.split()[0], cutoff) for sql, cutoff in client.queries]
-    metrics_cutoff = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
-    dead_letter_cutoff = dt.datetime(2026, 1, 30, tzinfo=dt.UTC)
+    assert result.aggregate_rows == {"metrics_rollup": 4, "freshness_minute": 0, "usage_hourly": 0}
+    statements = [(sql.split()[0], sql.split("`")[1], cutoff) for sql, cutoff in client.queries]
+    year = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)  # --metrics_retention_days 365
+    month = dt.datetime(2026, 1, 30, tzinfo=dt.UTC)  # --minute_retention_days 30, dead letters
     assert statements == [
-        ("SELECT", metrics_cutoff),
-        ("DELETE", metrics_cutoff),
-        ("SELECT", dead_letter_cutoff),
-        ("DELETE", dead_letter_cutoff),
+        ("SELECT", "p.d.metrics_rollup", year),
+        ("DELETE", "p.d.metrics_rollup", year),
+        ("SELECT", "p.d.freshness_minute", year),  # nothing to delete: no DELETE
+        ("SELECT", "p.d.usage_hourly", year),
+        ("SELECT", "p.d.metrics_minute", month),
+        ("DELETE", "p.d.metrics_minute", month),
+        ("SELECT", "p.r.dead_letters", month),
+        ("DELETE", "p.r.dead_letters", month),
     ]
+    # Each table by its partitioning column: whole partitions.
+    columns = {sql.split("`")[1]: sql.split("`")[3] for sql, _ in client.queries}
+    assert columns == {
+        "p.d.metrics_rollup": "period_start",
+        "p.d.freshness_minute": "window_start",
+        "p.d.usage_hourly": "hour_start",
+        "p.d.metrics_minute": "window_start",
+        "p.r.dead_letters": "failed_at",
+    }
     assert all("< @cutoff" in sql for sql, _ in client.queries)  # whole day partitions
     printed = capsys.readouterr().out
     assert "deleted 7 rows from BigQuery p.d.metrics_minute" in printed
     assert "deleted 3 rows from BigQuery p.r.dead_letters" in printed
+    assert "deleted 4 rows from BigQuery p.d.metrics_rollup" in printed
 
 
 def test_a_dry_run_counts_and_deletes_nothing_in_bigquery(tmp_path):
@@ -70,7 +87,7 @@ def test_a_dry_run_counts_and_deletes_nothing_in_bigquery(tmp_path):
         str(tmp_path), as_of=AS_OF, bigquery_dataset="p.d", dry_run=True, client=client
     )
     assert result.metric_rows == 2
-    assert [sql.split()[0] for sql, _ in client.queries] == ["SELECT"]
+    assert [sql.split()[0] for sql, _ in client.queries] == ["SELECT"] * 4
 
 
 @pytest.mark.parametrize(

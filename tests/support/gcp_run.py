@@ -43,11 +43,13 @@ __all__ = [
     "closed_rows",
     "expected_events",
     "metric_key",
+    "metric_sums",
     "pipeline_args",
     "running",
     "scenario",
     "sha256",
     "stack_command",
+    "sums",
     "wait_for",
 ]
 
@@ -271,9 +273,14 @@ def expected_events(messages: list[Published], cutoff: float) -> pd.DataFrame:
 
 def expected_metrics(messages: list[Published], cutoff: float) -> dict[tuple, dict]:
     """The pandas computation of metrics_minute: (window_start, model, region) -> sums."""
+    return metric_sums(expected_events(messages, cutoff))
+
+
+def metric_sums(events: pd.DataFrame) -> dict[tuple, dict]:
+    """(window_start, model, region) -> the sums of ``METRIC_COLUMNS`` over ``events`` (one
+    row per event, with a ``window_start`` column)."""
     table = (
-        expected_events(messages, cutoff)
-        .groupby(["window_start", "model", "region"])
+        events.groupby(["window_start", "model", "region"])
         .agg(
             request_count=("event_id", "size"),
             token_sum=("token_count", "sum"),

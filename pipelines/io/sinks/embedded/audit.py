@@ -47,7 +47,7 @@ import logging
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
@@ -56,6 +56,7 @@ import pandas as pd
 from pipelines.io.sinks.embedded.tables import EmbeddedTable, WriteTable
 from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import load_schema
+from transforms.deadletter import is_element_error
 from transforms.elements import AuditRecord
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "create_audit_log",
     "insert_audit_records",
     "read_audit_log",
+    "unencodable_audit_records",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -430,6 +432,24 @@ def insert_audit_records(
     )
 
 
+def unencodable_audit_records(records: Sequence[AuditRecord]) -> dict[int, Exception]:
+    """The records ``audit_log`` cannot hold, by position, with the error each raises when
+    inserted alone into an in-memory copy of the table (the same statement as a flush: a text
+    UTF-8 cannot encode, an integer beyond int64, a NULL in a required column)."""
+    bad: dict[int, Exception] = {}
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as con:
+        con.execute(audit_table_ddl())
+        for position, record in enumerate(records):
+            try:
+                for sql, parameters in _insert_statements([audit_row(record)]):
+                    con.execute(sql, parameters)
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                bad[position] = error
+    return bad
+
+
 def read_audit_log(db_path: str) -> pd.DataFrame:
     """Returns ``audit_log`` as stored (text timestamps and JSON), ordered by ``audit_id``."""
     with contextlib.closing(sqlite3.connect(db_path, timeout=DEFAULT_BUSY_TIMEOUT_S)) as con:
@@ -442,6 +462,7 @@ class AuditLogTable(EmbeddedTable):
     """``audit_log`` in a SQLite file, for ``WriteTable``: inserts ignore rows already stored."""
 
     name = "audit_log"
+    step = "write_audit_sqlite"
 
     def __init__(
         self,
@@ -472,6 +493,9 @@ class AuditLogTable(EmbeddedTable):
         if self._connection is not None:
             self._connection.close()  # not kept across bundles (nor DoFn instances)
             self._connection = None
+
+    def unencodable(self, rows: list[AuditRecord]) -> dict[int, Exception]:
+        return unencodable_audit_records(rows)
 
     def write(self, rows: list[AuditRecord], on_retry: Callable[[], None]) -> int:
         return insert_audit_records(

@@ -20,11 +20,15 @@ thread, reopened after an error. Errors a retry may cure are transient
 (``is_transient_connection_error``: the server down, restarted or unreachable, serialization
 failures and deadlocks, a missing table, which the next attempt creates again, and the
 connector's transient failures); the batch is retried with backoff and then dead-lettered
-(``sink_failed:postgres``).
+(``sink_failed:postgres``). A record PostgreSQL cannot hold (a NUL character in a text, which
+SQLite and Avro store but PostgreSQL refuses; a text UTF-8 cannot encode; an integer beyond
+BIGINT) is taken out of its batch as an ``internal_error:write_audit_postgres`` dead letter
+(``unencodable_audit_rows``) and the rest is written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -33,6 +37,7 @@ from typing import Any
 from pipelines.io.sinks.batches import BatchSink
 from pipelines.io.sinks.gcp.audit_db import connect_audit_db, resolve_db_url
 from schemas.contract import load_schema
+from transforms.deadletter import storable_text
 from transforms.elements import AuditRecord, to_record
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "create_audit_table",
     "insert_audit_rows",
     "is_transient_connection_error",
+    "unencodable_audit_rows",
 ]
 
 AUDIT_TABLE = "audit_log"
@@ -205,6 +211,59 @@ class AuditInsertSink(BatchSink):
 
     def is_transient(self, error: Exception) -> bool:
         return is_transient_connection_error(error)
+
+    def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
+        return unencodable_audit_rows(batch)
+
+
+_BIGINT = (-(1 << 63), (1 << 63) - 1)
+
+
+class NotEncodable(ValueError):
+    """A row PostgreSQL cannot take (the message names the column, never the value)."""
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why PostgreSQL cannot store ``value`` (a column's, or inside a JSONB one), or None: a
+    text with a NUL character or one UTF-8 cannot encode, an integer beyond BIGINT."""
+    if isinstance(value, str):
+        if "\x00" in value or storable_text(value) is not value:
+            return "a text with a NUL character or not valid Unicode"
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, float | dt.datetime):
+        return None
+    if isinstance(value, int):
+        return None if _BIGINT[0] <= value <= _BIGINT[1] else "an integer beyond BIGINT"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _value_problem(str(key)) or _value_problem(item)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for item in value:
+            problem = _value_problem(item)
+            if problem:
+                return problem
+        return None
+    return f"a value of type {type(value).__name__}"
+
+
+def unencodable_audit_rows(records: Sequence[AuditRecord]) -> dict[int, Exception]:
+    """The records ``audit_log`` in PostgreSQL cannot hold, by position (see
+    ``_value_problem``; NULL in a required column too), checked without a connection."""
+    bad: dict[int, Exception] = {}
+    for position, record in enumerate(records):
+        values = to_record(record)
+        for name, _, nullable, _ in _columns():
+            value = values.get(name)
+            problem = (
+                f"{name} is required" if value is None and not nullable else _value_problem(value)
+            )
+            if problem:
+                bad[position] = NotEncodable(f"{name}: {problem}")
+                break
+    return bad
 
 
 def is_transient_connection_error(error: Exception) -> bool:
