@@ -21,7 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from templates.flex import EXAMPLE_SETTINGS, ROOT, _has_credentials, format_command, load_settings
+from templates.flex import (
+    ROOT,
+    _has_credentials,
+    format_command,
+    settings_or_example,
+)
 
 __all__ = ["STEPS", "Command", "sample_event", "step_commands"]
 
@@ -156,15 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=STEPS)
     parser.add_argument("parameters", nargs="*", help="replay: NAME=VALUE flags of the replay.")
     args = parser.parse_args(argv)
-    settings_path = Path(args.settings)
-    if not settings_path.is_file():
-        if args.execute:
-            raise SystemExit(f"{settings_path} not found: run `make deploy-settings` first")
-        print(
-            f"# {settings_path} not found: placeholders from {EXAMPLE_SETTINGS.relative_to(ROOT)}"
-        )
-        settings_path = EXAMPLE_SETTINGS
-    settings = load_settings(settings_path)
+    settings = settings_or_example(Path(args.settings), args.execute)
     malformed = [p for p in args.parameters if "=" not in p]
     if malformed:
         parser.error(f"parameters are NAME=VALUE, got {malformed}")

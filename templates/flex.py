@@ -237,6 +237,20 @@ def _has_credentials() -> bool:
     return listed.returncode == 0 and bool(listed.stdout.strip())
 
 
+def settings_or_example(settings_path: Path, execute: bool) -> dict[str, Any]:
+    """The deploy settings at ``settings_path``; when that file is missing, the example's
+    placeholders (said on stdout), or with ``execute`` an exit: nothing runs on placeholders."""
+    if not settings_path.is_file():
+        if execute:
+            raise SystemExit(f"{settings_path} not found: run `make deploy-settings` first")
+        print(
+            f"# {settings_path} not found: placeholders from {EXAMPLE_SETTINGS.relative_to(ROOT)}"
+        )
+        print("# (`make deploy-settings` writes the real names after `terraform apply`)")
+        settings_path = EXAMPLE_SETTINGS
+    return load_settings(settings_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print (and run) the Flex Template commands.")
     parser.add_argument("--settings", default=".local/deploy-settings.json")
@@ -248,16 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("parameters", nargs="*", help="run: NAME=VALUE launch parameters.")
     args = parser.parse_args(argv)
 
-    settings_path = Path(args.settings)
-    if not settings_path.is_file():
-        if args.execute:
-            raise SystemExit(f"{settings_path} not found: run `make deploy-settings` first")
-        print(
-            f"# {settings_path} not found: placeholders from {EXAMPLE_SETTINGS.relative_to(ROOT)}"
-        )
-        print("# (`make deploy-settings` writes the real names after `terraform apply`)")
-        settings_path = EXAMPLE_SETTINGS
-    settings = load_settings(settings_path)
+    settings = settings_or_example(Path(args.settings), args.execute)
 
     if args.action == "build":
         commands = build_commands(settings, args.tag)

@@ -53,8 +53,7 @@ def test_bigquery_tables_views_and_merge_rule(stack):
         region="us-central1",
         window_start=pane0.window_start + dt.timedelta(days=1),
         policy_flag_counts={"jailbreak_suspected": 1},
-        schema_drift_counts={"tenant_region": 1},
-    )
+    )._replace(schema_drift_counts={"tenant_region": 1})
 
     def at(seconds):
         return lambda: pane0.window_start + dt.timedelta(seconds=seconds)
