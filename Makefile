@@ -102,9 +102,10 @@ bench-dlp: venv compiled
 clean:
 	rm -rf $(VENV) $(OUTPUT_ROOT) .pytest_cache .ruff_cache transforms/pii/_compiled
 
-# --- Deploy to Google Cloud: Flex Templates and Terraform (README "Deploy to Google Cloud") ----
-# The template-* targets print the exact gcloud commands; EXECUTE=1 also runs them (it needs
-# gcloud with an active account and the settings written by `make deploy-settings`).
+# --- Deploy to Google Cloud: Flex Templates and Terraform (docs/deploy.md, the runbook) -------
+# The template-* and deploy-* targets print the exact commands of each step; EXECUTE=1 also
+# runs them (it needs gcloud with an active account and the settings written by
+# `make deploy-settings`). A test checks that docs/deploy.md shows what they print.
 TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 EXECUTE ?=
 PARAMS ?=
@@ -112,9 +113,12 @@ JOB_NAME ?=
 DEPLOY_SETTINGS ?= .local/deploy-settings.json
 FLEX = $(BIN)/python -m templates.flex --settings $(DEPLOY_SETTINGS) --tag $(TAG) \
 	$(if $(filter 1,$(EXECUTE)),--execute) $(if $(JOB_NAME),--job_name $(JOB_NAME))
+DEPLOY = $(BIN)/python -m templates.deploy --settings $(DEPLOY_SETTINGS) \
+	$(if $(filter 1,$(EXECUTE)),--execute)
 BUILD_REQUIRES := import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))
 
-.PHONY: lock schemas deploy-settings template-build template-run-streaming template-run-backfill
+.PHONY: lock schemas deploy-settings template-build template-run-streaming template-run-backfill \
+	deploy-infra deploy-key deploy-audit-grant deploy-check-schema deploy-replay bench-cost
 
 # Hash-pinned lock of the image: pyproject.toml's dependencies, its accel extra (Cython) and build
 # requirements, resolved for the workers' platform (Linux x86_64, Python 3.11).
@@ -133,13 +137,32 @@ deploy-settings:
 	terraform -chdir=terraform output -json flex_settings > $(DEPLOY_SETTINGS)
 
 template-build: venv
-	$(FLEX) build
+	@$(FLEX) build
 
 template-run-streaming: venv
-	$(FLEX) run streaming $(PARAMS)
+	@$(FLEX) run streaming $(PARAMS)
 
 template-run-backfill: venv
-	$(FLEX) run backfill $(PARAMS)
+	@$(FLEX) run backfill $(PARAMS)
+
+deploy-infra: venv
+	@$(DEPLOY) infra
+
+deploy-key: venv
+	@$(DEPLOY) key
+
+deploy-audit-grant: venv
+	@$(DEPLOY) audit-grant
+
+deploy-check-schema: venv
+	@$(DEPLOY) check-schema
+
+deploy-replay: venv
+	@$(DEPLOY) replay $(PARAMS)
+
+# CPU per event of each step on the Dataflow path, and the workers it takes (docs/deploy.md).
+bench-cost: venv compiled
+	$(BIN)/python benchmarks/cost_per_event.py
 # --- Local Google Cloud stand-ins (tests/stack/local_stack.py) --------------------------------
 # Pub/Sub emulator, Cloud Storage emulator, bqemulator (own venv), fake ADC token server and a
 # throw-away PostgreSQL 15, all on 127.0.0.1. `make stack-up` prints the variables to export.

@@ -1,11 +1,14 @@
 """Dead-letter replay: re-submit stored dead letters through the core transform, then reconcile.
 
-Bounded. Reads the dead letters under ``{output_root}/dead_letter/dt=D/`` for the failure dates
-D from ``--start_date`` to ``--end_date`` whose reason starts with ``--reason``, and runs their
-redacted payloads through ``AnalyzeEvents`` (``transforms.replay.ReplayDeadLetters`` says what
-happens to each record). Then, unless ``--skip_reconcile``, it runs the reconciliation backfill
-(``pipelines.backfill``, archive replay) over the days (every region) the replay archived events
-in, so the metrics count them exactly.
+Bounded. Reads the dead letters of the failure dates D from ``--start_date`` to ``--end_date``
+whose reason starts with ``--reason``, from the files (``--replay_from files``, the default:
+``dead_letter/dt=D/`` under ``--output_root``, or under ``--dead_letter_root`` with
+``--sink gcp``, local or ``gs://``) or from the BigQuery table (``--replay_from table``:
+``--dead_letter_table``), and runs their redacted payloads through ``AnalyzeEvents``
+(``transforms.replay.ReplayDeadLetters`` says what happens to each record). Then, unless
+``--skip_reconcile``, it runs the reconciliation backfill (``pipelines.backfill``, archive
+replay) over the days (every region) the replay archived events in, so the metrics count
+them exactly.
 
     python -m pipelines.replay --output_root ./out --start_date 2026-11-01 \\
         --end_date 2026-11-07 --reason event_time_in_future --max_clock_skew_s 7200
@@ -14,12 +17,17 @@ Writes through the same sinks as the other pipelines (``--sink``: the embedded o
 ``--output_root``, or Google Cloud): the replayed events to the raw archive, the records that
 failed for a new reason to the dead letters, the audit records (``replayed`` per record
 re-submitted, plus the outcome of each submission) to the audit log; the run totals go to
-``<output_root>/runs/<run_id>.json``. It reads the dead letters where the sinks write them
-(``--output_root``, or ``--dead_letter_root`` with ``--sink gcp``). A command of local runs (it
+``<output_root>/runs/<run_id>.json``. A command of local runs (it
 reports and reconciles when the replay has finished), whatever the sinks. Every sink is
 idempotent, so running it again changes nothing. The core flags (``--redaction_engine``,
 ``--max_clock_skew_s``, ``--price_table``, ...) apply to the replay as to any run: a fix that
 is a flag (a wider clock skew) is given here.
+
+    python -m pipelines.replay --sink gcp --replay_from table \\
+        --dead_letter_table my-project.genai_restricted.dead_letters --raw_root gs://... \\
+        --dead_letter_root gs://... --bigquery_dataset my-project.genai_analytics \\
+        --audit_db_url cloudsql://... --output_root ./out --start_date 2026-11-01 \\
+        --end_date 2026-11-07 --reason unsupported_schema_version:
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pipelines import backfill
 from pipelines.clock import add_now_option, now_problems, reference_now
 from pipelines.io.sources.archive import ReadArchivedEvents
 from pipelines.io.sources.avro import ReadAvroRecords, dead_letter_patterns
+from pipelines.io.sources.bigquery import ReadDeadLetterTable
 from pipelines.launch import configure_logging, fail, launch, on_dataflow, parse_options
 from pipelines.local.runner import LocalRunner
 from pipelines.local.summary import new_run_id
@@ -54,9 +63,18 @@ from pipelines.sinks import add_sink_options, gcp_config, validate_sinks, write_
 from transforms.elements import DeadLetter, EventBatch
 from transforms.replay import ReplayDeadLetters, ReplayOutputs
 
-__all__ = ["ReplayOptions", "ReplayReport", "build", "replay_report", "run", "validate"]
+__all__ = [
+    "REPLAY_SOURCES",
+    "ReplayOptions",
+    "ReplayReport",
+    "build",
+    "replay_report",
+    "run",
+    "validate",
+]
 
 _LOGGER = logging.getLogger(__name__)
+REPLAY_SOURCES = ("files", "table")
 _ARCHIVED = re.compile(r"replay\.archived\.event_date=(\d{4}-\d{2}-\d{2})/region=(.+)")
 
 
@@ -73,6 +91,13 @@ class ReplayOptions(PipelineOptions):
             "--reason",
             help="Dead-letter reason to replay, or a prefix of reasons (missing_field: for "
             "every missing field, redaction_failed for every engine failure). Required.",
+        )
+        parser.add_argument(
+            "--replay_from",
+            default="files",
+            help=f"Where the dead letters are read, one of {REPLAY_SOURCES}: the Avro files "
+            "(under --output_root, or --dead_letter_root with --sink gcp; local or gs://) or "
+            "the BigQuery table --dead_letter_table.",
         )
         parser.add_argument(
             "--skip_reconcile",
@@ -93,6 +118,10 @@ def validate(options: ReplayOptions) -> list[str]:
     if not options.reason:
         problems.append("--reason is required (a dead-letter reason or a prefix of reasons)")
     problems += now_problems(options.now)
+    if options.replay_from not in REPLAY_SOURCES:
+        problems.append(f"--replay_from must be one of {REPLAY_SOURCES}")
+    elif options.replay_from == "table" and not options.dead_letter_table:
+        problems.append("--replay_from table reads --dead_letter_table: set it")
     if "://" in (options.output_root or ""):
         problems.append("--output_root must be a local directory (the run totals)")
     if (
@@ -141,13 +170,18 @@ def build(pipeline: beam.Pipeline, options: ReplayOptions) -> ReplayOutputs:
     counts the run (``runs/<run_id>.json``, which the report reads)."""
     start = parse_date(options.start_date, "start_date", [])
     end = parse_date(options.end_date, "end_date", [])
-    patterns = dead_letter_patterns(_dead_letter_root(options), date_range(start, end))
-    dead_letters = (
-        pipeline
-        | "Partitions" >> beam.Create(patterns)
-        | "ReadDeadLetters" >> ReadAvroRecords("dead_letter")
-        | "ToDeadLetters" >> beam.Map(_dead_letter).with_output_types(DeadLetter)
-    )
+    if options.replay_from == "table":
+        dead_letters = pipeline | "ReadDeadLetterTable" >> ReadDeadLetterTable(
+            options.dead_letter_table, start, end, options.reason
+        )
+    else:
+        patterns = dead_letter_patterns(_dead_letter_root(options), date_range(start, end))
+        dead_letters = (
+            pipeline
+            | "Partitions" >> beam.Create(patterns)
+            | "ReadDeadLetters" >> ReadAvroRecords("dead_letter")
+            | "ToDeadLetters" >> beam.Map(_dead_letter).with_output_types(DeadLetter)
+        )
     # First archived wins: a replayed event another input archived already is a duplicate.
     outputs = dead_letters | "ReplayDeadLetters" >> ReplayDeadLetters(
         core_config(options)._replace(now=options.now),
@@ -277,10 +311,11 @@ def run(argv: list[str] | None = None) -> int:
     )
     replay.now = reference_now(_archive_root(replay), selection, replay.now, launched_at)
     _LOGGER.info(
-        "replay: dead letters %s..%s reason %s* output_root=%s engine=%s",
+        "replay: dead letters %s..%s reason %s* from %s output_root=%s engine=%s",
         replay.start_date,
         replay.end_date,
         replay.reason,
+        replay.dead_letter_table if replay.replay_from == "table" else _dead_letter_root(replay),
         replay.output_root,
         replay.redaction_engine,
     )

@@ -23,8 +23,9 @@ from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.batches import SinkRetry
 from pipelines.io.sinks.embedded import AUDIT_DB, WAREHOUSE_DB, WriteEmbedded
 from pipelines.io.sinks.gcp import GcpConfig, WriteGcp
+from pipelines.io.sinks.gcp.audit_db import describe_db_url, resolve_db_url
 from pipelines.io.sinks.gcp.bigquery import split_dataset
-from pipelines.io.sinks.gcp.postgres import describe_db_url, resolve_db_url
+from pipelines.io.sinks.gcp.dead_letter_table import split_table
 from pipelines.io.sources.pubsub import is_topic_path
 from pipelines.options import add_flag
 from transforms.analyze import CoreOutputs
@@ -79,6 +80,13 @@ def add_sink_options(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
+        "--dead_letter_table",
+        default="",
+        help="gcp: also append dead letters to this BigQuery table, PROJECT.DATASET.TABLE "
+        "(default: none).",
+    )
+    add_flag(
+        parser,
         "--bigquery_dataset",
         default="",
         help="gcp: PROJECT.DATASET holding metrics_minute, audit_log and the views.",
@@ -87,8 +95,8 @@ def add_sink_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--audit_db_url",
         default="env:GENAI_AUDIT_DB_URL",
-        help="gcp: PostgreSQL audit store: env:NAME, file:PATH or a postgresql:// URL "
-        "without password.",
+        help="gcp: audit store: cloudsql://IAM_USER@PROJECT:REGION:INSTANCE/DATABASE (Cloud SQL "
+        "connector, IAM auth), a postgresql:// URL without password, env:NAME or file:PATH.",
     )
     add_flag(
         parser,
@@ -143,6 +151,7 @@ def gcp_config(options) -> GcpConfig:
         bigquery_dataset=options.bigquery_dataset,
         audit_db_url=options.audit_db_url,
         dead_letter_topic=options.dead_letter_topic or None,
+        dead_letter_table=options.dead_letter_table or None,
         retry=_retry(options),
         flush_s=options.sink_flush_s,
         file_flush_s=options.file_flush_s,
@@ -177,6 +186,11 @@ def validate_sinks(options) -> list[str]:
         problems.append(str(error))
     if options.dead_letter_topic and not is_topic_path(options.dead_letter_topic):
         problems.append("--dead_letter_topic must be projects/PROJECT/topics/TOPIC")
+    if options.dead_letter_table:
+        try:
+            split_table(options.dead_letter_table)
+        except ValueError:
+            problems.append("--dead_letter_table must be PROJECT.DATASET.TABLE")
     return problems
 
 
@@ -300,7 +314,8 @@ def describe_sinks(options) -> str:
     return (
         f"sink=gcp raw_root={c.raw_root} dead_letter_root={c.dead_letter_root} "
         f"bigquery_dataset={c.bigquery_dataset} audit_db={describe_db_url(c.audit_db_url)} "
-        f"dead_letter_topic={c.dead_letter_topic or '-'}"
+        f"dead_letter_topic={c.dead_letter_topic or '-'} "
+        f"dead_letter_table={c.dead_letter_table or '-'}"
     )
 
 
@@ -318,6 +333,8 @@ def output_lines(options) -> list[str] | None:
     ]
     if c.dead_letter_topic:
         lines.append(f"dead-letter topic {c.dead_letter_topic}")
+    if c.dead_letter_table:
+        lines.append(f"dead-letter table BigQuery {c.dead_letter_table}")
     return lines
 
 

@@ -49,6 +49,7 @@ VIEW_NAMES: tuple[str, ...] = (
     "usage_by_model_version_hourly",
     "usage_by_model_version_daily",
     "top_users_daily",
+    "schema_drift_daily",
 )
 _DATASET_PLACEHOLDER = "{dataset}"
 # Stands in for {dataset} while translating to DuckDB, then removed: DuckDB views name tables

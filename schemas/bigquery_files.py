@@ -1,8 +1,10 @@
-"""Writes the BigQuery table schemas that Terraform reads, derived from the Avro contract.
+"""Writes the schema files Terraform reads, derived from the Avro contract.
 
-Terraform creates the warehouse tables from JSON schema files (``terraform/schemas/<table>.json``,
-read with ``file()``). They are generated here from ``schemas/avro/`` by ``bigquery_schema`` and
-never edited by hand; a test fails while a file differs from what the contract derives today.
+Terraform creates the BigQuery tables from JSON schema files (``terraform/schemas/<table>.json``,
+read with ``file()``) and the events topic's Pub/Sub schema from
+``terraform/schemas/gateway_event.pubsub.avsc``. They are generated here from ``schemas/avro/``
+(``bigquery_schema``, ``pubsub_gate_schema``) and never edited by hand; a test fails while a
+file differs from what the contract derives today.
 
     python -m schemas.bigquery_files terraform/schemas
 """
@@ -14,9 +16,15 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.contract import bigquery_schema
+from schemas.contract import bigquery_schema, pubsub_gate_schema
 
-__all__ = ["TABLE_SCHEMAS", "render_table_schema", "write_table_schemas"]
+__all__ = [
+    "PUBSUB_SCHEMA_FILE",
+    "TABLE_SCHEMAS",
+    "render_pubsub_schema",
+    "render_table_schema",
+    "write_table_schemas",
+]
 
 # BigQuery table -> the Avro schema (file stem of schemas/avro) its rows follow. The table names
 # are the sinks' (the table names of pipelines.io.sinks.embedded.warehouse, AUDIT_TABLE of
@@ -27,7 +35,9 @@ TABLE_SCHEMAS: dict[str, str] = {
     "freshness_minute": "freshness_row",
     "usage_hourly": "usage_row",
     "audit_log": "audit_record",
+    "dead_letters": "dead_letter",
 }
+PUBSUB_SCHEMA_FILE = "gateway_event.pubsub.avsc"
 
 
 def render_table_schema(table: str) -> str:
@@ -37,8 +47,14 @@ def render_table_schema(table: str) -> str:
     return json.dumps(bigquery_schema(TABLE_SCHEMAS[table]), indent=2, ensure_ascii=False) + "\n"
 
 
+def render_pubsub_schema() -> str:
+    """The content of the events topic's Pub/Sub schema file (2-space indent, newline)."""
+    return json.dumps(pubsub_gate_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
 def write_table_schemas(out_dir: str | Path) -> list[Path]:
-    """Writes ``<table>.json`` for every table into ``out_dir``; returns the paths written."""
+    """Writes ``<table>.json`` for every table and the Pub/Sub schema into ``out_dir``;
+    returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -46,6 +62,9 @@ def write_table_schemas(out_dir: str | Path) -> list[Path]:
         path = out / f"{table}.json"
         path.write_text(render_table_schema(table), encoding="utf-8")
         written.append(path)
+    path = out / PUBSUB_SCHEMA_FILE
+    path.write_text(render_pubsub_schema(), encoding="utf-8")
+    written.append(path)
     return written
 
 

@@ -54,6 +54,8 @@ SETTINGS_KEYS = frozenset(
         "service_account_email",
         "subnetwork",
         "streaming_job_name",
+        "streaming_workers",
+        "event_schema",
         "parameters",
     }
 )
@@ -184,7 +186,16 @@ def run_command(
         *_environment_flags(settings),
     ]
     if pipeline == "streaming":
-        command.append("--enable-streaming-engine")
+        # The workers Terraform's streaming job gets (docs/deploy.md, Sizing).
+        workers = settings["streaming_workers"]
+        command += [
+            "--enable-streaming-engine",
+            f"--worker-machine-type={workers['machine_type']}",
+            f"--num-workers={workers['num_workers']}",
+            f"--max-workers={workers['max_workers']}",
+            "--additional-pipeline-options="
+            f"number_of_worker_harness_threads={workers['harness_threads']}",
+        ]
     # The launcher and the workers run the same image (python-docs-samples' pattern).
     command.append(
         parameters_flag({"sdk_container_image": image(settings, pipeline, tag), **merged})
@@ -193,10 +204,25 @@ def run_command(
 
 
 def format_command(command: list[str]) -> str:
-    """The command as copy-pasteable shell: the command words, then one flag per line."""
+    """The command as copy-pasteable shell: a short command (four words at most) on one line;
+    else the command words, then one flag per line, a bare flag with its value (``-m X``)."""
     quoted = [shlex.quote(part) for part in command]
+    if len(command) <= 4:
+        return " ".join(quoted)
     head = next((i for i, part in enumerate(command) if part.startswith("-")), len(command))
-    return " \\\n    ".join([" ".join(quoted[:head]), *quoted[head:]])
+    lines = [" ".join(quoted[:head])]
+    for i in range(head, len(command)):
+        bare_value = (
+            not command[i].startswith("-")
+            and command[i - 1].startswith("-")
+            and "=" not in command[i - 1]
+            and i > head
+        )
+        if bare_value:
+            lines[-1] += f" {quoted[i]}"
+        else:
+            lines.append(quoted[i])
+    return " \\\n    ".join(lines)
 
 
 def _has_credentials() -> bool:
@@ -211,6 +237,20 @@ def _has_credentials() -> bool:
     return listed.returncode == 0 and bool(listed.stdout.strip())
 
 
+def settings_or_example(settings_path: Path, execute: bool) -> dict[str, Any]:
+    """The deploy settings at ``settings_path``; when that file is missing, the example's
+    placeholders (said on stdout), or with ``execute`` an exit: nothing runs on placeholders."""
+    if not settings_path.is_file():
+        if execute:
+            raise SystemExit(f"{settings_path} not found: run `make deploy-settings` first")
+        print(
+            f"# {settings_path} not found: placeholders from {EXAMPLE_SETTINGS.relative_to(ROOT)}"
+        )
+        print("# (`make deploy-settings` writes the real names after `terraform apply`)")
+        settings_path = EXAMPLE_SETTINGS
+    return load_settings(settings_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print (and run) the Flex Template commands.")
     parser.add_argument("--settings", default=".local/deploy-settings.json")
@@ -222,16 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("parameters", nargs="*", help="run: NAME=VALUE launch parameters.")
     args = parser.parse_args(argv)
 
-    settings_path = Path(args.settings)
-    if not settings_path.is_file():
-        if args.execute:
-            raise SystemExit(f"{settings_path} not found: run `make deploy-settings` first")
-        print(
-            f"# {settings_path} not found: placeholders from {EXAMPLE_SETTINGS.relative_to(ROOT)}"
-        )
-        print("# (`make deploy-settings` writes the real names after `terraform apply`)")
-        settings_path = EXAMPLE_SETTINGS
-    settings = load_settings(settings_path)
+    settings = settings_or_example(Path(args.settings), args.execute)
 
     if args.action == "build":
         commands = build_commands(settings, args.tag)

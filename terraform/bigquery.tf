@@ -1,12 +1,14 @@
 # The warehouse: metrics_minute (one row per window_start, model, region; hour partitions kept
 # metrics_minute_retention_days), its hourly and daily rollups, the per-minute freshness, the
 # hourly usage per user and model version (a year), audit_log, the views of pipelines/sql, and
-# the raw archive as an external table with the trace_request table function. Table schemas are
-# generated from schemas/avro (python -m schemas.bigquery_files terraform/schemas).
+# the raw archive as an external table with the trace_request table function; and, in a
+# restricted dataset, the dead letters. Table schemas are generated from schemas/avro
+# (python -m schemas.bigquery_files terraform/schemas).
 
 locals {
   bigquery_location = coalesce(var.bigquery_location, var.region)
   dataset_ref       = "${var.project_id}.${google_bigquery_dataset.analytics.dataset_id}"
+  dead_letter_table = "${var.project_id}.${google_bigquery_dataset.restricted.dataset_id}.${google_bigquery_table.dead_letters.table_id}"
   # pipelines/views.py BASE_VIEW_NAMES, then the rest of VIEW_NAMES (a test keeps them equal):
   # the hourly and daily views select from the base views, so those are created first.
   base_view_names = [
@@ -34,6 +36,7 @@ locals {
     "usage_by_model_version_hourly",
     "usage_by_model_version_daily",
     "top_users_daily",
+    "schema_drift_daily",
   ]
   # The tables the sinks derive from metric panes, kept a year (pipelines/io/sinks/gcp/bigquery.py
   # _LAYOUT has the same partitioning and clustering for the tables it creates when missing).
@@ -239,4 +242,46 @@ resource "google_storage_bucket_iam_member" "trace_readers" {
   bucket = google_storage_bucket.data["raw"].name
   role   = "roles/storage.objectViewer"
   member = each.value
+}
+
+# Dead letters, queryable: a dataset of their own, because their payloads (redacted or omitted)
+# are restricted: only the worker writes (iam.tf) and only var.dead_letter_readers read, while
+# the analytics dataset above is for analysts. The pipeline appends to the table
+# (--dead_letter_table) through the Storage Write API; day partitions of failed_at expire with
+# the dead-letter bucket's objects (dead_letter_retention_days). Schema from dead_letter.avsc.
+resource "google_bigquery_dataset" "restricted" {
+  project                    = var.project_id
+  dataset_id                 = "${var.dataset_id}_restricted"
+  location                   = local.bigquery_location
+  description                = "GenAI pipeline dead letters (restricted: redacted or omitted payloads)."
+  delete_contents_on_destroy = false
+  labels                     = merge(var.labels, { data_class = "restricted" })
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_bigquery_table" "dead_letters" {
+  project             = var.project_id
+  dataset_id          = google_bigquery_dataset.restricted.dataset_id
+  table_id            = "dead_letters"
+  description         = "Inputs the pipeline rejected: reason, step, time, hashes and the redacted payload."
+  deletion_protection = true
+  schema              = file("${path.module}/schemas/dead_letters.json")
+  clustering          = ["reason", "step"]
+  labels              = merge(var.labels, { data_class = "restricted" })
+
+  time_partitioning {
+    type          = "DAY"
+    field         = "failed_at"
+    expiration_ms = var.dead_letter_retention_days * local.day_ms
+  }
+}
+
+resource "google_bigquery_dataset_iam_member" "dead_letter_readers" {
+  for_each = toset(var.dead_letter_readers)
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.restricted.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = each.key
 }

@@ -30,9 +30,15 @@ resource "google_dataflow_flex_template_job" "streaming" {
   subnetwork              = local.subnetwork
   ip_configuration        = "WORKER_IP_PRIVATE"
   enable_streaming_engine = true
-  max_workers             = var.streaming_max_workers
-  labels                  = var.labels
-  parameters              = local.streaming_parameters
+  # Sizing (docs/deploy.md, from benchmarks/cost_per_event.py): the average on the minimum,
+  # autoscaling by throughput up to twice the peak.
+  machine_type                = var.streaming_machine_type
+  num_workers                 = var.streaming_min_workers
+  max_workers                 = var.streaming_max_workers
+  autoscaling_algorithm       = "THROUGHPUT_BASED"
+  additional_pipeline_options = ["number_of_worker_harness_threads=${var.streaming_harness_threads}"]
+  labels                      = var.labels
+  parameters                  = local.streaming_parameters
 
   # Drain on destroy or replacement: stop reading, finish in-flight windows, then stop, so
   # nothing acknowledged is lost.
@@ -47,6 +53,10 @@ resource "google_dataflow_flex_template_job" "streaming" {
       condition     = length(setsubtract(keys(local.streaming_parameters), local.streaming_parameter_names)) == 0
       error_message = "Every streaming parameter must be declared in templates/streaming/metadata.json."
     }
+    precondition {
+      condition     = var.streaming_min_workers <= var.streaming_max_workers
+      error_message = "streaming_min_workers must not exceed streaming_max_workers."
+    }
   }
 
   depends_on = [
@@ -55,5 +65,7 @@ resource "google_dataflow_flex_template_job" "streaming" {
     google_storage_bucket_iam_member.worker_object_admin,
     google_secret_manager_secret_iam_member.worker_pseudonym_key,
     google_artifact_registry_repository_iam_member.worker_images,
+    google_bigquery_dataset_iam_member.worker_dead_letter_editor,
+    google_pubsub_topic_iam_member.worker_dead_letter_publisher,
   ]
 }

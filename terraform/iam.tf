@@ -17,8 +17,8 @@ locals {
   worker_project_roles = [
     "roles/dataflow.worker",               # work items, job metrics and logs
     "roles/bigquery.jobUser",              # query/load jobs (upserts) run in the project
-    "roles/cloudsql.client",               # connect to the audit instance
-    "roles/cloudsql.instanceUser",         # IAM database login
+    "roles/cloudsql.client",               # the connector: instance metadata, ephemeral certificates
+    "roles/cloudsql.instanceUser",         # IAM database login (the connector's token)
     "roles/dlp.user",                      # inspect and de-identify content
     "roles/dlp.inspectTemplatesReader",    # read the inspect template by name
     "roles/dlp.deidentifyTemplatesReader", # read the de-identify template by name
@@ -68,6 +68,22 @@ resource "google_bigquery_dataset_iam_member" "worker_data_editor" {
   dataset_id = google_bigquery_dataset.analytics.dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = local.worker_member
+}
+
+# The dead-letter table, in its restricted dataset (appends through the Storage Write API).
+resource "google_bigquery_dataset_iam_member" "worker_dead_letter_editor" {
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.restricted.dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = local.worker_member
+}
+
+# The pipeline's dead-letter topic (--dead_letter_topic).
+resource "google_pubsub_topic_iam_member" "worker_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.pipeline_dead_letters.name
+  role    = "roles/pubsub.publisher"
+  member  = local.worker_member
 }
 
 resource "google_secret_manager_secret_iam_member" "worker_pseudonym_key" {

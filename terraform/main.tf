@@ -50,9 +50,14 @@ locals {
     raw_root         = "gs://${google_storage_bucket.data["raw"].name}"
     dead_letter_root = "gs://${google_storage_bucket.data["dead_letter"].name}"
     bigquery_dataset = local.dataset_ref
-    # IAM login of the worker's database user on the private IP (no password anywhere).
-    audit_db_url = "postgresql://${google_sql_user.worker.name}@${google_sql_database_instance.audit.private_ip_address}:5432/${google_sql_database.audit.name}"
+    # Dead letters also to the pipeline's topic and the restricted BigQuery table.
+    dead_letter_topic = google_pubsub_topic.pipeline_dead_letters.id
+    dead_letter_table = local.dead_letter_table
+    # The Cloud SQL connector: the instance by connection name, IAM login of the worker's
+    # database user, private IP (no password anywhere; pipelines/io/sinks/gcp/audit_db.py).
+    audit_db_url = local.audit_db_url
   }
+  audit_db_url = "cloudsql://${google_sql_user.worker.name}@${google_sql_database_instance.audit.connection_name}/${google_sql_database.audit.name}"
   # With a DLP engine (dlp, hybrid): the templates this stack creates, in their location.
   dlp_parameters = {
     dlp_project             = var.project_id

@@ -10,6 +10,14 @@ output "flex_settings" {
     service_account_email = google_service_account.worker.email
     subnetwork            = local.subnetwork
     streaming_job_name    = var.streaming_job_name
+    event_schema          = google_pubsub_schema.gateway_event.id
+    # The streaming job's workers, as google_dataflow_flex_template_job.streaming sets them.
+    streaming_workers = {
+      machine_type    = var.streaming_machine_type
+      num_workers     = var.streaming_min_workers
+      max_workers     = var.streaming_max_workers
+      harness_threads = var.streaming_harness_threads
+    }
     parameters = {
       streaming = local.streaming_parameters
       backfill  = local.launch_parameters
@@ -32,14 +40,29 @@ output "events_subscription" {
   value       = google_pubsub_subscription.events.id
 }
 
-output "dead_letter_topic" {
-  description = "Topic Pub/Sub forwards undeliverable messages to."
+output "event_schema" {
+  description = "Pub/Sub schema of the events topic (the contract's required fields, JSON encoding)."
+  value       = google_pubsub_schema.gateway_event.id
+}
+
+output "delivery_failure_topic" {
+  description = "Topic Pub/Sub forwards undeliverable messages to (raw events)."
   value       = google_pubsub_topic.dead_letter.id
 }
 
-output "dead_letter_subscription" {
-  description = "Subscription that keeps the dead-lettered messages (7 days)."
+output "delivery_failure_subscription" {
+  description = "Restricted subscription that keeps undeliverable messages delivery_failure_retention_days."
   value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "dead_letter_topic" {
+  description = "The pipeline's dead-letter topic (redacted records, --dead_letter_topic)."
+  value       = google_pubsub_topic.pipeline_dead_letters.id
+}
+
+output "dead_letter_table" {
+  description = "BigQuery table of the pipeline's dead letters (--dead_letter_table), restricted."
+  value       = local.dead_letter_table
 }
 
 output "raw_bucket" {
@@ -70,6 +93,11 @@ output "audit_db_connection_name" {
 output "audit_db_private_ip" {
   description = "Private IP of the audit store (reachable from the workers' network only)."
   value       = google_sql_database_instance.audit.private_ip_address
+}
+
+output "audit_db_url" {
+  description = "What the pipelines get as --audit_db_url: the Cloud SQL connector reference (no secret in it)."
+  value       = local.audit_db_url
 }
 
 output "audit_db_user" {

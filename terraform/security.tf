@@ -14,12 +14,17 @@ resource "google_secret_manager_secret" "pseudonym_key" {
   depends_on = [google_project_service.apis]
 }
 
-# Who read or wrote objects in the raw and dead-letter buckets, and who queried or changed the
-# dataset. Audit configs are per service and project: they cover every bucket and dataset of
-# the project. Authoritative for these two services (replaces their existing audit config).
+# Who read or wrote objects in the raw and dead-letter buckets, who queried or changed the
+# datasets (the dead-letter table included), and who pulled from the subscriptions (the
+# delivery-failure one holds raw messages). Audit configs are per service and project: they
+# cover every bucket, dataset and subscription of the project. Authoritative for these services
+# (replaces their existing audit config).
 locals {
-  # Services whose data-access logs are on: the buckets (raw, dead letters) and the dataset.
-  data_access_audited_services = ["storage.googleapis.com", "bigquery.googleapis.com"]
+  data_access_audited_services = [
+    "storage.googleapis.com",
+    "bigquery.googleapis.com",
+    "pubsub.googleapis.com",
+  ]
 }
 
 resource "google_project_iam_audit_config" "data_access" {

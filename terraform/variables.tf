@@ -81,8 +81,36 @@ variable "ack_deadline_seconds" {
 
 variable "message_retention_duration" {
   type        = string
-  description = "How long the subscriptions keep unacknowledged messages (the replay window of the source)."
+  description = "How long the events subscription keeps unacknowledged messages (the replay window of the source)."
   default     = "604800s"
+}
+
+variable "enforce_event_schema" {
+  type        = bool
+  description = "Attach the contract's Pub/Sub schema (JSON encoding) to the events topic, so publishes that lack a required field are refused. Check sample events with `make deploy-check-schema` first (docs/deploy.md)."
+  default     = true
+}
+
+variable "delivery_failure_retention_days" {
+  type        = number
+  description = "Days the delivery-failure subscription keeps messages Pub/Sub could not deliver (raw, unredacted gateway events)."
+  default     = 3
+
+  validation {
+    condition     = var.delivery_failure_retention_days >= 1 && var.delivery_failure_retention_days <= 7
+    error_message = "Delivery failures hold raw events: keep them 1 to 7 days."
+  }
+}
+
+variable "delivery_failure_reader_group" {
+  type        = string
+  description = "E-mail of the Google group that may read the delivery-failure subscription (raw events), e.g. pipeline-oncall@example.com; null: nobody beyond project-level roles."
+  default     = null
+
+  validation {
+    condition     = var.delivery_failure_reader_group == null || can(regex("^[^@\\s:]+@[^@\\s]+$", var.delivery_failure_reader_group))
+    error_message = "delivery_failure_reader_group is a group e-mail address, without the group: prefix."
+  }
 }
 
 # --- Storage and retention ---------------------------------------------------------------------
@@ -117,7 +145,7 @@ variable "kms_key_name" {
 
 variable "dead_letter_readers" {
   type        = list(string)
-  description = "Members allowed to read dead letters (objectViewer on the dead-letter bucket), e.g. [\"group:pipeline-oncall@example.com\"]. The worker only writes them."
+  description = "Members allowed to read the pipeline's dead letters (the dead-letter bucket, the restricted BigQuery dataset, the pipeline dead-letter subscription), e.g. [\"group:pipeline-oncall@example.com\"]. The worker only writes them."
   default     = []
 }
 
@@ -245,10 +273,33 @@ variable "streaming_job_name" {
   default     = "genai-streaming"
 }
 
+variable "streaming_machine_type" {
+  type        = string
+  description = "Worker machine type of the streaming job (docs/deploy.md, Sizing)."
+  default     = "n2-standard-2"
+}
+
+variable "streaming_min_workers" {
+  type        = number
+  description = "Workers the streaming job starts with and autoscaling keeps at least: the design's average load, plus one so losing a worker keeps the freshness SLO."
+  default     = 2
+}
+
 variable "streaming_max_workers" {
   type        = number
-  description = "Autoscaling ceiling of the streaming job."
-  default     = 10
+  description = "Autoscaling ceiling of the streaming job: twice the workers of the design's peak, to catch up after an outage."
+  default     = 6
+}
+
+variable "streaming_harness_threads" {
+  type        = number
+  description = "Beam option number_of_worker_harness_threads of the streaming job: threads per SDK process, which overlap the sinks' network waits (the work itself is CPU-bound: one process per vCPU)."
+  default     = 12
+
+  validation {
+    condition     = var.streaming_harness_threads >= 1 && var.streaming_harness_threads <= 100
+    error_message = "streaming_harness_threads must be 1 to 100."
+  }
 }
 
 variable "streaming_parameters" {

@@ -95,8 +95,8 @@ _STEP = "aggregate"
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
-# completion_tokens, policy_flags, data_class, redaction_counts, event_time, ingested_at).
-# Projecting before
+# completion_tokens, policy_flags, data_class, redaction_counts, event_time, ingested_at,
+# unknown_fields). Projecting before
 # the combine keeps prompt and response text out of shuffles and, on runners that buffer a
 # window's elements instead of lifting the combiner (the DirectRunner with non-default
 # windowing), out of state held for up to the allowed lateness. A plain tuple, because Beam's
@@ -113,6 +113,7 @@ _Usage = tuple[
     dict[str, int],
     dt.datetime,
     dt.datetime | None,
+    tuple[str, ...],
 ]
 
 
@@ -128,6 +129,7 @@ def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]
         event.redaction_counts,
         event.event_time,
         event.ingested_at,
+        event.unknown_fields,
     )
 
 
@@ -144,6 +146,7 @@ class _MetricsAccumulator:
         "prompt_token_sum",
         "redaction_counts",
         "request_count",
+        "schema_drift_counts",
         "token_sum",
         "unsplit_token_sum",
         "users",
@@ -163,6 +166,7 @@ class _MetricsAccumulator:
         self.latest_event_time: dt.datetime | None = None
         # Events per second of ingestion (seconds since the epoch).
         self.ingestion_counts: dict[int, int] = {}
+        self.schema_drift_counts: dict[str, int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The HLL sketch is a native object that pickle refuses; go through bytes.
@@ -184,6 +188,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.unsplit_token_sum,
             acc.latest_event_time,
             acc.ingestion_counts,
+            acc.schema_drift_counts,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -202,6 +207,8 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         # Before ingestion_counts: the events counted before the update have no ingestion
         # time, so the sink measures no freshness for them.
         fields = (*fields, {})
+    if len(fields) == 12:
+        fields = (*fields, {})  # before schema_drift_counts: counted from the update on
     (
         acc.request_count,
         acc.token_sum,
@@ -215,6 +222,7 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.unsplit_token_sum,
         acc.latest_event_time,
         acc.ingestion_counts,
+        acc.schema_drift_counts,
     ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
@@ -258,6 +266,7 @@ class _WindowTotals(NamedTuple):
     redaction_counts: dict[str, int]
     latest_event_time: dt.datetime | None
     ingestion_counts: tuple[IngestionBin, ...]
+    schema_drift_counts: dict[str, int]
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -288,6 +297,7 @@ class _MetricsCombineFn(beam.CombineFn):
             redaction_counts,
             event_time,
             ingested_at,
+            unknown_fields,
         ) = usage
         # What can fail for one event comes first, so a failure leaves the accumulator as it
         # was: the latency's bucket, the comparison of times, the ingestion second, the user
@@ -324,6 +334,10 @@ class _MetricsCombineFn(beam.CombineFn):
         if second is not None:
             ingestion = acc.ingestion_counts
             ingestion[second] = ingestion.get(second, 0) + 1
+        if unknown_fields:  # events per dropped field name (distinct names: drift_names)
+            drift = acc.schema_drift_counts
+            for name in unknown_fields:
+                drift[name] = drift.get(name, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
@@ -343,6 +357,7 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(merged.data_class_counts, acc.data_class_counts)
             _add_counts(merged.redaction_counts, acc.redaction_counts)
             _add_counts(merged.ingestion_counts, acc.ingestion_counts)
+            _add_counts(merged.schema_drift_counts, acc.schema_drift_counts)
             if merged.latest_event_time is None or (
                 acc.latest_event_time is not None
                 and acc.latest_event_time > merged.latest_event_time
@@ -374,6 +389,7 @@ class _MetricsCombineFn(beam.CombineFn):
                 IngestionBin(second, count)
                 for second, count in sorted(acc.ingestion_counts.items())
             ),
+            schema_drift_counts=dict(acc.schema_drift_counts),
         )
 
     def get_accumulator_coder(self) -> beam.coders.Coder:
@@ -639,6 +655,7 @@ class _FormatMetricRowFn(beam.DoFn):
             price_table_version=self._prices.version,
             latest_event_time=totals.latest_event_time,
             ingestion_counts=totals.ingestion_counts,
+            schema_drift_counts=totals.schema_drift_counts,
         )
 
     def _within_int64(self, totals: _WindowTotals) -> _WindowTotals:
@@ -650,7 +667,12 @@ class _FormatMetricRowFn(beam.DoFn):
             totals.completion_token_sum,
             totals.unsplit_token_sum,
         )
-        maps = (totals.policy_flag_counts, totals.data_class_counts, totals.redaction_counts)
+        maps = (
+            totals.policy_flag_counts,
+            totals.data_class_counts,
+            totals.redaction_counts,
+            totals.schema_drift_counts,
+        )
         if (
             min(sums) >= INT64_MIN
             and max(sums) <= INT64_MAX
@@ -667,6 +689,7 @@ class _FormatMetricRowFn(beam.DoFn):
             policy_flag_counts=_saturated_counts(totals.policy_flag_counts, counter),
             data_class_counts=_saturated_counts(totals.data_class_counts, counter),
             redaction_counts=_saturated_counts(totals.redaction_counts, counter),
+            schema_drift_counts=_saturated_counts(totals.schema_drift_counts, counter),
         )
 
 

@@ -65,6 +65,13 @@ class Event(NamedTuple):
     # took it in (Pub/Sub publish time, or when a local source emitted it); None when unknown.
     input_id: str | None = None
     ingested_at: dt.datetime | None = None
+    # Contract 1.1 (optional, see gateway_event.avsc), and the names of the unknown fields
+    # parsing dropped (``transforms.versions.drift_names``).
+    ttft_ms: float | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tenant_id: str | None = None
+    unknown_fields: tuple[str, ...] = ()
 
 
 class RedactedEvent(NamedTuple):
@@ -94,6 +101,11 @@ class RedactedEvent(NamedTuple):
     processed_at: dt.datetime
     input_id: str | None = None
     ingested_at: dt.datetime | None = None
+    ttft_ms: float | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tenant_id: str | None = None
+    unknown_fields: tuple[str, ...] = ()
 
 
 # Batches: the core moves events a batch per element, not an event per element. On the local
@@ -233,6 +245,8 @@ class MetricRow(NamedTuple):
     # (set by the sink when it commits the row): see metric_row.avsc.
     ingestion_counts: tuple[IngestionBin, ...] = ()
     freshness_counts: tuple[FreshnessBin, ...] = ()
+    # Shared default, never mutated: the aggregation always builds its own dict.
+    schema_drift_counts: dict[str, int] = {}
 
 
 class MetricRollup(NamedTuple):

@@ -8,8 +8,8 @@ the field and the rule, never the value. (The redaction step also scans the iden
 dead-letters any with a finding as ``pii_in_field:<field>``: a grammar cannot tell a phone number
 from an id made of digits.)
 
-* ``request_id``: 1-128 characters of ``[A-Za-z0-9._:/+=@-]``, starting with a letter or digit
-  (UUIDs, ``R-123``, ``req_01H...``, trace ids); no spaces, no free text.
+* ``request_id``, ``tenant_id``: 1-128 characters of ``[A-Za-z0-9._:/+=@-]``, starting with a
+  letter or digit (UUIDs, ``R-123``, ``req_01H...``, trace ids); no spaces, no free text.
 * ``model``, ``model_version``: a slug of 1-128 characters of ``[A-Za-z0-9._:/+@-]``, starting
   with a letter or digit (``gpt-4o-mini``, ``claude-3-5-sonnet@20240620``, ``2024-07-18``).
 * ``region``: one of the configured regions (``--allowed_regions``; default ``DEFAULT_REGIONS``,
@@ -104,6 +104,7 @@ _FLAG = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 
 _RULES = {
     "request_id": "1-128 of [A-Za-z0-9._:/+=@-], starting with a letter or digit",
+    "tenant_id": "1-128 of [A-Za-z0-9._:/+=@-], starting with a letter or digit",
     "model": "a slug of 1-128 of [A-Za-z0-9._:/+@-]",
     "model_version": "a slug of 1-128 of [A-Za-z0-9._:/+@-]",
     "region": "one of the allowed regions (--allowed_regions)",
@@ -129,6 +130,8 @@ def identifier_problem(
     region: str,
     policy_flags: tuple[str, ...],
     regions: frozenset[str],
+    *,
+    tenant_id: str | None = None,
 ) -> tuple[str, str] | None:
     """``(field, rule)`` of the first identifier outside its grammar, or None. ``region`` is
     compared lower-cased."""
@@ -142,4 +145,6 @@ def identifier_problem(
         return "region", _RULES["region"]
     if len(policy_flags) > MAX_POLICY_FLAGS or not all(_FLAG.match(f) for f in policy_flags):
         return "policy_flags", _RULES["policy_flags"]
+    if tenant_id is not None and not _REQUEST_ID.match(tenant_id):
+        return "tenant_id", _RULES["tenant_id"]
     return None

@@ -1,12 +1,13 @@
 """Parse and validate gateway events: bytes of one JSON object -> ``Event`` or a dead letter.
 
 Accepted input: the UTF-8 JSON body of one Pub/Sub message or one line of a JSON-lines file, as
-described by ``schemas/avro/gateway_event.avsc`` (version 1; ``schema_version`` absent, ``1`` or
-``"1"``). Validation is msgspec's (typed, strict: ``"7"`` is not an integer), and every rejection
-becomes a dead letter with a machine-readable reason:
+described by ``schemas/avro/gateway_event.avsc`` (contract 1.1; ``schema_version`` absent, a
+major-1 version such as ``1``, ``"1"``, ``"1.0"`` or ``"1.7"``, or another major that has a
+converter: ``transforms.versions``). Validation is msgspec's (typed, strict: ``"7"`` is not an
+integer), and every rejection becomes a dead letter with a machine-readable reason:
 
 ``oversize`` (over ``max_event_bytes``), ``invalid_json`` (not JSON, not UTF-8, or not an
-object), ``unsupported_schema_version``, ``missing_field:<name>`` (absent or null),
+object), ``unsupported_schema_version:<major>``, ``missing_field:<name>`` (absent or null),
 ``bad_type:<name>``, ``bad_value:<name>`` (right type, outside the contract: empty string, bad
 uuid, region not ``[A-Za-z0-9_-]``), ``negative_value:<name>``, ``bad_timestamp`` (not RFC 3339
 with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the worker clock).
@@ -14,7 +15,9 @@ Any other error one line causes (a bug it reveals) is that line's dead letter to
 ``internal_error:parse``, never a failed bundle; so is a line whose dead-letter payload cannot be
 redacted, with the payload omitted (``transforms.deadletter``).
 
-Fields the contract does not know are dropped and counted (schema drift), never fatal.
+Fields the contract does not know are dropped, never fatal: the event carries how many
+(``unknown_field_count``) and their names, bounded (``unknown_fields``, see
+``transforms.versions.drift_names``), and each name is counted (``schema_drift_field.<name>``).
 ``ParseEvents`` works a chunk of lines at a time (``LineChunk``) and emits each chunk's valid
 events as one ``ParsedBatch``, timestamped with its earliest event time; every event carries
 its own ``event_time``.
@@ -32,7 +35,7 @@ import functools
 import hashlib
 import re
 import uuid
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, NamedTuple
 
 import apache_beam as beam
 import msgspec
@@ -74,10 +77,17 @@ from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
 from transforms.pii.pseudonym import pseudonym_of
 from transforms.pii.settings import RedactionSettings
+from transforms.versions import (
+    current_major_version,
+    drift_names,
+    schema_version_of,
+    to_current_major,
+)
 
-__all__ = ["MAX_CHUNK_LINES", "ParseEvents", "ParseLimits", "parse_event"]
+__all__ = ["DRIFT_COUNTER_PREFIX", "MAX_CHUNK_LINES", "ParseEvents", "ParseLimits", "parse_event"]
 
-SUPPORTED_SCHEMA_VERSION = "1"
+# Counter of each dropped field name (namespace genai): schema_drift_field.<name>.
+DRIFT_COUNTER_PREFIX = "schema_drift_field."
 # Most single events (bytes input) gathered into one chunk: bounds a chunk's memory when a
 # bundle is large (a whole input split in batch).
 MAX_CHUNK_LINES = 2000
@@ -87,17 +97,19 @@ _NonEmpty = Annotated[str, Meta(min_length=1, max_length=256)]
 _Identifier = Annotated[str, Meta(min_length=1, max_length=128)]  # grammar: transforms.grammar
 _Count = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 _Flag = Annotated[str, Meta(min_length=1, max_length=64)]
+_Millis = Annotated[float, Meta(ge=0, le=MAX_LATENCY_MS)]
 
 
 class _EventV1(msgspec.Struct, frozen=True):
-    """Wire format of version 1 (mirrors gateway_event.avsc; a test keeps them in sync)."""
+    """Wire format of major version 1, every minor up to the contract's (mirrors
+    gateway_event.avsc; a test keeps them in sync). Fields of later minors come last."""
 
     event_id: uuid.UUID
     request_id: _Identifier
     user_id: _NonEmpty
     event_time: Annotated[dt.datetime, Meta(tz=True)]
     model: _Identifier
-    latency_ms: Annotated[float, Meta(ge=0, le=MAX_LATENCY_MS)]
+    latency_ms: _Millis
     token_count: _Count
     # \Z, not $: "$" also matches before a final newline, which would let "us\n" through.
     region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,63}\Z")]
@@ -108,6 +120,11 @@ class _EventV1(msgspec.Struct, frozen=True):
     policy_flags: Annotated[tuple[_Flag, ...], Meta(max_length=MAX_POLICY_FLAGS)] = ()
     prompt: str | None = None
     response: str | None = None
+    # 1.1
+    ttft_ms: _Millis | None = None
+    cached_tokens: _Count | None = None
+    reasoning_tokens: _Count | None = None
+    tenant_id: _Identifier | None = None
 
 
 KNOWN_FIELDS = frozenset(_EventV1.__struct_fields__)
@@ -122,12 +139,13 @@ class _EventV1Fast(_EventV1, forbid_unknown_fields=True, gc=False):
     ``parse_event`` after decoding: ``event_id`` (a str that must already be canonical, since
     ``str()`` of a decoded ``uuid.UUID`` costs more than that check) and the characters of
     ``region`` (msgspec's ``pattern`` check costs several times the ``str`` methods used instead).
+    ``schema_version`` decodes as a string or an int, and ``parse_event`` accepts only the
+    canonical versions of the current major (``current_major_version``) here.
     ``gc=False``: it holds nothing that could form a cycle.
     """
 
     event_id: str
     region: Annotated[str, Meta(min_length=1, max_length=63)]
-    schema_version: Literal[1, "1"] | None = None
 
 
 _FAST_DECODER = msgspec.json.Decoder(_EventV1Fast)
@@ -176,16 +194,6 @@ def _reason_from(error: msgspec.ValidationError) -> str:
     return f"bad_value:{field}"
 
 
-def _normalise_version(value: object) -> str | None:
-    if value is None:
-        return SUPPORTED_SCHEMA_VERSION
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | str) and str(value).strip() == SUPPORTED_SCHEMA_VERSION:
-        return SUPPORTED_SCHEMA_VERSION
-    return None
-
-
 @functools.lru_cache(maxsize=8)  # a timedelta per event costs more than the check it serves
 def _skew_of(max_clock_skew_s: int) -> dt.timedelta:
     return dt.timedelta(seconds=max_clock_skew_s)
@@ -227,9 +235,11 @@ def parse_event(
     except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError too
         return _parse_event_reference(raw, now=now, limits=limits, **origin)
     event_id, region = wire.event_id, wire.region
+    version = current_major_version(wire.schema_version)
     # The reference's region pattern on ASCII; checked before lower() ("\u212a" lowers to "k").
     if not (
-        _CANONICAL_UUID.fullmatch(event_id)
+        version is not None
+        and _CANONICAL_UUID.fullmatch(event_id)
         and region.isascii()
         and (region.isalnum() or region.replace("-", "").replace("_", "").isalnum())
     ) or identifier_problem(
@@ -239,6 +249,7 @@ def parse_event(
         region,
         wire.policy_flags,
         limits.regions,
+        tenant_id=wire.tenant_id,
     ):
         return _parse_event_reference(raw, now=now, limits=limits, **origin)
     try:
@@ -254,7 +265,7 @@ def parse_event(
             wire.request_id,
             wire.user_id,
             event_time,
-            SUPPORTED_SCHEMA_VERSION,
+            version,
             wire.model,
             wire.model_version,
             wire.latency_ms,  # already a float: msgspec decodes JSON integers as floats here
@@ -270,6 +281,11 @@ def parse_event(
             None,  # input_sha256: set by the DoFn in replay mode
             input_id,
             ingested_at,
+            wire.ttft_ms,
+            wire.cached_tokens,
+            wire.reasoning_tokens,
+            wire.tenant_id,
+            (),  # unknown_fields
         ),
     )
 
@@ -284,8 +300,9 @@ def _parse_event_reference(
     ingested_at: dt.datetime | None = None,
 ) -> Event:
     """``parse_event`` by the contract's definition, for every input (see the module docstring):
-    decodes to a dict, checks the version, converts with ``msgspec.convert(strict=True)`` and
-    maps its errors to reasons. The fast path's fallback and its reference in tests."""
+    decodes to a dict, checks the version (and converts another major's document), converts
+    with ``msgspec.convert(strict=True)`` and maps its errors to reasons. The fast path's
+    fallback and its reference in tests."""
     if raw[:3] == _BOM:
         raw = raw[3:]
     if len(raw) > limits.max_event_bytes:
@@ -298,12 +315,8 @@ def _parse_event_reference(
         raise InvalidEvent("invalid_json", "JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidEvent("invalid_json", "the top-level JSON value must be an object")
-    version = _normalise_version(document.get("schema_version"))
-    if version is None:
-        raise InvalidEvent(
-            "unsupported_schema_version",
-            f"schema_version must be {SUPPORTED_SCHEMA_VERSION} (as integer or string) or absent",
-        )
+    version = schema_version_of(document.get("schema_version"))
+    document = to_current_major(version, document)
     user_key = pseudonym_of(document.get("user_id")) if pseudonymised else None
     if user_key is not None:
         document = {**document, "user_id": user_key}  # validated as the string it stands for
@@ -318,6 +331,7 @@ def _parse_event_reference(
         wire.region,
         wire.policy_flags,
         limits.regions,
+        tenant_id=wire.tenant_id,
     )
     if problem:
         field, rule = problem
@@ -338,12 +352,13 @@ def _parse_event_reference(
             "event_time_in_future",
             f"event_time is more than {limits.max_clock_skew_s} s ahead of the worker clock",
         )
+    unknown = document.keys() - KNOWN_FIELDS
     return Event(
         event_id=str(wire.event_id),
         request_id=wire.request_id,
         user_id="" if user_key is not None else wire.user_id,
         event_time=event_time,
-        schema_version=version,
+        schema_version=version.text,
         model=wire.model,
         model_version=wire.model_version,
         latency_ms=float(wire.latency_ms),
@@ -354,10 +369,15 @@ def _parse_event_reference(
         region=wire.region.lower(),
         prompt=wire.prompt,
         response=wire.response,
-        unknown_field_count=len(document.keys() - KNOWN_FIELDS),
+        unknown_field_count=len(unknown),
         user_key=user_key,
         input_id=input_id,
         ingested_at=ingested_at,
+        ttft_ms=None if wire.ttft_ms is None else float(wire.ttft_ms),
+        cached_tokens=wire.cached_tokens,
+        reasoning_tokens=wire.reasoning_tokens,
+        tenant_id=wire.tenant_id,
+        unknown_fields=drift_names(unknown),
     )
 
 
@@ -445,7 +465,10 @@ class _ParseChunkFn(beam.DoFn):
                     raise
                 yield self._internal_error(raw, error, now, ids[i])
                 continue
-            drift += event.unknown_field_count
+            if event.unknown_field_count:
+                drift += event.unknown_field_count
+                for name in event.unknown_fields:  # bounded names (drift_names); never logged
+                    Metrics.counter(METRICS_NAMESPACE, DRIFT_COUNTER_PREFIX + name).inc()
             events.append(event)
             if chunk.offsets:
                 offsets.append(chunk.offsets[i])

@@ -102,6 +102,11 @@ def redact_event(
         processed_at=processed_at,
         input_id=event.input_id,
         ingested_at=event.ingested_at,
+        ttft_ms=event.ttft_ms,
+        cached_tokens=event.cached_tokens,
+        reasoning_tokens=event.reasoning_tokens,
+        tenant_id=event.tenant_id,
+        unknown_fields=event.unknown_fields,
     )
 
 
@@ -143,6 +148,9 @@ def texts_of(event: Event) -> list[str]:
 
 
 _REPLAY_FIELDS = ("user_key", "input_sha256")
+# Contract 1.1's optional fields and the drift names: hashed only when set, so an event without
+# them keeps the ids it had before they existed.
+_LATER_FIELDS = ("ttft_ms", "cached_tokens", "reasoning_tokens", "tenant_id", "unknown_fields")
 _ORIGIN_FIELDS = ("input_id", "ingested_at")  # where the event came from, not its content
 
 
@@ -151,13 +159,13 @@ def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
     document = event._asdict()
     for name in _ORIGIN_FIELDS:  # not content: a redelivered input hashes the same
         document.pop(name)
-    for name in _REPLAY_FIELDS:
-        if document[name] is None:  # hashed as before they existed: the same ids as before
+    for name in (*_REPLAY_FIELDS, *_LATER_FIELDS):
+        if document[name] in (None, ()):  # hashed as before they existed: the same ids as before
             document.pop(name)
     full = msgspec.json.encode(document)
     # The payload is shaped like an input, so that a replay can submit it: no text, the
     # pseudonym in place of the user id, none of the fields parsing adds.
-    for name in (*TEXT_FIELDS, *_REPLAY_FIELDS, "unknown_field_count"):
+    for name in (*TEXT_FIELDS, *_REPLAY_FIELDS, "unknown_field_count", "unknown_fields"):
         document.pop(name, None)
     document["user_id"] = {PSEUDONYM_FIELD: _user_key(event, key)}
     return full, msgspec.json.encode(document).decode("utf-8")

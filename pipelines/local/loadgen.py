@@ -40,6 +40,7 @@ MALFORMED = "malformed"
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4")
 REGIONS = ("us", "eu", "asia")
+TENANTS = ("acme", "globex", "initech-eu")
 FLAGS = ("pii_redacted", "content_filtered", "jailbreak_suspected", "prompt_injection_suspected")
 # One of each dead-letter reason the parser knows, as (reason, mutation of a valid document).
 MALFORMATIONS = (
@@ -48,7 +49,7 @@ MALFORMATIONS = (
     "bad_type:latency_ms",
     "negative_value:token_count",
     "bad_timestamp",
-    "unsupported_schema_version",
+    "unsupported_schema_version:2",
     "event_time_in_future",
 )
 
@@ -112,7 +113,8 @@ class EventGenerator:
         return self._rng.choice(pool)
 
     def document(self, event_time: dt.datetime) -> dict:
-        """A valid version-1 event document."""
+        """A valid event document of major version 1 (as gateways write it: no version, 1,
+        "1", "1.0" or "1.1", the 1.1 fields on about half of the 1.1 events)."""
         rng = self._rng
         prompt_tokens = rng.randint(20, 4000)
         completion_tokens = rng.randint(1, 2000)
@@ -123,7 +125,7 @@ class EventGenerator:
             "event_time": _iso(event_time),
             "model": rng.choice(MODELS),
             "model_version": rng.choice(("2024-07-18", "001", "002", None)),
-            "schema_version": rng.choice((1, "1", None)),
+            "schema_version": rng.choice((1, "1", None, "1.0", "1.1")),
             "latency_ms": round(rng.lognormvariate(6.3, 0.6), 1),
             "token_count": prompt_tokens + completion_tokens,
             "prompt_tokens": prompt_tokens,
@@ -133,6 +135,10 @@ class EventGenerator:
             "prompt": self._text(),
             "response": self._text(),
         }
+        if document["schema_version"] == "1.1" and rng.random() < 0.5:
+            document["ttft_ms"] = round(document["latency_ms"] * rng.uniform(0.05, 0.5), 1)
+            document["cached_tokens"] = rng.randint(0, prompt_tokens)
+            document["tenant_id"] = rng.choice(TENANTS)
         return {k: v for k, v in document.items() if v is not None}
 
     def _malformed(self, now: dt.datetime) -> Generated:
@@ -151,8 +157,8 @@ class EventGenerator:
             document["token_count"] = -document["token_count"]
         elif reason == "bad_timestamp":
             document["event_time"] = now.strftime("%d/%m/%Y %H:%M")
-        elif reason == "unsupported_schema_version":
-            document["schema_version"] = 2
+        elif reason == "unsupported_schema_version:2":
+            document["schema_version"] = "2.0"
         elif reason == "event_time_in_future":
             document["event_time"] = _iso(now + dt.timedelta(hours=2))
         return Generated(json.dumps(document).encode(), MALFORMED, None, reason)

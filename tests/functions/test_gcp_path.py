@@ -20,12 +20,13 @@ import sqlglot
 from pipelines.io.sinks.batches import sink_dead_letters
 from pipelines.io.sinks.embedded import warehouse
 from pipelines.io.sinks.gcp import bigquery, postgres
+from pipelines.io.sinks.gcp.write_api import AppendFailed
 from pipelines.io.sinks.warehouse_tables import FRESHNESS, METRICS, ROLLUPS, USAGE
 from pipelines.io.sources import pubsub
 from pipelines.local import loadgen, publish
 from schemas.contract import bigquery_schema, load_schema
 from tests.stack import local_stack
-from tests.support.sink_factories import T0, audit_record, metric_row
+from tests.support.sink_factories import T0, metric_row
 from transforms.audit import outcome_precedence_sql
 
 # --- dead letters of the sinks ---------------------------------------------------------------
@@ -110,17 +111,6 @@ def test_rows_parameter_shape():
     assert base64.b64decode(fields["users_hll"]["value"]) == row.users_hll
 
 
-def test_audit_json_row():
-    record = audit_record(redaction_counts={"PHONE_NUMBER": 1, "EMAIL_ADDRESS": 2})
-    row = bigquery.audit_json_row(record)
-    json.dumps(row)  # serialisable as is
-    assert row["recorded_at"] == "2026-01-27T10:00:07+00:00"
-    assert row["redaction_counts"] == [
-        {"key": "EMAIL_ADDRESS", "value": 2},
-        {"key": "PHONE_NUMBER", "value": 1},
-    ]
-
-
 def test_bigquery_error_classes():
     from google.api_core import exceptions as api
 
@@ -132,10 +122,13 @@ def test_bigquery_error_classes():
         api.Forbidden("Exceeded rate limits: rateLimitExceeded"),
         ConnectionError("refused"),
     ]
-    assert all(bigquery._is_transient(e) for e in transient)
-    assert not bigquery._is_transient(api.Forbidden("accessDenied"))
-    assert not bigquery._is_transient(api.BadRequest("invalid"))
+    transient += [api.Aborted("append raced"), AppendFailed(14), AppendFailed(8)]
+    assert all(bigquery.is_transient(e) for e in transient)
+    assert not bigquery.is_transient(api.Forbidden("accessDenied"))
+    assert not bigquery.is_transient(api.BadRequest("invalid"))
+    assert not bigquery.is_transient(AppendFailed(3))
     assert bigquery._is_rejected(api.BadRequest("invalid"))
+    assert bigquery._is_rejected(AppendFailed(3))  # INVALID_ARGUMENT: the batch is refused
     assert not bigquery._is_rejected(KeyError("bug"))
 
 
@@ -189,21 +182,6 @@ def test_postgres_ddl_comes_from_the_contract():
     assert upsert.endswith(
         "WHERE " + outcome_precedence_sql("EXCLUDED") + " > " + outcome_precedence_sql("audit_log")
     )
-
-
-def test_db_url_references(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUDIT_URL_TEST", "postgresql://u@h:5432/db")
-    assert postgres.resolve_db_url("env:AUDIT_URL_TEST") == "postgresql://u@h:5432/db"
-    path = tmp_path / "url"
-    path.write_text("postgresql://u:secret@h/db\n")
-    assert postgres.resolve_db_url(f"file:{path}") == "postgresql://u:secret@h/db"
-    with pytest.raises(ValueError, match="NOT_SET_VARIABLE is not set"):
-        postgres.resolve_db_url("env:NOT_SET_VARIABLE")
-    with pytest.raises(ValueError, match=r"postgresql://") as caught:
-        postgres.resolve_db_url("mysql://u:secret@h/db")
-    assert "secret" not in str(caught.value)
-    assert postgres.describe_db_url("postgresql://u:secret@h:5/db") == "postgresql://h:5/db"
-    assert postgres.describe_db_url("env:X") == "env:X"
 
 
 # --- Pub/Sub -------------------------------------------------------------------------------

@@ -88,9 +88,25 @@ def test_unknown_fields_are_dropped_and_counted():
         (b"\xff\xfe", "invalid_json"),
         (b"[1, 2]", "invalid_json"),
         (b"", "invalid_json"),
-        (raw(schema_version=2), "unsupported_schema_version"),
-        (raw(schema_version="v1"), "unsupported_schema_version"),
-        (raw(schema_version=True), "unsupported_schema_version"),
+        (raw(schema_version=2), "unsupported_schema_version:2"),
+        (raw(schema_version="2.1"), "unsupported_schema_version:2"),
+        (raw(schema_version=0), "unsupported_schema_version:0"),
+        (raw(schema_version="v1"), "bad_value:schema_version"),
+        (raw(schema_version="1.01"), "bad_value:schema_version"),
+        (raw(schema_version=" 1"), "bad_value:schema_version"),
+        (raw(schema_version="1.1.0"), "bad_value:schema_version"),
+        (raw(schema_version=-1), "bad_value:schema_version"),
+        (raw(schema_version=1000), "bad_value:schema_version"),
+        (raw(schema_version=True), "bad_type:schema_version"),
+        (raw(schema_version=1.1), "bad_type:schema_version"),
+        (raw(schema_version=[1]), "bad_type:schema_version"),
+        (raw(ttft_ms=-1), "negative_value:ttft_ms"),
+        (raw(ttft_ms="12"), "bad_type:ttft_ms"),
+        (raw(cached_tokens=-1), "negative_value:cached_tokens"),
+        (raw(reasoning_tokens=1.5), "bad_type:reasoning_tokens"),
+        (raw(tenant_id="acme corp"), "bad_value:tenant_id"),
+        (raw(tenant_id=""), "bad_value:tenant_id"),
+        (raw(tenant_id=7), "bad_type:tenant_id"),
         (raw(user_id=...), "missing_field:user_id"),
         (raw(event_id=...), "missing_field:event_id"),
         (raw(event_time=...), "missing_field:event_time"),
@@ -158,3 +174,65 @@ def test_error_messages_never_contain_values():
 def test_wire_format_matches_the_avro_contract():
     avro_fields = {f["name"] for f in load_schema("gateway_event")["fields"]}
     assert avro_fields == KNOWN_FIELDS
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [(..., "1"), (None, "1"), (1, "1"), ("1", "1"), ("1.0", "1.0"), ("1.1", "1.1"), ("1.7", "1.7")],
+)
+def test_every_minor_of_major_1_is_accepted_and_stored_as_given(value, stored):
+    # An independent generator writes "1.0" and "1.1"; a minor newer than this pipeline's
+    # contract (1.7) is accepted too: minors only add optional fields.
+    assert parse_event(raw(schema_version=value), now=NOW).schema_version == stored
+
+
+def test_fields_of_contract_1_1_are_parsed():
+    event = parse_event(
+        raw(
+            schema_version="1.1",
+            ttft_ms=210,
+            cached_tokens=512,
+            reasoning_tokens=90,
+            tenant_id="acme-eu.prod",
+        ),
+        now=NOW,
+    )
+    assert (event.ttft_ms, event.cached_tokens, event.reasoning_tokens, event.tenant_id) == (
+        210.0,
+        512,
+        90,
+        "acme-eu.prod",
+    )
+    assert isinstance(event.ttft_ms, float)
+    assert event.unknown_field_count == 0 and event.unknown_fields == ()
+    assert parse_event(raw(), now=NOW)[-5:] == (None, None, None, None, ())
+
+
+def test_unknown_field_names_are_kept_bounded_and_sorted():
+    event = parse_event(
+        raw(schema_version="1.3", service_tier="flex", **{"Weird Name": 1, "x" * 65: 2}),
+        now=NOW,
+    )
+    assert event.unknown_field_count == 3
+    assert event.unknown_fields == ("other", "service_tier")
+    many = parse_event(raw(**{f"f{i:02d}": i for i in range(20)}), now=NOW)
+    assert many.unknown_field_count == 20
+    assert many.unknown_fields == (*(f"f{i:02d}" for i in range(7)), "other")
+
+
+def test_another_major_goes_through_its_converter(monkeypatch):
+    from transforms import versions
+
+    def from_v2(document):
+        # A made-up major 2 that renamed latency_ms and nested the tokens.
+        document["latency_ms"] = document.pop("latency")
+        document["token_count"] = document.pop("tokens")["total"]
+        return document
+
+    monkeypatch.setitem(versions.CONVERTERS, 2, from_v2)
+    v2 = raw(
+        schema_version="2.0", latency=12.5, tokens={"total": 7}, latency_ms=..., token_count=...
+    )
+    event = parse_event(v2, now=NOW)
+    assert (event.schema_version, event.latency_ms, event.token_count) == ("2.0", 12.5, 7)
+    assert reason_of(raw(schema_version=3)) == "unsupported_schema_version:3"

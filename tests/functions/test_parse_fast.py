@@ -38,7 +38,11 @@ MINIMAL = {
 }
 FULL = {
     **MINIMAL,
-    "schema_version": "1",
+    "schema_version": "1.1",
+    "ttft_ms": 120,
+    "cached_tokens": 256,
+    "reasoning_tokens": 64,
+    "tenant_id": "acme-eu",
     "model_version": "2024-07-18",
     "prompt_tokens": 1000,
     "completion_tokens": 420,
@@ -208,6 +212,20 @@ REGIONS = [
 SCHEMA_VERSIONS = [
     1,
     "1",
+    "1.0",
+    "1.1",
+    "1.99999",
+    "1.100000",
+    "1.01",
+    "1.",
+    ".1",
+    "1.1.1",
+    "2",
+    "2.0",
+    2,
+    0,
+    999,
+    1000,
     " 1 ",
     "1 ",
     "\t1\n",
@@ -325,7 +343,10 @@ def field_mutations() -> Iterator[bytes]:
         "region": REGIONS,
         "schema_version": SCHEMA_VERSIONS,
         "policy_flags": POLICY_FLAGS,
-        **{name: STRINGS for name in ("request_id", "user_id", "model", "model_version")},
+        **{
+            name: STRINGS
+            for name in ("request_id", "user_id", "model", "model_version", "tenant_id")
+        },
         **{name: STRINGS for name in ("prompt", "response")},
     }
     for base in (MINIMAL, FULL):
@@ -333,13 +354,33 @@ def field_mutations() -> Iterator[bytes]:
             yield encode(without(base, name))
             for value in ANY_TYPE + specific.get(name, []):
                 yield encode(with_field(base, name, value))
-        for name in ("latency_ms",):
+        for name in ("latency_ms", "ttft_ms"):
             for literal in FLOAT_LITERALS:
                 yield encode(with_field(base, name, RAW), literal)
-        for name in ("token_count", "prompt_tokens", "completion_tokens"):
+        for name in (
+            "token_count",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+        ):
             for literal in INTEGER_LITERALS:
                 yield encode(with_field(base, name, RAW), literal)
-        for literal in ("1", '"1"', '" 1 "', "2", "true", "1.0", "null", "1e0", "01", "-0"):
+        for literal in (
+            "1",
+            '"1"',
+            '" 1 "',
+            "2",
+            "true",
+            "1.0",
+            "1.1",
+            '"1.1"',
+            '"1.\\u0031"',
+            "null",
+            "1e0",
+            "01",
+            "-0",
+        ):
             yield encode(with_field(base, "schema_version", RAW), literal)
 
 

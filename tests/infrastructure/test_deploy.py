@@ -117,8 +117,14 @@ def test_parameters_flag_picks_a_delimiter_absent_from_the_values():
 
 
 def test_format_command_is_shell_safe():
-    text = flex.format_command(["gcloud", "x", "--parameters=^;^a=b;c=d", "--flag"])
-    assert text == "gcloud x \\\n    '--parameters=^;^a=b;c=d' \\\n    --flag"
+    text = flex.format_command(["gcloud", "x", "y", "--parameters=^;^a=b;c=d", "--flag"])
+    assert text == "gcloud x y \\\n    '--parameters=^;^a=b;c=d' \\\n    --flag"
+    assert flex.format_command(["terraform", "-chdir=terraform", "init"]) == (
+        "terraform -chdir=terraform init"
+    )
+    assert flex.format_command(["python", "-m", "pipelines.replay", "--a=1", "--b", "2"]) == (
+        "python \\\n    -m pipelines.replay \\\n    --a=1 \\\n    --b 2"
+    )
 
 
 def _gcloud_flags(*command: str) -> set[str]:

@@ -14,12 +14,19 @@ import pytest
 import sqlglot
 
 from pipelines.io.sinks.embedded.audit import AUDIT_TABLE
-from pipelines.io.sinks.gcp import bigquery
+from pipelines.io.sinks.gcp import bigquery, dead_letter_table
+from pipelines.io.sinks.gcp.audit_db import parse_cloudsql_url, resolve_db_url
 from pipelines.io.sinks.metrics_commit import FRESHNESS_THRESHOLDS_S
 from pipelines.io.sinks.warehouse_tables import TABLES
 from pipelines.retention import MINUTE_RETENTION_DAYS
 from pipelines.views import BASE_VIEW_NAMES, VIEW_NAMES, bigquery_view_sql
-from schemas.bigquery_files import TABLE_SCHEMAS, render_table_schema, write_table_schemas
+from schemas.bigquery_files import (
+    PUBSUB_SCHEMA_FILE,
+    TABLE_SCHEMAS,
+    render_pubsub_schema,
+    render_table_schema,
+    write_table_schemas,
+)
 from schemas.contract import bigquery_schema, load_schema
 from tests.support.terraform_config import (
     ROOT,
@@ -241,6 +248,9 @@ def test_tables_read_the_generated_schema_files(table):
 def test_schema_files_are_exactly_what_the_contract_derives_today():
     files = {p.stem for p in (TERRAFORM_DIR / "schemas").glob("*.json")}
     assert files == set(TABLE_SCHEMAS)
+    assert (TERRAFORM_DIR / "schemas" / PUBSUB_SCHEMA_FILE).read_text("utf-8") == (
+        render_pubsub_schema()
+    ), "terraform/schemas/gateway_event.pubsub.avsc is stale: make schemas"
     for table, schema in TABLE_SCHEMAS.items():
         text = (TERRAFORM_DIR / "schemas" / f"{table}.json").read_text("utf-8")
         assert json.loads(text) == bigquery_schema(schema), (
@@ -251,9 +261,14 @@ def test_schema_files_are_exactly_what_the_contract_derives_today():
 
 
 def test_schema_files_name_the_sinks_tables_and_fit_bigquery_limits():
-    assert set(TABLE_SCHEMAS) == {t.name for t in TABLES} | {AUDIT_TABLE}
+    assert set(TABLE_SCHEMAS) == {t.name for t in TABLES} | {
+        AUDIT_TABLE,
+        dead_letter_table.DEAD_LETTER_TABLE,
+    }
     assert {t.name: t.schema for t in TABLES} == {
-        name: schema for name, schema in TABLE_SCHEMAS.items() if name != AUDIT_TABLE
+        name: schema
+        for name, schema in TABLE_SCHEMAS.items()
+        if name not in (AUDIT_TABLE, dead_letter_table.DEAD_LETTER_TABLE)
     }
 
     def walk(fields):
@@ -269,7 +284,9 @@ def test_schema_files_name_the_sinks_tables_and_fit_bigquery_limits():
 
 def test_generator_writes_the_files(tmp_path):
     written = write_table_schemas(tmp_path)
-    assert sorted(p.name for p in written) == sorted(f"{t}.json" for t in TABLE_SCHEMAS)
+    assert sorted(p.name for p in written) == sorted(
+        [*(f"{t}.json" for t in TABLE_SCHEMAS), PUBSUB_SCHEMA_FILE]
+    )
     for path in written:
         assert path.read_text("utf-8") == (TERRAFORM_DIR / "schemas" / path.name).read_text("utf-8")
 
@@ -394,7 +411,14 @@ def _worker_bindings() -> dict[str, tuple[str, str]]:
             scope = next(
                 (
                     body[k]
-                    for k in ("subscription", "bucket", "dataset_id", "secret_id", "repository")
+                    for k in (
+                        "subscription",
+                        "topic",
+                        "bucket",
+                        "dataset_id",
+                        "secret_id",
+                        "repository",
+                    )
                     if k in body
                 ),
                 "project",
@@ -419,6 +443,8 @@ def test_worker_has_least_privilege_roles():
         ("roles/pubsub.viewer", "${google_pubsub_subscription.events.name}"),
         ("roles/storage.objectAdmin", "${each.value}"),
         ("roles/bigquery.dataEditor", "${google_bigquery_dataset.analytics.dataset_id}"),
+        ("roles/bigquery.dataEditor", "${google_bigquery_dataset.restricted.dataset_id}"),
+        ("roles/pubsub.publisher", "${google_pubsub_topic.pipeline_dead_letters.name}"),
         (
             "roles/secretmanager.secretAccessor",
             "${google_secret_manager_secret.pseudonym_key.secret_id}",
@@ -441,10 +467,11 @@ def test_no_basic_or_project_wide_data_roles_anywhere():
     assert "roles/secretmanager.secretAccessor" not in project_roles
 
 
-def test_data_access_audit_logs_for_storage_and_bigquery():
+def test_data_access_audit_logs_for_storage_bigquery_and_pubsub():
     assert set(TF.locals["data_access_audited_services"]) == {
         "storage.googleapis.com",
         "bigquery.googleapis.com",
+        "pubsub.googleapis.com",  # who pulled raw delivery failures
     }
     config = TF.resource("google_project_iam_audit_config", "data_access")
     assert config["for_each"] == "${toset(local.data_access_audited_services)}"
@@ -678,3 +705,158 @@ def test_parameters_set_by_terraform_are_template_parameters(pipeline):
     assert {"source", "subscription", "sink", "bigquery_dataset"} <= names or pipeline == "backfill"
     assert set(TF.locals["dlp_parameters"]) <= names
     assert "local.dlp_parameters" in TF.locals["launch_parameters"]
+
+
+# --- issue 22: dead letters, the schema gate, the audit store's connector, sizing --------------
+
+
+def test_events_topic_takes_the_generated_schema_as_its_gate():
+    schema = TF.resource("google_pubsub_schema", "gateway_event")
+    assert schema["type"] == "AVRO"
+    assert schema["definition"] == f'${{file("${{path.module}}/schemas/{PUBSUB_SCHEMA_FILE}")}}'
+    topic = TF.resource("google_pubsub_topic", "events")
+    settings = next(e["schema_settings"] for e in topic["dynamic"] if "schema_settings" in e)
+    assert settings["for_each"] == (
+        "${var.enforce_event_schema ? [google_pubsub_schema.gateway_event.id] : []}"
+    )
+    assert settings["content"][0]["encoding"] == "JSON"
+    assert TF.variables["enforce_event_schema"]["default"] is True
+
+
+def test_gate_holds_exactly_the_required_fields_without_unions():
+    gate = json.loads(render_pubsub_schema())
+    contract = json.loads((ROOT / "schemas" / "avro" / "gateway_event.avsc").read_text())
+    required = [f["name"] for f in contract["fields"] if "default" not in f]
+    assert [f["name"] for f in gate["fields"]] == required
+    assert all(isinstance(f["type"], str) for f in gate["fields"])  # plain JSON values pass
+
+
+def test_delivery_failures_are_kept_a_few_days_readable_by_one_group_and_audited():
+    hold = TF.resource("google_pubsub_subscription", "dead_letter")
+    assert hold["message_retention_duration"] == "${var.delivery_failure_retention_days * 86400}s"
+    variable = TF.variables["delivery_failure_retention_days"]
+    assert variable["default"] <= 7
+    assert "<= 7" in variable["validation"][0]["condition"]
+    readers = TF.resource("google_pubsub_subscription_iam_member", "delivery_failure_readers")
+    assert readers["member"] == "group:${var.delivery_failure_reader_group}"
+    assert readers["role"] == "roles/pubsub.subscriber"
+    assert TF.variables["delivery_failure_reader_group"]["default"] is None
+    # Nobody else is granted anything on it.
+    on_hold = [
+        name
+        for name, body in TF.of_type("google_pubsub_subscription_iam_member").items()
+        if body["subscription"] == "${google_pubsub_subscription.dead_letter.name}"
+    ]
+    assert on_hold == ["delivery_failure_readers"]
+    assert "pubsub.googleapis.com" in TF.locals["data_access_audited_services"]
+
+
+def test_pipeline_dead_letters_have_a_topic_a_restricted_table_and_grants():
+    topic = TF.resource("google_pubsub_topic", "pipeline_dead_letters")
+    assert "restricted" in topic["labels"]
+    subscription = TF.resource("google_pubsub_subscription", "pipeline_dead_letters")
+    assert subscription["topic"] == "${google_pubsub_topic.pipeline_dead_letters.id}"
+    readers = TF.resource("google_pubsub_subscription_iam_member", "pipeline_dead_letter_readers")
+    assert readers["for_each"] == "${toset(var.dead_letter_readers)}"
+    table = TF.resource("google_bigquery_table", "dead_letters")
+    assert table["dataset_id"] == "${google_bigquery_dataset.restricted.dataset_id}"
+    assert table["schema"] == '${file("${path.module}/schemas/dead_letters.json")}'
+    partitioning = block(table, "time_partitioning")
+    assert (partitioning["type"], partitioning["field"]) == ("DAY", "failed_at")
+    assert partitioning["expiration_ms"] == "${var.dead_letter_retention_days * local.day_ms}"
+    # The same table the sink creates when it is missing.
+    made = dead_letter_table.dead_letter_table("my-project.d.dead_letters")
+    assert table["clustering"] == made.clustering_fields
+    assert made.time_partitioning.field == partitioning["field"]
+    assert TF.default_of("${var.dead_letter_retention_days}") == (
+        dead_letter_table.PARTITION_EXPIRATION_DAYS
+    )
+    viewers = TF.resource("google_bigquery_dataset_iam_member", "dead_letter_readers")
+    assert viewers["role"] == "roles/bigquery.dataViewer"
+    assert viewers["dataset_id"] == "${google_bigquery_dataset.restricted.dataset_id}"
+    # The job writes to both.
+    parameters = TF.locals["template_parameters"]
+    assert parameters["dead_letter_topic"] == "${google_pubsub_topic.pipeline_dead_letters.id}"
+    assert parameters["dead_letter_table"] == "${local.dead_letter_table}"
+
+
+def _evaluate(expression: str, values: dict[str, str]) -> str:
+    """A Terraform string template with each ``${reference}`` replaced by ``values``."""
+
+    def value(match: re.Match) -> str:
+        return values[match.group(1)]
+
+    return re.sub(r"\$\{([^}]+)\}", value, expression)
+
+
+def test_terraform_passes_an_audit_db_url_the_pipeline_accepts():
+    """Terraform and the pipeline agree on the instance connection name, database and IAM
+    user: the URL Terraform builds, with the values its resources would have, resolves and
+    parses to exactly those resources."""
+    project, region, prefix = "my-project", TF.variables["region"]["default"], "genai"
+    instance = TF.resource("google_sql_database_instance", "audit")
+    database = TF.resource("google_sql_database", "audit")
+    account = TF.resource("google_service_account", "worker")
+    account_id = account["account_id"].replace("${var.name_prefix}", prefix)
+    email = f"{account_id}@{project}.iam.gserviceaccount.com"
+    user = TF.resource("google_sql_user", "worker")
+    assert user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+    assert (
+        user["name"] == '${trimsuffix(google_service_account.worker.email, ".gserviceaccount.com")}'
+    )
+    instance_name = instance["name"].replace("${var.name_prefix}", prefix)
+    values = {
+        "google_sql_user.worker.name": email.removesuffix(".gserviceaccount.com"),
+        "google_sql_database_instance.audit.connection_name": f"{project}:{region}:{instance_name}",
+        "google_sql_database.audit.name": database["name"],
+    }
+    assert TF.locals["template_parameters"]["audit_db_url"] == "${local.audit_db_url}"
+    url = _evaluate(TF.locals["audit_db_url"], values)
+    assert resolve_db_url(url) == url
+    parsed = parse_cloudsql_url(url)
+    assert parsed.connection_name == f"{project}:{region}:{prefix}-audit"
+    assert (parsed.database, parsed.user, parsed.ip_type) == (
+        "audit",
+        f"{prefix}-dataflow@{project}.iam",
+        "private",
+    )
+    # No password anywhere, and the template's regex takes it.
+    assert ":" not in parsed.user
+    metadata = json.loads((ROOT / "templates" / "streaming" / "metadata.json").read_text())
+    (regex,) = next(p for p in metadata["parameters"] if p["name"] == "audit_db_url")["regexes"]
+    assert re.fullmatch(regex, url)
+    # IAM login on a private-IP instance, with the worker's two Cloud SQL roles.
+    assert {"roles/cloudsql.client", "roles/cloudsql.instanceUser"} <= set(
+        TF.locals["worker_project_roles"]
+    )
+    flags = block(block(instance, "settings"), "database_flags")
+    assert (flags["name"], flags["value"]) == ("cloudsql.iam_authentication", "on")
+
+
+def test_streaming_job_is_sized_by_variables():
+    job = TF.resource("google_dataflow_flex_template_job", "streaming")
+    assert job["machine_type"] == "${var.streaming_machine_type}"
+    assert job["num_workers"] == "${var.streaming_min_workers}"
+    assert job["max_workers"] == "${var.streaming_max_workers}"
+    assert job["autoscaling_algorithm"] == "THROUGHPUT_BASED"
+    assert job["additional_pipeline_options"] == [
+        "number_of_worker_harness_threads=${var.streaming_harness_threads}"
+    ]
+    defaults = {
+        name: TF.variables[name]["default"]
+        for name in (
+            "streaming_machine_type",
+            "streaming_min_workers",
+            "streaming_max_workers",
+            "streaming_harness_threads",
+        )
+    }
+    assert defaults["streaming_min_workers"] <= defaults["streaming_max_workers"]
+    # flex_settings hands the same to `make template-run-streaming`.
+    workers = TF.outputs["flex_settings"]["value"]["streaming_workers"]
+    assert workers == {
+        "machine_type": "${var.streaming_machine_type}",
+        "num_workers": "${var.streaming_min_workers}",
+        "max_workers": "${var.streaming_max_workers}",
+        "harness_threads": "${var.streaming_harness_threads}",
+    }

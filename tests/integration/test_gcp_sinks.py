@@ -53,7 +53,7 @@ def test_bigquery_tables_views_and_merge_rule(stack):
         region="us-central1",
         window_start=pane0.window_start + dt.timedelta(days=1),
         policy_flag_counts={"jailbreak_suspected": 1},
-    )
+    )._replace(schema_drift_counts={"tenant_region": 1})
 
     def at(seconds):
         return lambda: pane0.window_start + dt.timedelta(seconds=seconds)
@@ -96,6 +96,8 @@ def test_bigquery_tables_views_and_merge_rule(stack):
     bq.merge_usage_rows(client, dataset, [_usage_row()])
     for view in VIEW_NAMES:  # every view runs on BigQuery's dialect too
         assert bq_rows(dataset, view), view
+    (drift,) = bq_rows(dataset, "schema_drift_daily")
+    assert (drift["field_name"], drift["event_count"]) == ("tenant_region", 1)
     (slo,) = bq_rows(dataset, "freshness_slo_daily")
     assert (slo["events"], slo["events_within_slo"], slo["slo_met"]) == (3, 3, True)
     daily = {r["region"]: r["request_count"] for r in bq_rows(dataset, "metrics_daily")}
@@ -215,6 +217,60 @@ def test_postgres_audit_inserts_are_idempotent(stack):
     assert by_id["a" * 64] == ("evt-x", "written")
     assert by_id["b" * 64] == ("evt-0", "written")
     assert "audit_log_input_id" in indexes and "audit_log_event_id_outcome_key" not in indexes
+
+
+def test_audit_appends_through_the_storage_write_api(stack):
+    """The audit sink appends through the Write API's default stream on the emulator's gRPC
+    port; a repeated batch is stored again (at least once) and the view shows one row per
+    audit_id. (The emulator's audit_log lacks its map column: create_emulator_audit_table.)"""
+    from pipelines.io.sinks.gcp import bigquery as bq
+    from tests.support.gcp_stack import create_emulator_audit_table
+    from tests.support.sink_factories import audit_record
+
+    dataset = f"{stack.project}.it_write_{uuid.uuid4().hex[:8]}"
+    create_emulator_audit_table(dataset)
+    sink = bq.AuditAppendSink(dataset)
+    sink.setup()
+    records = [audit_record(event_id=f"evt-{i}") for i in range(3)]
+    sink.write([*records, records[0]])  # the same record twice in a batch: sent once
+    stored = bq_rows(dataset, "audit_log")
+    assert sorted(r["audit_id"] for r in stored) == sorted(r.audit_id for r in records)
+    assert {r["recorded_at"] for r in stored} == {records[0].recorded_at}
+    sink.write(records[:1])  # a retried batch after a lost response: stored twice
+    assert len(bq_rows(dataset, "audit_log")) == 4
+    unique = bq_rows(dataset, "audit_log_unique")
+    assert sorted(r["audit_id"] for r in unique) == sorted(r.audit_id for r in records)
+
+
+def test_dead_letters_append_to_their_partitioned_table(stack):
+    from pipelines.io.sinks.gcp import dead_letter_table as dlt
+    from tests.support.sink_factories import dead_letter
+
+    table = f"{stack.project}.it_restricted_{uuid.uuid4().hex[:8]}.dead_letters"
+    sink = dlt.DeadLetterTableSink(table)
+    sink.setup()
+    letters = [
+        dead_letter(reason="invalid_json", dead_letter_id="a" * 64),
+        dead_letter(
+            reason="bad_value:region",
+            dead_letter_id="b" * 64,
+            payload=None,
+            payload_state="omitted",
+        ),
+    ]
+    sink.write(letters)
+    client = sink._client
+    created = client.get_table(table)
+    assert created.time_partitioning.field == "failed_at"
+    assert created.time_partitioning.expiration_ms == 30 * 86_400_000
+    assert created.clustering_fields == ["reason", "step"]
+    dataset, name = table.rsplit(".", 1)
+    rows = sorted(bq_rows(dataset, name), key=lambda r: r["reason"])
+    assert [(r["reason"], r["payload_state"], r["payload"]) for r in rows] == [
+        ("bad_value:region", "omitted", None),
+        ("invalid_json", "redacted", letters[0].payload),
+    ]
+    assert rows[1]["failed_at"] == letters[0].failed_at
 
 
 def test_postgres_takes_out_only_the_row_it_cannot_store(stack):

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pipelines.io.sinks.embedded.audit import _insert_statements, audit_row, audit_table_ddl
 from pipelines.io.sinks.embedded.warehouse import metric_rows_to_arrow
 from pipelines.io.sinks.files import avro_record, encode_avro_files
-from pipelines.io.sinks.gcp.bigquery import _rows_parameter, audit_json_row
+from pipelines.io.sinks.gcp.bigquery import _rows_parameter, encode_audit_row
 from pipelines.io.sinks.gcp.postgres import _row as postgres_row
 from pipelines.io.sinks.gcp.postgres import unencodable_audit_rows
 from schemas.contract import parsed_schema
@@ -448,7 +448,7 @@ def encode_for_every_sink(run: CoreRun) -> Counter:
     """Encodes what ``run`` holds the way each sink does before it writes, and returns the
     records each could not encode, by sink (what the sinks would take out as dead letters):
     Avro (archive and dead letters), DuckDB (Arrow), SQLite, BigQuery (MERGE parameter and
-    streaming-insert rows), PostgreSQL and the Pub/Sub topic (JSON)."""
+    Storage Write API rows), PostgreSQL and the Pub/Sub topic (JSON)."""
     refused: Counter = Counter()
     events = [avro_record(e) for e in run.written]
     _, rejected = encode_avro_files(
@@ -470,7 +470,7 @@ def encode_for_every_sink(run: CoreRun) -> Counter:
         for sql, parameters in _insert_statements([audit_row(r) for r in run.audit]):
             con.execute(sql, parameters)
     for record in run.audit:
-        json.dumps(audit_json_row(record), allow_nan=False)
+        encode_audit_row(record)  # the Storage Write API row
         postgres_row(record)
     refused["postgres"] += len(unencodable_audit_rows(run.audit))
     return refused

@@ -22,6 +22,7 @@ __all__ = [
     "Stack",
     "bq_rows",
     "check_stack",
+    "create_emulator_audit_table",
     "create_resources",
     "pg_rows",
     "unavailable",
@@ -122,6 +123,8 @@ def create_resources(stack: Stack, tmp_path: Path) -> Resources:
         paths[kind] = (topic, subscription)
     bucket = f"it-{suffix}"
     storage.Client(project=stack.project).create_bucket(bucket)
+    dataset = f"{stack.project}.it_{suffix}"
+    create_emulator_audit_table(dataset)
     database = f"it_{suffix}"
     with psycopg.connect(stack.admin_db_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {database}")
@@ -132,10 +135,32 @@ def create_resources(stack: Stack, tmp_path: Path) -> Resources:
         dead_letter_topic=paths["dead-letters"][0],
         dead_letter_subscription=paths["dead-letters"][1],
         bucket=bucket,
-        dataset=f"{stack.project}.it_{suffix}",
+        dataset=dataset,
         audit_db_url=audit_db_url,
         output_root=str(tmp_path / "out"),
     )
+
+
+def create_emulator_audit_table(dataset: str) -> None:
+    """Creates ``dataset`` and its ``audit_log`` as bqemulator's Storage Write API can take it.
+
+    bqemulator 1.4.0's Write API builds the target table's Arrow schema without the sub-fields
+    of RECORD columns (``grpc_api/write_servicer._table_arrow_schema``), so every append to a
+    table with one fails ("STRUCT with no fields"). ``audit_log`` has one, the map
+    ``redaction_counts``; here it is created without it (the emulator ignores the proto field
+    the rows still carry), and the sink, which creates tables only when missing, keeps it.
+    Everything else is the contract's table. BigQuery itself takes the full table: the encoding
+    of the map is checked by decoding it in tests/functions/test_write_api.py.
+    """
+    from google.cloud import bigquery
+
+    from pipelines.io.sinks.gcp.bigquery import audit_table
+
+    client = bigquery.Client(project=dataset.split(".")[0])
+    client.create_dataset(bigquery.Dataset(dataset), exists_ok=True)
+    table = audit_table(dataset)
+    table.schema = [f for f in table.schema if f.field_type != "RECORD"]
+    client.create_table(table, exists_ok=True)
 
 
 def bq_rows(dataset: str, relation: str) -> list[dict]:

@@ -80,7 +80,7 @@ def test_batch_every_output_exactly(mode):
                 [
                     ("invalid_json", None),
                     ("negative_value:latency_ms", event_id(4)),
-                    ("unsupported_schema_version", event_id(5)),
+                    ("unsupported_schema_version:9", event_id(5)),
                 ]
             ),
             label="dead letters",
@@ -95,7 +95,7 @@ def test_batch_every_output_exactly(mode):
                     ("duplicate", event_id(2), None),
                     ("dead_lettered", None, "invalid_json"),
                     ("dead_lettered", event_id(4), "negative_value:latency_ms"),
-                    ("dead_lettered", event_id(5), "unsupported_schema_version"),
+                    ("dead_lettered", event_id(5), "unsupported_schema_version:9"),
                 ]
             ),
             label="audit",

@@ -17,6 +17,8 @@ the sink calls *transient* (unavailable, timeouts, throttling, lost connections)
 errors it calls *rejected* (the service refused the rows) are not. When a batch still fails, every
 element of it becomes a ``DeadLetter`` with reason ``sink_failed:<sink name>`` (counted like every
 dead letter), whose payload is the element as JSON, so it can be replayed; nothing is dropped.
+A sink that writes a batch but for some elements the service refused one by one raises
+``RowsRefused`` with them: only those become dead letters, ``sink_failed:<sink>``.
 A batch that fails because of its rows (an error of an element, ``is_element_error``, or a
 rejection) is checked row by row (``BatchSink.unencodable``: the sink's own conversion and the
 service's limits, without calling it): the rows that fail alone become dead letters
@@ -33,7 +35,7 @@ import datetime as dt
 import itertools
 import logging
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -54,6 +56,7 @@ __all__ = [
     "SINK_FAILED",
     "BatchSink",
     "GatherForFlush",
+    "RowsRefused",
     "SinkRetry",
     "WriteInBatches",
     "batch_windowing",
@@ -123,6 +126,15 @@ class BatchSink:
         valid Unicode), without calling the service. Called only after a batch failed; the
         default knows of none."""
         return {}
+
+
+class RowsRefused(Exception):
+    """Raised by ``BatchSink.write`` when the batch is written except ``elements``, which the
+    service refused one by one (a value a column cannot take): retrying cannot help them."""
+
+    def __init__(self, elements: Sequence[Any]):
+        super().__init__(f"{len(elements)} element(s) refused")
+        self.elements = list(elements)
 
 
 def sink_dead_letters(
@@ -308,19 +320,9 @@ class _WriteBatchesFn(beam.DoFn):
         items = list(grouped)
         for chunk in _chunks(items, self._max_batch_rows):
             try:
-                failure = self._write(chunk)
-            except Exception as error:
-                if not is_element_error(error):
-                    raise
-                chunk, letters = self._take_out_unencodable(chunk, error)
-                yield from letters
-                failure = self._write(chunk)
-            else:
-                if failure is not None and self._sink.is_rejected(failure[0]):
-                    chunk, letters = self._take_out_unencodable(chunk, None)
-                    yield from letters
-                    if letters:  # the rest again, with its own retries
-                        failure = self._write(chunk)
+                chunk, failure = yield from self._write_rows(chunk)
+            except RowsRefused as refused:  # the rest of the chunk is written
+                chunk, failure = refused.elements, (refused, 1)
             if failure is None:
                 self._rows.inc(len(chunk))
                 self._batches.inc()
@@ -347,10 +349,39 @@ class _WriteBatchesFn(beam.DoFn):
                 count_dead_letter(letter.reason)
                 yield letter
 
+    def _write_rows(
+        self, chunk: Sequence[Any]
+    ) -> Generator[DeadLetter, None, tuple[Sequence[Any], tuple[Exception, int] | None]]:
+        """Writes ``chunk``, taking out the rows the sink cannot send after a failure they
+        explain (their dead letters are yielded); returns the rows still to account for and
+        the failure, None when they are written. ``RowsRefused`` propagates."""
+        try:
+            failure = self._write(chunk)
+        except RowsRefused:
+            raise
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            chunk, letters = self._take_out_unencodable(chunk, error)
+            yield from letters
+            failure = self._write(chunk)
+        else:
+            if failure is not None and self._sink.is_rejected(failure[0]):
+                chunk, letters = self._take_out_unencodable(chunk, None)
+                yield from letters
+                if letters:  # the rest again, with its own retries
+                    failure = self._write(chunk)
+        return chunk, failure
+
     def _write(self, chunk: Sequence[Any]) -> tuple[Exception, int] | None:
         if not chunk:
             return None
-        return write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+        try:
+            return write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+        except RowsRefused as refused:  # the rest of the chunk is written
+            self._rows.inc(len(chunk) - len(refused.elements))
+            self._batches.inc()
+            raise
 
     def _take_out_unencodable(
         self, chunk: Sequence[Any], error: Exception | None

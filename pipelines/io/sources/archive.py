@@ -48,6 +48,7 @@ def archived_event(record: dict[str, Any]) -> RedactedEvent:
     """A record read with the text-less reader schema, as a ``RedactedEvent`` without texts."""
     record["event_id"] = str(record["event_id"])  # fastavro reads the uuid logical type as UUID
     record["policy_flags"] = tuple(record["policy_flags"])
+    record["unknown_fields"] = tuple(record.get("unknown_fields") or ())
     return RedactedEvent(prompt=None, response=None, **record)
 
 

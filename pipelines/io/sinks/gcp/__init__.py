@@ -7,10 +7,11 @@ production services; only the sink classes differ, every transform before them i
   Storage, through the same writer as the embedded default (``WriteRawEvents``);
 * ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key, with its rollups and
   per-minute freshness (``MetricsMergeSink``); ``usage`` -> ``usage_hourly`` (``UsageMergeSink``);
-* ``audit`` -> PostgreSQL ``audit_log`` (``AuditInsertSink``) and BigQuery ``audit_log``
-  (``AuditAppendSink``): dual-written, each with its own retries;
+* ``audit`` -> PostgreSQL ``audit_log`` (``AuditInsertSink``, Cloud SQL through the connector)
+  and BigQuery ``audit_log`` (``AuditAppendSink``, Storage Write API): dual-written, each with
+  its own retries;
 * ``dead_letters`` -> Avro under ``<dead_letter_root>/dead_letter/dt=.../`` and, if configured,
-  a Pub/Sub dead-letter topic.
+  a Pub/Sub dead-letter topic and a BigQuery table (``DeadLetterTableSink``).
 
 The table and topic sinks are ``BatchSink`` objects written through the one ``WriteInBatches``
 composite, under the sink's ``step`` as label. Every sink retries with bounded exponential
@@ -41,6 +42,7 @@ from pipelines.io.sinks.gcp.bigquery import (
     MetricsMergeSink,
     UsageMergeSink,
 )
+from pipelines.io.sinks.gcp.dead_letter_table import DeadLetterTableSink
 from pipelines.io.sinks.gcp.postgres import AuditInsertSink
 from pipelines.io.sinks.gcp.pubsub import DeadLetterTopicSink
 
@@ -52,9 +54,11 @@ class GcpConfig(NamedTuple):
 
     ``raw_root`` and ``dead_letter_root`` are ``gs://bucket/prefix`` (any Beam file system
     works); ``bigquery_dataset`` is ``PROJECT.DATASET``; ``audit_db_url`` a reference
-    (``env:NAME``, ``file:PATH`` or a URL without password); ``flush_s`` bounds how long the
-    table and topic sinks buffer, ``file_flush_s`` how long the file sinks do (whole seconds:
-    Beam's processing-time triggers take whole seconds).
+    (``env:NAME``, ``file:PATH``, ``cloudsql://`` or a URL without password);
+    ``dead_letter_topic`` (``projects/P/topics/T``) and ``dead_letter_table``
+    (``PROJECT.DATASET.TABLE``) are optional copies of the dead letters; ``flush_s`` bounds how
+    long the table and topic sinks buffer, ``file_flush_s`` how long the file sinks do (whole
+    seconds: Beam's processing-time triggers take whole seconds).
     """
 
     raw_root: str
@@ -65,6 +69,7 @@ class GcpConfig(NamedTuple):
     retry: SinkRetry = SinkRetry()
     flush_s: int = 10
     file_flush_s: int = 60
+    dead_letter_table: str | None = None
 
 
 class WriteGcp(beam.PTransform):
@@ -129,4 +134,6 @@ class WriteGcp(beam.PTransform):
         )
         if c.dead_letter_topic:
             _ = self._batches(dead_letters, DeadLetterTopicSink(c.dead_letter_topic))
+        if c.dead_letter_table:
+            _ = self._batches(dead_letters, DeadLetterTableSink(c.dead_letter_table))
         return SinkOutputs(raw_files, dead_letter_files, sink_failures)

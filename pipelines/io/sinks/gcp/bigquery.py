@@ -29,12 +29,13 @@ implement and BigQuery applies only on a best-effort basis). One writer (one sha
 commits never interleave. Cost: ADR 0007. ``UsageMergeSink``: the same pane rule for
 ``usage_hourly`` (one query for the stored rows of the batch's users, one ``MERGE``).
 
-``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
-At least once: a batch retried after a lost response can store a record twice; the
-``audit_log_unique`` view shows one row per ``audit_id`` (per input: ``audit_id`` is a hash of
-the input's identity), the record of highest outcome precedence, as PostgreSQL keeps it. The
-exact, idempotent audit store is PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's
-copy is for analytics.
+``AuditAppendSink``: appends through the Storage Write API's default stream
+(``pipelines.io.sinks.gcp.write_api``). At least once: a batch retried after a lost response can
+store a record twice; the ``audit_log_unique`` view shows one row per ``audit_id`` (per input:
+``audit_id`` is a hash of the input's identity), the record of highest outcome precedence, as
+PostgreSQL keeps it. Rows BigQuery refuses one by one become ``sink_failed:bigquery`` dead
+letters, the rest is stored. The exact, idempotent audit store is PostgreSQL
+(``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
 
 A batch that fails for a row BigQuery cannot take (an integer beyond INT64, a float that is not
 finite, a text UTF-8 cannot encode: ``unencodable`` checks each row against the schema) has those
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import logging
 import math
 import threading
@@ -59,7 +59,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pipelines.io.sinks.batches import BatchSink
+from pipelines.io.sinks.batches import BatchSink, RowsRefused
+from pipelines.io.sinks.gcp.write_api import (
+    AppendFailed,
+    RowEncoder,
+    append_rows,
+    emulator_serialized,
+)
 from pipelines.io.sinks.metrics_commit import (
     USAGE_NOT_CONTENT,
     CommitResult,
@@ -94,17 +100,20 @@ __all__ = [
     "PARTITION_EXPIRATION_DAYS",
     "USAGE_FLUSH_S",
     "AuditAppendSink",
+    "BigQuerySink",
     "MetricsMergeSink",
     "UsageMergeSink",
-    "audit_json_row",
+    "append_audit_rows",
     "audit_table",
     "bigquery_client",
     "create_bigquery_objects",
-    "insert_audit_rows",
+    "encode_audit_row",
+    "is_transient",
     "merge_metric_rows",
     "merge_sql",
     "merge_usage_rows",
     "metrics_table",
+    "partition_column",
     "split_dataset",
     "warehouse_table",
 ]
@@ -157,6 +166,11 @@ _LAYOUT = {
     FRESHNESS.name: ("window_start", "DAY", PARTITION_EXPIRATION_DAYS, None),
     USAGE.name: ("hour_start", "DAY", PARTITION_EXPIRATION_DAYS, ["user_key", "model"]),
 }
+
+
+def partition_column(table: Table) -> str:
+    """The TIMESTAMP column ``table`` is partitioned by in BigQuery (``_LAYOUT``)."""
+    return _LAYOUT[table.name][0]
 
 
 def warehouse_table(dataset: str, table: Table):
@@ -454,55 +468,32 @@ def merge_usage_rows(client, dataset: str, rows: Sequence[UsageRow]) -> int:
     return len(winners)
 
 
-# --- audit: streaming inserts --------------------------------------------------------------
+# --- audit: Storage Write API --------------------------------------------------------------
 
 
 @cache
-def _audit_map_columns() -> frozenset[str]:
-    return frozenset(
-        f["name"]
-        for f in load_schema("audit_record")["fields"]
-        if isinstance(f["type"], dict) and f["type"].get("type") == "map"
-    )
+def _audit_encoder() -> RowEncoder:
+    return RowEncoder(bigquery_schema("audit_record"), "AuditRecord")
 
 
-def audit_json_row(record: AuditRecord) -> dict[str, Any]:
-    """``record`` as a JSON row of ``audit_log`` (RFC 3339 times, maps as key/value lists)."""
-    row = to_record(record)
-    for name, value in row.items():
-        if isinstance(value, dt.datetime):
-            row[name] = value.astimezone(dt.UTC).isoformat()
-    for name in _audit_map_columns():
-        row[name] = [{"key": k, "value": v} for k, v in sorted(row[name].items())]
-    return row
+def encode_audit_row(record: AuditRecord) -> bytes:
+    """``record`` as the Storage Write API row ``append_audit_rows`` sends (protocol buffer)."""
+    return _audit_encoder().encode(to_record(record))
 
 
-class RowsRejected(Exception):
-    """BigQuery refused rows of an insert (the per-row errors are not kept: they quote values)."""
-
-
-def insert_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> int:
-    """Streams ``records`` into ``audit_log`` with ``audit_id`` as insert id, once per id per
-    call; returns rows sent.
-
-    Raises ``RowsRejected`` if BigQuery refused any row (then none of the batch is stored).
-    """
-    # The same record twice in a batch (a third copy of an event is a second "duplicate"
-    # with the same audit_id) is sent once.
+def append_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    """Appends ``records`` to ``audit_log`` (tables created if missing), each ``audit_id`` once
+    per call; returns the records BigQuery refused (none of them stored; the rest is)."""
+    # The same record twice in a batch (a third copy of an event is a second "duplicate" with
+    # the same audit_id) is sent once.
     records = list({r.audit_id: r for r in reversed(records)}.values())[::-1]
     if not records:
-        return 0
+        return []
     _ensure_objects(client, dataset)
-    errors = client.insert_rows_json(
-        f"{dataset}.{AUDIT_TABLE}",
-        [audit_json_row(r) for r in records],
-        row_ids=[r.audit_id for r in records],
-        retry=None,
-        timeout=REQUEST_TIMEOUT_S,
+    refused = append_rows(
+        f"{dataset}.{AUDIT_TABLE}", _audit_encoder(), [to_record(r) for r in records]
     )
-    if errors:
-        raise RowsRejected(f"{len(errors)} of {len(records)} rows refused")
-    return len(records)
+    return [records[i] for i in refused]
 
 
 # --- what BigQuery cannot take ---------------------------------------------------------------
@@ -565,10 +556,11 @@ def _unencodable(rows: Sequence[Any], schema: str, convert) -> dict[int, Excepti
 # --- Beam adapters -------------------------------------------------------------------------
 
 
-def _is_transient(error: Exception) -> bool:
-    """5xx, 429, timeouts and connection failures (an emulator that is down included), and
-    NotFound: streaming inserts into a table created moments ago can meet it, and a dropped
-    table is created again by the next attempt."""
+def is_transient(error: Exception) -> bool:
+    """5xx, 429, timeouts and connection failures (an emulator that is down included), an
+    append the Write API failed with a retryable status, and NotFound: an append to a table
+    created moments ago can meet it, and a dropped table is created again by the next
+    attempt."""
     import requests
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
@@ -582,11 +574,13 @@ def _is_transient(error: Exception) -> bool:
         | requests.exceptions.ConnectionError
         | requests.exceptions.Timeout
         | api_exceptions.NotFound
+        | api_exceptions.Aborted
         | ConnectionError
-        | TimeoutError
-        | RowsRejected,
+        | TimeoutError,
     ):
         return True
+    if isinstance(error, AppendFailed):
+        return error.transient
     # A 403 rateLimitExceeded is throttling, not a permission problem.
     return isinstance(error, api_exceptions.Forbidden) and "rateLimitExceeded" in str(error)
 
@@ -594,10 +588,15 @@ def _is_transient(error: Exception) -> bool:
 def _is_rejected(error: Exception) -> bool:
     from google.api_core import exceptions as api_exceptions
 
-    return isinstance(error, api_exceptions.BadRequest)
+    return isinstance(error, api_exceptions.BadRequest) or (
+        isinstance(error, AppendFailed) and not error.transient
+    )
 
 
-class _BigQuerySink(BatchSink):
+class BigQuerySink(BatchSink):
+    """What the BigQuery sinks share: the client, table re-creation after a NotFound, and
+    which errors are retried (``is_transient``) or refused (a bad request)."""
+
     name = "bigquery"
 
     def __init__(self, dataset: str):
@@ -612,7 +611,8 @@ class _BigQuerySink(BatchSink):
         from google.api_core.exceptions import NotFound
 
         try:
-            self._write(batch)
+            with emulator_serialized():
+                self._write(batch)
         except NotFound:
             _forget_objects(self._dataset)
             raise
@@ -621,13 +621,13 @@ class _BigQuerySink(BatchSink):
         raise NotImplementedError
 
     def is_transient(self, error: Exception) -> bool:
-        return _is_transient(error)
+        return is_transient(error)
 
     def is_rejected(self, error: Exception) -> bool:
         return _is_rejected(error)
 
 
-class MetricsMergeSink(_BigQuerySink):
+class MetricsMergeSink(BigQuerySink):
     """Commits ``MetricRow`` panes to the BigQuery metric tables (see the module docstring): one
     writer (one shard), so commits on the tables never run concurrently."""
 
@@ -641,7 +641,7 @@ class MetricsMergeSink(_BigQuerySink):
         return _unencodable(batch, "metric_row", lambda row: table_record(METRICS, row))
 
 
-class UsageMergeSink(_BigQuerySink):
+class UsageMergeSink(BigQuerySink):
     """MERGEs ``UsageRow`` panes into ``usage_hourly`` (see the module docstring); one writer."""
 
     step = "write_usage_bigquery"
@@ -654,22 +654,30 @@ class UsageMergeSink(_BigQuerySink):
         return _unencodable(batch, "usage_row", lambda row: table_record(USAGE, row))
 
 
-class AuditAppendSink(_BigQuerySink):
-    """Appends ``AuditRecord`` rows to ``audit_log`` (see the module docstring)."""
+class AuditAppendSink(BigQuerySink):
+    """Appends ``AuditRecord`` rows to ``audit_log`` through the Storage Write API (see the
+    module docstring); rows refused one by one are dead-lettered, the rest stored."""
 
     step = "write_audit_bigquery"
     id_field = "audit_id"
     num_shards = 4
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
-        insert_audit_rows(self._client, self._dataset, batch)
+        refused = append_audit_rows(self._client, self._dataset, batch)
+        if refused:
+            raise RowsRefused(refused)
 
     def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
         return _unencodable(batch, "audit_record", _audit_row_values)
 
 
 def _audit_row_values(record: AuditRecord) -> dict[str, Any]:
-    # audit_json_row with the times as they are (TIMESTAMP takes any datetime): its checks.
-    row = audit_json_row(record)
-    json.dumps(row)  # what the client sends
-    return row
+    # What append_audit_rows sends (its encoding's checks), with the maps as key/value lists
+    # for the checks of BigQuery's limits.
+    encode_audit_row(record)
+    return {
+        name: [{"key": k, "value": v} for k, v in sorted(value.items())]
+        if isinstance(value, dict)
+        else value
+        for name, value in to_record(record).items()
+    }

@@ -13,13 +13,15 @@ row does not depend on the order records arrive in. Migration: ``create_audit_ta
 former ``UNIQUE (event_id, outcome)`` (which could hold only one duplicate of an event) from a
 table created with it; rows keep their ids.
 
-Connection: ``--audit_db_url`` is a reference, resolved on the worker, so a password never
-appears in pipeline options or logs: ``env:NAME`` (a variable holding the URL), ``file:PATH``
-(a file holding it), or a literal ``postgresql://`` URL without a password (e.g. Cloud SQL IAM
-authentication through the Auth Proxy). One connection per worker thread, reopened after an
-error. Errors a retry may cure are transient: ``OperationalError`` (server down, restarted,
-unreachable; serialization failures and deadlocks) and a missing table (created again by the
-next attempt); the batch is retried with backoff and then dead-lettered
+Connection: through the one seam ``pipelines.io.sinks.gcp.audit_db.connect_audit_db``: Cloud
+SQL through the Cloud SQL Python Connector with IAM database authentication
+(``cloudsql://IAM_USER@PROJECT:REGION:INSTANCE/DATABASE``, what Terraform passes), or a
+``postgresql://`` URL (the local stack). ``--audit_db_url`` is a reference resolved on the
+worker, so a password never appears in pipeline options or logs. One connection per worker
+thread, reopened after an error. Errors a retry may cure are transient
+(``is_transient_connection_error``: the server down, restarted or unreachable, serialization
+failures and deadlocks, a missing table, which the next attempt creates again, and the
+connector's transient failures); the batch is retried with backoff and then dead-lettered
 (``sink_failed:postgres``). A record PostgreSQL cannot hold (a NUL character in a text, which
 SQLite and Avro store but PostgreSQL refuses; a text UTF-8 cannot encode; an integer beyond
 BIGINT) is taken out of its batch as an ``internal_error:write_audit_postgres`` dead letter
@@ -29,13 +31,13 @@ BIGINT) is taken out of its batch as an ``internal_error:write_audit_postgres`` 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from pipelines.io.sinks.batches import BatchSink
+from pipelines.io.sinks.gcp.audit_db import connect_audit_db, resolve_db_url
 from schemas.contract import load_schema
 from transforms.audit import outcome_precedence_sql
 from transforms.deadletter import storable_text
@@ -46,9 +48,8 @@ __all__ = [
     "AuditInsertSink",
     "audit_table_ddl",
     "create_audit_table",
-    "describe_db_url",
     "insert_audit_rows",
-    "resolve_db_url",
+    "is_transient_connection_error",
     "unencodable_audit_rows",
 ]
 
@@ -73,34 +74,6 @@ _LOGICAL_TO_POSTGRES = {
     "date": "DATE",
     "uuid": "UUID",
 }
-
-
-def resolve_db_url(reference: str) -> str:
-    """The PostgreSQL URL ``reference`` points at (``env:NAME``, ``file:PATH`` or a URL).
-
-    Raises ValueError with a message that never contains the URL.
-    """
-    if reference.startswith("env:"):
-        name = reference[len("env:") :]
-        url = os.environ.get(name, "")
-        if not url:
-            raise ValueError(f"--audit_db_url: environment variable {name} is not set")
-    elif reference.startswith("file:"):
-        with open(reference[len("file:") :], encoding="utf-8") as handle:
-            url = handle.read().strip()
-    else:
-        url = reference
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("--audit_db_url must resolve to a postgresql:// URL")
-    return url
-
-
-def describe_db_url(reference: str) -> str:
-    """``reference`` safe for logs: the reference itself, or a URL without its credentials."""
-    if reference.startswith(("env:", "file:")):
-        return reference
-    scheme, _, rest = reference.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def _column_type(avro_type: Any) -> tuple[str, bool, bool]:
@@ -204,12 +177,10 @@ _CREATED_LOCK = threading.Lock()
 
 def _connection(url: str):
     """This thread's open connection to ``url`` (table created once per process)."""
-    import psycopg
-
     connections = _LOCAL.__dict__.setdefault("connections", {})
     conn = connections.get(url)
     if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(
+        conn = connect_audit_db(
             url,
             connect_timeout=CONNECT_TIMEOUT_S,
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
@@ -257,9 +228,7 @@ class AuditInsertSink(BatchSink):
             raise
 
     def is_transient(self, error: Exception) -> bool:
-        import psycopg
-
-        return isinstance(error, psycopg.OperationalError | psycopg.errors.UndefinedTable)
+        return is_transient_connection_error(error)
 
     def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
         return unencodable_audit_rows(batch)
@@ -313,3 +282,23 @@ def unencodable_audit_rows(records: Sequence[AuditRecord]) -> dict[int, Exceptio
                 bad[position] = NotEncodable(f"{name}: {problem}")
                 break
     return bad
+
+
+def is_transient_connection_error(error: Exception) -> bool:
+    """Errors a later attempt may not meet: the server down, restarted or unreachable
+    (``OperationalError``, socket and TLS errors, timeouts), a table dropped meanwhile, and,
+    through the Cloud SQL connector, a Cloud SQL Admin API answer of 429 or 5xx or a failed
+    token refresh in transit. A refused permission is not transient: it fails the bundle."""
+    import psycopg
+    from google.auth import exceptions as auth_exceptions
+
+    if isinstance(
+        error,
+        psycopg.OperationalError
+        | psycopg.errors.UndefinedTable
+        | OSError  # ConnectionError, TimeoutError, ssl.SSLError
+        | auth_exceptions.TransportError,
+    ):
+        return True
+    status = getattr(error, "status", None)  # aiohttp.ClientResponseError of the Admin API
+    return isinstance(status, int) and (status == 429 or status >= 500)
