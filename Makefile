@@ -25,8 +25,9 @@ venv: $(STAMP)
 # The redaction engine's hot modules compiled with Cython (transforms/pii/compiled.py): rebuilt
 # when they change; without a C compiler the sources run as plain Python, except in CI.
 COMPILED := transforms/pii/_compiled/manifest.json
-$(COMPILED): $(STAMP) transforms/pii/detectors.py transforms/pii/offline.py \
-		transforms/pii/compiled.py transforms/pii/build.py
+$(COMPILED): $(STAMP) transforms/pii/detectors.py transforms/pii/phones.py \
+		transforms/pii/normalise.py transforms/pii/offline.py transforms/pii/compiled.py \
+		transforms/pii/build.py
 	$(BIN)/python -m transforms.pii.build $(if $(filter true,$(CI)),--require)
 
 compiled: $(COMPILED)

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_POLICY_FLAGS",
     "MAX_TOKENS",
     "identifier_problem",
+    "is_request_id",
     "parse_regions",
 ]
 
@@ -114,6 +115,11 @@ def parse_regions(value: str) -> frozenset[str]:
     """The regions of ``--allowed_regions`` (comma-separated, case folded); empty: the default."""
     regions = frozenset(r.strip().lower() for r in value.split(",") if r.strip())
     return regions or DEFAULT_REGIONS
+
+
+def is_request_id(value: object) -> bool:
+    """Whether ``value`` is a string in the grammar of ``request_id``."""
+    return isinstance(value, str) and _REQUEST_ID.match(value) is not None
 
 
 def identifier_problem(

@@ -63,6 +63,7 @@ from transforms.grammar import (
     MAX_POLICY_FLAGS,
     MAX_TOKENS,
     identifier_problem,
+    is_request_id,
 )
 from transforms.pii.engine import RedactionEngine, RedactionError
 from transforms.pii.payload import redact_payload
@@ -359,8 +360,9 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     """Best-effort event_id/request_id of a rejected input, for tracing its dead letter.
 
     Only values that cannot carry PII are kept: the event id if it is a valid UUID
-    (canonical form), the request id if it is short and the redaction engine finds nothing in
-    it. A rejected input may hold anything in these fields (an e-mail address, say).
+    (canonical form), the request id if it is in its grammar (``transforms.grammar``) and the
+    redaction engine finds nothing in it. A rejected input may hold anything in these fields
+    (an e-mail address, say).
     """
     try:
         document = msgspec.json.decode(raw)
@@ -374,13 +376,20 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     except ValueError:
         event_id = None
     request_id = document.get("request_id")
-    if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+    if not is_request_id(request_id):
         return event_id, None
     try:
         has_findings = bool(engine.redact([request_id])[0].counts)
     except RedactionError:
         has_findings = True  # cannot tell: keep nothing
     return event_id, (None if has_findings else request_id)
+
+
+def _withheld_fields(reason: str) -> tuple[str, ...]:
+    """The field whose value a dead letter's payload leaves out: one that failed its grammar
+    or type may hold anything, including what the redaction engine does not recognise."""
+    kind, _, field = reason.partition(":")
+    return (field,) if kind in ("bad_value", "bad_type") and field else ()
 
 
 def _ingestion_times(chunk: LineChunk) -> list[dt.datetime | None]:
@@ -463,6 +472,7 @@ class _ParseChunkFn(beam.DoFn):
                 self._key,
                 max_bytes=self._limits.max_event_bytes,
                 keep_pseudonyms=self._replay,
+                withhold=_withheld_fields(error.reason),
             ),
             failed_at=now,
             event_id=event_id,

@@ -25,7 +25,7 @@ from tests.support.terraform_config import (
     dynamic_for_each,
     load,
 )
-from transforms.pii.engine import INFO_TYPES
+from transforms.pii.engine import DLP_ONLY_INFO_TYPES, INFO_TYPES
 
 TF = load()
 PROVIDERS = ("google", "google-beta")
@@ -405,7 +405,7 @@ def test_audit_store_is_postgres_15_private_backed_up_and_protected():
 
 
 def test_dlp_templates_cover_the_engine_info_types_and_replace_with_the_info_type():
-    assert TF.locals["dlp_info_types"] == list(INFO_TYPES)
+    assert TF.locals["dlp_info_types"] == [*INFO_TYPES, *DLP_ONLY_INFO_TYPES]
     inspect = block(
         TF.resource("google_data_loss_prevention_inspect_template", "pii"), "inspect_config"
     )
