@@ -36,7 +36,7 @@ def planted_inputs(draw):
     values, lines = [], []
 
     def plant(strategy=None):
-        value = draw(strategy or planted_in_shape())
+        value = draw(planted_in_shape() if strategy is None else strategy)
         values.append(value)
         return value.text
 

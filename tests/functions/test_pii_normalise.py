@@ -74,3 +74,9 @@ def test_triggers_find_every_ascii_encoding_the_view_decodes():
     for text in ("a%40b", "a&#64;b", "a&amp;b", "a\\u0040b", "a\\x40b", "a [at] b", "a(dot)b"):
         assert view_of(text) is not None
         assert any(re.search(t, text) for t in TRIGGERS), text
+
+
+def test_the_latin1_shortcut_looks_for_every_latin1_character_of_the_map():
+    from transforms.pii.normalise import _LATIN1_MAPPED, char_map
+
+    assert sorted(c for c in char_map() if ord(c) < 0x100) == sorted(_LATIN1_MAPPED)

@@ -128,13 +128,14 @@ def _non_ascii() -> tuple[re.Pattern[str], re.Pattern[str], frozenset[str]]:
 
 
 def _size_formula_holds() -> bool:
-    """CPython stores a string with a character beyond the BMP at 4 bytes per character
-    (PEP 393), which ``sys.getsizeof`` shows; checked, not assumed."""
+    """CPython stores a string at 1, 2 or 4 bytes per character, the widest its characters
+    need (PEP 393), which ``sys.getsizeof`` shows; checked, not assumed."""
     try:
-        wide, narrow = sys.getsizeof("\U00010000"), sys.getsizeof("\u0100")
+        wide, narrow, latin1 = (sys.getsizeof(c) for c in ("\U00010000", "\u0100", "\xe9"))
         return all(
             sys.getsizeof("\U00010000" * n) == wide + 4 * (n - 1)
             and sys.getsizeof("\u0100" * n) == narrow + 2 * (n - 1)
+            and sys.getsizeof("\xe9" * n) == latin1 + n - 1
             for n in (2, 7, 100)
         )
     except TypeError:  # an interpreter without getsizeof
@@ -142,12 +143,21 @@ def _size_formula_holds() -> bool:
 
 
 _WIDE_BASE = sys.getsizeof("\U00010000") - 4 if _size_formula_holds() else None
+_LATIN1_BASE = sys.getsizeof("\xe9") - 1 if _size_formula_holds() else None
 
 
 def _has_wide_chars(text: str) -> bool:
     if _WIDE_BASE is None:
         return any(ord(c) >= 0x10000 for c in text)
     return sys.getsizeof(text) == _WIDE_BASE + 4 * len(text)
+
+
+def _is_latin1(text: str) -> bool:
+    """Whether every character of the non-ASCII ``text`` is below U+0100 (stored one byte per
+    character, which ``sys.getsizeof`` shows in O(1))."""
+    if _LATIN1_BASE is None:
+        return max(text) < "\u0100"
+    return sys.getsizeof(text) == _LATIN1_BASE + len(text)
 
 
 def needs_view(text: str) -> bool:
@@ -195,11 +205,17 @@ class ViewCheck:
     def __call__(self, text: str) -> bool:
         if text.isascii():
             return False
+        if _is_latin1(text):  # most accented Western text: eight characters to look for
+            return any(c in text for c in _LATIN1_MAPPED) and needs_view(text)
         try:
             self._db.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=_stop)
         except self._hyperscan.ScanTerminated:
             return needs_view(text)
         return False
+
+
+# The characters below U+0100 the view changes (NBSP, soft hyphen, ª º ¹ ² ³, NEL).
+_LATIN1_MAPPED = "\x85\xa0\xaa\xad\xb2\xb3\xb9\xba"
 
 
 def _stop(*_match: object) -> bool:
