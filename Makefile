@@ -11,7 +11,8 @@ DURATION_S ?= 60
 OUTPUT_ROOT ?= out
 KEY_FILE := .local/pseudonym.key
 
-.PHONY: venv compiled lint format test test-unit run key bench-redaction bench-pipeline bench-dlp clean
+.PHONY: venv compiled lint format test test-unit fuzz run report chromium key \
+	bench-redaction bench-pipeline bench-dlp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -40,9 +41,14 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Headless Chromium (Debian's package) for the test that opens the HTML report
+# (tests/e2e/test_report.py): installed when missing, so a fresh machine and CI have it.
+chromium:
+	@command -v chromium > /dev/null || apt-get install -y chromium
+
 # Unit and integration tests. Starts the local Google Cloud stand-ins unless they already run
 # (then they are left running), and stops what it started even when a test fails.
-test: venv lint compiled
+test: venv lint compiled chromium
 	@if ! $(STACK) status --quiet; then \
 		trap '$(STACK) down' EXIT; \
 		$(STACK) up > /dev/null || exit 1; \
@@ -58,6 +64,14 @@ test: venv lint compiled
 test-unit: venv lint compiled
 	$(BIN)/pytest tests/functions tests/transforms tests/streaming
 
+# The fuzz tests (hypothesis) with the large budget: over 100,000 generated inputs, most through
+# the plain functions, fewer through the composites and end-to-end backfills; about 6 minutes
+# of CPU in one process (docs/performance.md). `make test` runs them with a small budget.
+FUZZ_TESTS := tests/functions/test_fuzz.py tests/transforms/test_fuzz.py tests/e2e/test_fuzz_backfill.py
+
+fuzz: venv compiled
+	$(BIN)/pytest -q $(FUZZ_TESTS) --hypothesis-profile=fuzz --hypothesis-show-statistics
+
 # A local pseudonym key, made once and kept (pseudonyms stay stable across runs).
 $(KEY_FILE):
 	@mkdir -p $(dir $(KEY_FILE))
@@ -69,6 +83,11 @@ key: $(KEY_FILE)
 run: venv compiled $(KEY_FILE)
 	$(BIN)/python -m pipelines.streaming --source synthetic --rate $(RATE) --duration_s $(DURATION_S) \
 		--output_root $(OUTPUT_ROOT) --pseudonym_key file:$(KEY_FILE)
+	$(BIN)/python -m pipelines.report --output_root $(OUTPUT_ROOT)
+
+# The HTML report of what the embedded warehouse under OUTPUT_ROOT holds (make run ends with it).
+report: venv
+	$(BIN)/python -m pipelines.report --output_root $(OUTPUT_ROOT)
 
 bench-pipeline: venv compiled
 	$(BIN)/python benchmarks/pipeline.py

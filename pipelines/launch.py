@@ -161,13 +161,19 @@ def launch(
     """Runs a pipeline whose flags are ``view`` (a view of ``options``); returns the exit code.
 
     First the flags: on Dataflow what only runs locally is rejected before anything else is
-    checked (so before anything contacts Google Cloud), then ``validate(view)``; any problem
-    stops the command with one line and exit code 2. Then it logs ``described`` (flags, never
+    checked (so before anything contacts Google Cloud), then ``validate(view)``, then what
+    they point at (``pipelines.sinks.environment_problems``: output roots that cannot be
+    written, missing credentials); any problem stops the command with one line and exit code
+    2, before anything is read or written. Then it logs ``described`` (flags, never
     secrets), builds with ``build(pipeline, view)`` and runs. On Dataflow it returns once the
     job is submitted (a streaming job runs until drained or cancelled). Locally it runs to the
     end and prints the run summary (``pipelines.local.run``).
     """
     problems = local_only_problems(options, view) or validate(view)
+    if not problems:
+        from pipelines.sinks import environment_problems
+
+        problems = environment_problems(view)
     if problems:
         fail(problems)
     _LOGGER.info("%s", described)

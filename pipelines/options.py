@@ -88,6 +88,7 @@ def add_core_options(parser: argparse.ArgumentParser) -> None:
         ("window_size_s", "Metrics window size."),
         ("allowed_lateness_s", "Late data within this is merged into its window's metrics."),
         ("early_firing_s", "Streaming: speculative metric panes every this many seconds."),
+        ("usage_firing_s", "Streaming: speculative usage panes every this many seconds."),
     ):
         add_flag(parser, f"--{flag}", type=int, default=getattr(_DEFAULTS, flag), help=help_text)
     add_flag(
@@ -190,6 +191,7 @@ def core_config(options) -> CoreConfig:
         window_size_s=options.window_size_s,
         allowed_lateness_s=options.allowed_lateness_s,
         early_firing_s=options.early_firing_s,
+        usage_firing_s=options.usage_firing_s,
         dlp=DlpOptions(
             project=options.dlp_project,
             location=options.dlp_location,
@@ -230,6 +232,7 @@ def validate_core(options) -> list[str]:
         "dedupe_shards",
         "window_size_s",
         "early_firing_s",
+        "usage_firing_s",
     ):
         if getattr(config, name) <= 0:
             problems.append(f"--{name} must be > 0")
@@ -239,9 +242,11 @@ def validate_core(options) -> list[str]:
     settings = RedactionSettings(config.redaction_engine, config.pseudonym_key, config.dlp)
     dlp_problems = config.dlp.problems() if config.redaction_engine in DLP_ENGINES else []
     problems += dlp_problems
+    key_problem = _key_problem(config.pseudonym_key)
+    if key_problem:
+        problems.append(key_problem)
     for check in (
         lambda: dlp_problems or settings.build(),
-        lambda: load_key(config.pseudonym_key),
         lambda: _check_escalation(load_policy(config.policy_path), config.dlp.escalate_class),
     ):
         try:
@@ -253,6 +258,22 @@ def validate_core(options) -> list[str]:
     except ValueError as error:
         problems.append(f"--price_table: {error}")
     return problems
+
+
+def _key_problem(reference: str) -> str | None:
+    """Why the pseudonym key ``reference`` cannot be used here, or None. Never the key: a
+    file that is not UTF-8 text is reported as such, without the decoder's message (which
+    quotes a byte of it)."""
+    try:
+        load_key(reference)
+    except UnicodeDecodeError:
+        return f"--pseudonym_key {reference}: the key file is not UTF-8 text"
+    except OSError as error:
+        cause = error.strerror or type(error).__name__
+        return f"--pseudonym_key {reference}: cannot be read ({cause})"
+    except (ValueError, KeyError) as error:
+        return str(error)
+    return None
 
 
 def _check_escalation(policy, escalate_class: str) -> None:

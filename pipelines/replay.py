@@ -4,7 +4,7 @@ Bounded. Reads the dead letters under ``{output_root}/dead_letter/dt=D/`` for th
 D from ``--start_date`` to ``--end_date`` whose reason starts with ``--reason``, and runs their
 redacted payloads through ``AnalyzeEvents`` (``transforms.replay.ReplayDeadLetters`` says what
 happens to each record). Then, unless ``--skip_reconcile``, it runs the reconciliation backfill
-(``pipelines.backfill``, archive replay) over the days and regions the replay archived events
+(``pipelines.backfill``, archive replay) over the days (every region) the replay archived events
 in, so the metrics count them exactly.
 
     python -m pipelines.replay --output_root ./out --start_date 2026-11-01 \\
@@ -35,6 +35,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import backfill
+from pipelines.clock import add_now_option, now_problems, reference_now
+from pipelines.io.sources.archive import ReadArchivedEvents
 from pipelines.io.sources.avro import ReadAvroRecords, dead_letter_patterns
 from pipelines.launch import configure_logging, fail, launch, on_dataflow, parse_options
 from pipelines.local.runner import LocalRunner
@@ -66,6 +68,7 @@ class ReplayOptions(PipelineOptions):
         add_core_options(parser)
         add_sink_options(parser)
         add_date_range_options(parser)
+        add_now_option(parser)
         parser.add_argument(
             "--reason",
             help="Dead-letter reason to replay, or a prefix of reasons (missing_field: for "
@@ -89,6 +92,7 @@ def validate(options: ReplayOptions) -> list[str]:
         problems.append("--end_date is before --start_date")
     if not options.reason:
         problems.append("--reason is required (a dead-letter reason or a prefix of reasons)")
+    problems += now_problems(options.now)
     if "://" in (options.output_root or ""):
         problems.append("--output_root must be a local directory (the run totals)")
     if (
@@ -128,6 +132,10 @@ def _dead_letter_root(options: ReplayOptions) -> str:
     return gcp_config(options).dead_letter_root if options.sink == "gcp" else options.output_root
 
 
+def _archive_root(options: ReplayOptions) -> str:
+    return gcp_config(options).raw_root if options.sink == "gcp" else options.output_root
+
+
 def build(pipeline: beam.Pipeline, options: ReplayOptions) -> ReplayOutputs:
     """Wires the replay: reads the dead letters, replays them, writes through the sinks and
     counts the run (``runs/<run_id>.json``, which the report reads)."""
@@ -140,8 +148,11 @@ def build(pipeline: beam.Pipeline, options: ReplayOptions) -> ReplayOutputs:
         | "ReadDeadLetters" >> ReadAvroRecords("dead_letter")
         | "ToDeadLetters" >> beam.Map(_dead_letter).with_output_types(DeadLetter)
     )
+    # First archived wins: a replayed event another input archived already is a duplicate.
     outputs = dead_letters | "ReplayDeadLetters" >> ReplayDeadLetters(
-        core_config(options), options.reason
+        core_config(options)._replace(now=options.now),
+        options.reason,
+        read_archived=ReadArchivedEvents(_archive_root(options)),
     )
     sinks = write_outputs(outputs.core(pipeline), options, metrics=False)
     tally = {"read": outputs.submitted, "audit": outputs.outcomes, "counts": _counts(outputs)}
@@ -159,13 +170,16 @@ class ReplayReport(NamedTuple):
     submitted: int  # payloads submitted (one per original input)
     written: int
     duplicates: int
+    conflicts: int  # duplicate_conflict: the event id archived already, with other content
     failed_again: dict[str, int]  # per new reason
     new_dead_letters: int  # failed again for a new reason: stored as new records
     archived: dict[tuple[str, str], int]  # (event_date, region) -> events archived
 
     @property
     def balanced(self) -> bool:
-        return self.submitted == self.written + self.duplicates + sum(self.failed_again.values())
+        return self.submitted == (
+            self.written + self.duplicates + self.conflicts + sum(self.failed_again.values())
+        )
 
 
 def replay_report(totals: Mapping[str, int]) -> ReplayReport:
@@ -187,6 +201,7 @@ def replay_report(totals: Mapping[str, int]) -> ReplayReport:
         submitted=totals.get("read", 0),
         written=totals.get("outcome.written", 0),
         duplicates=totals.get("outcome.duplicate", 0),
+        conflicts=totals.get("outcome.duplicate_conflict", 0),
         failed_again=by_suffix("replay.failed_again."),
         new_dead_letters=totals.get("replay.new_dead_letters", 0),
         archived=dict(sorted(archived.items())),
@@ -208,12 +223,13 @@ def print_report(report: ReplayReport) -> None:
         f"payloads submitted       {r.submitted:>8}   (one per original input)",
         f"  written                {r.written:>8}",
         f"  duplicates             {r.duplicates:>8}",
+        f"  conflicts              {r.conflicts:>8}   (event id archived with other content)",
         f"  failed again           {sum(r.failed_again.values()):>8}   "
         f"({r.new_dead_letters} for a new reason, stored as new dead letters)",
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in r.failed_again.items()]
     lines += [
-        f"submitted = written + duplicates + failed again: {check}",
+        f"submitted = written + duplicates + conflicts + failed again: {check}",
         "archived partitions:",
     ]
     lines += [f"    event_date={d}/region={g}  {n}" for (d, g), n in r.archived.items()] or [
@@ -223,17 +239,18 @@ def print_report(report: ReplayReport) -> None:
 
 
 def _reconcile(options: PipelineOptions, replay: ReplayOptions, report: ReplayReport) -> int:
-    """Runs the reconciliation backfill over the days and regions the replay archived into."""
+    """Runs the reconciliation backfill over the days the replay archived into, every region
+    (usage rows are per user across regions: a partial reconciliation would leave them out)."""
     dates = sorted({d for d, _ in report.archived})
-    regions = sorted({g for _, g in report.archived})
     view = options.view_as(backfill.BackfillOptions)
-    view.input = gcp_config(replay).raw_root if replay.sink == "gcp" else replay.output_root
+    view.input = _archive_root(replay)
     view.input_format = "avro"
+    view.now = ""  # the archive is not re-checked
     view.start_date, view.end_date = dates[0], dates[-1]
-    view.regions = ",".join(regions)
+    view.regions = ""
     view.run_id = f"{replay.run_id}-reconcile"
     described = (
-        f"reconcile after replay: event dates {dates[0]}..{dates[-1]} regions {view.regions} "
+        f"reconcile after replay: event dates {dates[0]}..{dates[-1]}, every region, "
         f"output_root={view.output_root}"
     )
     return launch(options, view, backfill.validate, backfill.build, described)
@@ -252,7 +269,13 @@ def run(argv: list[str] | None = None) -> int:
     problems = validate(replay)
     if problems:
         fail(problems)
-    replay.run_id = replay.run_id or new_run_id(dt.datetime.now(dt.UTC))
+    launched_at = dt.datetime.now(dt.UTC)
+    replay.run_id = replay.run_id or new_run_id(launched_at)
+    # The clock of the payloads' event-time checks, recorded for this selection of dead letters.
+    selection = (
+        f"replay:{_dead_letter_root(replay)}:{replay.start_date}..{replay.end_date}:{replay.reason}"
+    )
+    replay.now = reference_now(_archive_root(replay), selection, replay.now, launched_at)
     _LOGGER.info(
         "replay: dead letters %s..%s reason %s* output_root=%s engine=%s",
         replay.start_date,

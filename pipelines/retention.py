@@ -8,7 +8,10 @@ Deletes, under ``--output_root``:
   * dead-letter partitions ``dead_letter/dt=D/`` (D: the UTC date of failure) older than
     ``--dead_letter_retention_days`` (30);
   * ``metrics_minute`` rows of ``warehouse.duckdb`` whose window starts more than
-    ``--metrics_retention_days`` (365) before ``as_of`` (00:00 UTC); the views follow.
+    ``--minute_retention_days`` (30) before ``as_of`` (00:00 UTC), after recomputing the hourly
+    and daily rollups of their periods from them (so the rollups kept agree with what goes);
+  * the rollups (``metrics_rollup``), ``freshness_minute`` and ``usage_hourly`` rows dated more
+    than ``--metrics_retention_days`` (365) before ``as_of``; the views, which read these, follow.
 The audit log is kept (it holds ids, pseudonyms and outcomes, never text).
 
 It prints every partition it deletes (path, files, records) and the totals; ``--dry_run``
@@ -19,8 +22,9 @@ a second run finds nothing to delete.
 
 On Google Cloud the same retention is infrastructure, not this command (``terraform/``): the
 raw and dead-letter buckets delete objects 30 days after they were written (lifecycle rules,
-``raw_retention_days``, ``dead_letter_retention_days``) and ``metrics_minute`` drops daily
-partitions after 365 days (``metrics_partition_expiration_days``).
+``raw_retention_days``, ``dead_letter_retention_days``), ``metrics_minute`` drops hourly
+partitions after ``metrics_minute_retention_days`` (30) and the rollups, ``freshness_minute``
+and ``usage_hourly`` drop daily partitions after ``metrics_partition_expiration_days`` (365).
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks.embedded import WAREHOUSE_DB
-from pipelines.io.sinks.embedded.warehouse import delete_metrics_before
+from pipelines.io.sinks.embedded.warehouse import delete_before
+from pipelines.io.sinks.warehouse_tables import FRESHNESS, METRICS, ROLLUPS, USAGE
 from pipelines.launch import fail
 
 __all__ = ["Partition", "RetentionResult", "apply_retention", "expired_partitions", "run"]
 
 RAW_RETENTION_DAYS = 30
 DEAD_LETTER_RETENTION_DAYS = 30
-METRICS_RETENTION_DAYS = 365
+METRICS_RETENTION_DAYS = 365  # the seed design's "aggregated metrics 1 year": rollups, usage
+MINUTE_RETENTION_DAYS = 30  # minute rows: a lever ("sampling for long-term metrics")
 # The seed design keeps raw prompts and responses 30 days at most; dead letters carry (redacted)
 # payloads and get the same bound (as the Terraform variables do).
 MAX_PAYLOAD_RETENTION_DAYS = 30
@@ -71,7 +77,8 @@ class Partition(NamedTuple):
 class RetentionResult(NamedTuple):
     raw: tuple[Partition, ...]
     dead_letters: tuple[Partition, ...]
-    metric_rows: int
+    metric_rows: int  # metrics_minute rows
+    aggregate_rows: dict[str, int] = {}  # rows of the rollups, freshness_minute, usage_hourly
 
 
 def _records(path: str) -> int:
@@ -136,6 +143,7 @@ def apply_retention(
     raw_retention_days: int = RAW_RETENTION_DAYS,
     dead_letter_retention_days: int = DEAD_LETTER_RETENTION_DAYS,
     metrics_retention_days: int = METRICS_RETENTION_DAYS,
+    minute_retention_days: int = MINUTE_RETENTION_DAYS,
     dry_run: bool = False,
 ) -> RetentionResult:
     """Applies (or with ``dry_run`` only reports) the retention as of ``as_of``; prints it."""
@@ -144,14 +152,20 @@ def apply_retention(
     metrics_cutoff = dt.datetime.combine(
         as_of - dt.timedelta(days=metrics_retention_days), dt.time(), tzinfo=dt.UTC
     )
+    minute_cutoff = dt.datetime.combine(
+        as_of - dt.timedelta(days=minute_retention_days), dt.time(), tzinfo=dt.UTC
+    )
     raw = expired_partitions(output_root, "raw", raw_cutoff)
     dead_letters = expired_partitions(output_root, "dead_letter", dead_letter_cutoff)
     if not dry_run:
         _delete(raw)
         _delete(dead_letters)
-    metric_rows = delete_metrics_before(
-        os.path.join(output_root, WAREHOUSE_DB), metrics_cutoff, dry_run=dry_run
-    )
+    warehouse = os.path.join(output_root, WAREHOUSE_DB)
+    metric_rows = delete_before(warehouse, METRICS.name, minute_cutoff, dry_run=dry_run)
+    aggregate_rows = {
+        table.name: delete_before(warehouse, table.name, metrics_cutoff, dry_run=dry_run)
+        for table in (ROLLUPS, FRESHNESS, USAGE)
+    }
     verb = "would delete" if dry_run else "deleted"
     lines = [
         f"retention as of {as_of.isoformat()} under {output_root}"
@@ -164,12 +178,15 @@ def apply_retention(
             dead_letters,
             verb,
         ),
-        f"metrics_minute: window_start before {metrics_cutoff.isoformat()} "
+        f"metrics_minute: window_start before {minute_cutoff.isoformat()} "
+        f"({minute_retention_days} days; their rollups recomputed first)",
+        f"  {verb} {metric_rows} rows from {warehouse}",
+        f"rollups, freshness_minute, usage_hourly: before {metrics_cutoff.isoformat()} "
         f"({metrics_retention_days} days)",
-        f"  {verb} {metric_rows} rows from {os.path.join(output_root, WAREHOUSE_DB)}",
+        *(f"  {verb} {n} rows from {table}" for table, n in aggregate_rows.items()),
     ]
     print("\n".join(lines), flush=True)
-    return RetentionResult(tuple(raw), tuple(dead_letters), metric_rows)
+    return RetentionResult(tuple(raw), tuple(dead_letters), metric_rows, aggregate_rows)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,7 +212,15 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics_retention_days",
         type=int,
         default=METRICS_RETENTION_DAYS,
-        help="metrics_minute rows older than this many days are deleted (>= 1).",
+        help="Rollups, per-minute freshness and hourly usage older than this many days are "
+        "deleted (>= 1).",
+    )
+    parser.add_argument(
+        "--minute_retention_days",
+        type=int,
+        default=MINUTE_RETENTION_DAYS,
+        help="metrics_minute rows older than this many days are deleted, after their hourly "
+        "and daily rollups are recomputed from them (1 to --metrics_retention_days).",
     )
     parser.add_argument(
         "--dry_run", action="store_true", help="Print what would be deleted; delete nothing."
@@ -213,6 +238,11 @@ def validate(args: argparse.Namespace) -> list[str]:
             )
     if args.metrics_retention_days < 1:
         problems.append("--metrics_retention_days must be >= 1")
+    if not 1 <= args.minute_retention_days <= max(args.metrics_retention_days, 1):
+        problems.append(
+            "--minute_retention_days must be between 1 and --metrics_retention_days (the "
+            "rollups must outlive the minute rows they come from)"
+        )
     if args.as_of is not None:
         try:
             dt.date.fromisoformat(args.as_of)
@@ -235,6 +265,7 @@ def run(argv: list[str] | None = None) -> int:
         raw_retention_days=args.raw_retention_days,
         dead_letter_retention_days=args.dead_letter_retention_days,
         metrics_retention_days=args.metrics_retention_days,
+        minute_retention_days=args.minute_retention_days,
         dry_run=args.dry_run,
     )
     return 0

@@ -1,7 +1,9 @@
 """Sink selection, shared by every pipeline: the embedded default or Google Cloud (``--sink``).
 
 ``add_sink_options`` adds the flags, ``validate_sinks`` checks them before anything is built,
-``dataflow_problems`` rejects what cannot run on Dataflow (local files and databases), and
+``dataflow_problems`` rejects what cannot run on Dataflow (local files and databases),
+``environment_problems`` checks at launch what the flags point at (output roots that cannot be
+written, missing Google Cloud credentials), and
 ``write_outputs`` applies the chosen sinks to the core's outputs under a stable step label
 (``WriteEmbedded`` or ``WriteGcp``; Dataflow matches labels when a job is updated in place).
 ``PipelineOutputs`` is what each pipeline's ``build()`` returns.
@@ -10,13 +12,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.batches import SinkRetry
-from pipelines.io.sinks.embedded import WriteEmbedded
+from pipelines.io.sinks.embedded import AUDIT_DB, WAREHOUSE_DB, WriteEmbedded
 from pipelines.io.sinks.gcp import GcpConfig, WriteGcp
 from pipelines.io.sinks.gcp.bigquery import split_dataset
 from pipelines.io.sinks.gcp.postgres import describe_db_url, resolve_db_url
@@ -30,6 +35,7 @@ __all__ = [
     "add_sink_options",
     "dataflow_problems",
     "describe_sinks",
+    "environment_problems",
     "gcp_config",
     "output_lines",
     "validate_sinks",
@@ -117,7 +123,8 @@ def add_sink_options(parser: argparse.ArgumentParser) -> None:
         "--file_flush_s",
         type=int,
         default=60,
-        help="gcp: longest wait before buffered records are written as an Avro object.",
+        help="Streaming: longest wait before buffered records are written as an Avro file "
+        "(embedded) or object (gcp).",
     )
 
 
@@ -146,18 +153,27 @@ def validate_sinks(options) -> list[str]:
     """Problems with the sink flags (empty when fine). The audit URL must resolve here."""
     if options.sink not in SINKS:
         return [f"--sink must be one of {SINKS}, got {options.sink!r}"]
+    if options.file_flush_s < 1:
+        return ["--file_flush_s must be >= 1 (whole seconds)"]
     if options.sink != "gcp":
         return []
     problems = [f"--sink_{p}" for p in _retry(options).problems()]
-    if options.sink_flush_s < 1 or options.file_flush_s < 1:
-        problems.append("--sink_flush_s and --file_flush_s must be >= 1 (whole seconds)")
+    if options.sink_flush_s < 1:
+        problems.append("--sink_flush_s must be >= 1 (whole seconds)")
     try:
         split_dataset(options.bigquery_dataset)
     except ValueError:
         problems.append("--bigquery_dataset must be PROJECT.DATASET (required with --sink gcp)")
     try:
         resolve_db_url(options.audit_db_url)
-    except (ValueError, OSError) as error:
+    except OSError as error:
+        problems.append(
+            f"--audit_db_url {options.audit_db_url}: cannot be read "
+            f"({error.strerror or type(error).__name__})"
+        )
+    except UnicodeDecodeError:
+        problems.append(f"--audit_db_url {options.audit_db_url}: the file is not UTF-8 text")
+    except ValueError as error:
         problems.append(str(error))
     if options.dead_letter_topic and not is_topic_path(options.dead_letter_topic):
         problems.append("--dead_letter_topic must be projects/PROJECT/topics/TOPIC")
@@ -181,6 +197,98 @@ def dataflow_problems(options) -> list[str]:
     for flag, root in _roots(options).items():
         if not (root or "").startswith("gs://"):
             problems.append(f"{flag} must be a gs:// path on Dataflow, not a local directory")
+    return problems
+
+
+# What an embedded output root holds: directories and database files (pipelines.io.sinks).
+_EMBEDDED_DIRECTORIES = ("raw", "dead_letter", "runs")
+_EMBEDDED_FILES = (WAREHOUSE_DB, AUDIT_DB)
+
+
+def _is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def _writable_directory_problem(flag: str, path: str) -> str | None:
+    """Why the local directory ``path`` (``flag``'s) cannot be written, or None. A missing
+    directory is fine when its nearest existing ancestor is a directory that can be written
+    (the run creates it); writability is probed with a temporary file, so read-only mounts
+    and access lists count too."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        shown = path if existing == os.path.abspath(path) else f"{path} (at {existing})"
+        return f"{flag} {shown} is a file, not a directory"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+    except OSError as error:
+        shown = path if existing == os.path.abspath(path) else f"{path} (at {existing})"
+        return f"{flag} {shown} cannot be written ({error.strerror or type(error).__name__})"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
+def _embedded_root_problems(root: str) -> list[str]:
+    """What keeps the embedded outputs under ``root`` from being written."""
+    problem = _writable_directory_problem("--output_root", root)
+    if problem:
+        return [problem]
+    problems = []
+    for name in _EMBEDDED_DIRECTORIES:
+        path = os.path.join(root, name)
+        if os.path.lexists(path):
+            problems.append(_writable_directory_problem("--output_root", path))
+    for name in _EMBEDDED_FILES:
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            problems.append(f"--output_root {path} is a directory, not a database file")
+        elif os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            problems.append(f"--output_root {path} cannot be written")
+    return [p for p in problems if p]
+
+
+def _credentials_problem() -> str | None:
+    """Whether Application Default Credentials are found (no network call when
+    ``GOOGLE_APPLICATION_CREDENTIALS`` names a file)."""
+    import google.auth
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        google.auth.default()
+    except (auth_exceptions.DefaultCredentialsError, ValueError) as error:
+        detail = " ".join(str(error).split())
+        return (
+            "--sink gcp needs Google Cloud credentials (Application Default Credentials: "
+            f"`gcloud auth application-default login` or GOOGLE_APPLICATION_CREDENTIALS): {detail}"
+        )
+    return None
+
+
+def environment_problems(options) -> list[str]:
+    """What the flags point at that cannot work, checked at launch before anything is read:
+    a local output root that cannot be written (a read-only directory, a file where a
+    directory is expected, a database path that is a directory), and with ``--sink gcp``
+    missing Google Cloud credentials. Empty when fine."""
+    problems: list[str] = []
+    if options.sink != "gcp":
+        if _is_local(options.output_root):
+            problems += _embedded_root_problems(options.output_root)
+        return problems
+    c = gcp_config(options)
+    roots = {"--output_root": options.output_root, "--raw_root": c.raw_root}
+    roots["--dead_letter_root"] = c.dead_letter_root
+    seen = set()
+    for flag, root in roots.items():
+        if root and _is_local(root) and os.path.abspath(root) not in seen:
+            seen.add(os.path.abspath(root))
+            problem = _writable_directory_problem(flag, root)
+            if problem:
+                problems.append(problem)
+    credentials = _credentials_problem()
+    if credentials:
+        problems.append(credentials)
     return problems
 
 
@@ -220,5 +328,5 @@ def write_outputs(
     if options.sink == "gcp":
         return core | "WriteGcp" >> WriteGcp(gcp_config(options), archive=archive, metrics=metrics)
     return core | "WriteEmbedded" >> WriteEmbedded(
-        options.output_root, archive=archive, metrics=metrics
+        options.output_root, archive=archive, metrics=metrics, file_flush_s=options.file_flush_s
     )

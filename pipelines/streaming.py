@@ -15,7 +15,10 @@ Cloud (``pipelines.io.sinks.gcp``).
         --audit_db_url env:GENAI_AUDIT_DB_URL
 
 A Pub/Sub run never ends by itself: on Dataflow ``run`` returns once the job is submitted; on a
-local runner it runs until interrupted (Ctrl-C cancels it and prints the run summary).
+local runner it runs until interrupted. With the embedded sinks a local run reads through the
+local Pub/Sub source (streaming pull; a message is acknowledged once its outputs are committed)
+and Ctrl-C drains it: reading stops, everything flushes and is acknowledged, and the run summary
+is printed (a second Ctrl-C cancels).
 """
 
 from __future__ import annotations

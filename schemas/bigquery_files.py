@@ -19,10 +19,13 @@ from schemas.contract import bigquery_schema
 __all__ = ["TABLE_SCHEMAS", "render_table_schema", "write_table_schemas"]
 
 # BigQuery table -> the Avro schema (file stem of schemas/avro) its rows follow. The table names
-# are the sinks' (METRICS_TABLE of pipelines.io.sinks.embedded.warehouse, AUDIT_TABLE of
+# are the sinks' (the table names of pipelines.io.sinks.embedded.warehouse, AUDIT_TABLE of
 # pipelines.io.sinks.embedded.audit); a test checks that they agree.
 TABLE_SCHEMAS: dict[str, str] = {
     "metrics_minute": "metric_row",
+    "metrics_rollup": "metric_rollup",
+    "freshness_minute": "freshness_row",
+    "usage_hourly": "usage_row",
     "audit_log": "audit_record",
 }
 

@@ -31,6 +31,9 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "gateway_event",
     "redacted_event",
     "metric_row",
+    "metric_rollup",
+    "freshness_row",
+    "usage_row",
     "audit_record",
     "dead_letter",
 )

@@ -125,7 +125,7 @@ variable "dead_letter_readers" {
 
 variable "dataset_id" {
   type        = string
-  description = "BigQuery dataset of metrics_minute, audit_log and the views."
+  description = "BigQuery dataset of the metric tables, audit_log, the views and the raw archive's external table."
   default     = "genai_analytics"
 }
 
@@ -137,32 +137,31 @@ variable "bigquery_location" {
 
 variable "metrics_partition_expiration_days" {
   type        = number
-  description = "Days a daily partition of metrics_minute is kept (seed design: aggregated metrics 1 year)."
+  description = "Days a daily partition of the rollups (metrics_rollup), freshness_minute and usage_hourly is kept (seed design: aggregated metrics 1 year)."
   default     = 365
+}
+
+variable "metrics_minute_retention_days" {
+  type        = number
+  description = "Days an hourly partition of metrics_minute is kept; the rollups keep the long-term metrics. At most 160 (BigQuery's 4,000 partitions per table, hourly)."
+  default     = 30
+
+  validation {
+    condition     = var.metrics_minute_retention_days >= 1 && var.metrics_minute_retention_days <= 160
+    error_message = "metrics_minute_retention_days must be between 1 and 160."
+  }
+}
+
+variable "trace_readers" {
+  type        = list(string)
+  description = "Members (user:, group:, serviceAccount:) who may read the raw archive through BigQuery (raw_events, trace_request): object viewer on the raw bucket. The archive holds redacted texts."
+  default     = []
 }
 
 variable "audit_log_partition_expiration_days" {
   type        = number
   description = "Days a daily partition of the BigQuery audit_log is kept; null keeps it (the audit log holds pseudonyms and outcomes, no text)."
   default     = null
-}
-
-variable "materialized_views" {
-  type        = set(string)
-  description = "Views (of pipelines/sql) also created as non-incremental materialized views named <view>_mv, refreshed on a schedule for cheap dashboards."
-  default     = ["metrics_daily", "latency_percentiles_daily", "policy_flag_rates_daily"]
-}
-
-variable "materialized_view_refresh_minutes" {
-  type        = number
-  description = "Refresh interval of the materialized views."
-  default     = 30
-}
-
-variable "materialized_view_max_staleness" {
-  type        = string
-  description = "max_staleness of the materialized views (BigQuery INTERVAL literal 'Y-M D H:M:S')."
-  default     = "0-0 0 1:0:0"
 }
 
 # --- Audit store (Cloud SQL) -------------------------------------------------------------------
@@ -274,8 +273,54 @@ variable "backlog_age_threshold_s" {
 
 variable "freshness_slo_s" {
   type        = number
-  description = "Metric freshness SLO: 99% of usage metrics visible within this many seconds (seed design: 2 minutes)."
+  description = "Freshness SLO threshold: an event is good when the metric row counting it is committed within this many seconds of its ingestion (seed design: 2 minutes). One of the thresholds the pipeline counts (freshness_events_within_<N>s): 60, 120 or 300."
   default     = 120
+
+  validation {
+    condition     = contains([60, 120, 300], var.freshness_slo_s)
+    error_message = "freshness_slo_s must be 60, 120 or 300 (the thresholds the pipeline counts)."
+  }
+}
+
+variable "freshness_slo_target" {
+  type        = number
+  description = "Share of events that must meet freshness_slo_s (seed design: 99%); its error budget is 1 - target."
+  default     = 0.99
+
+  validation {
+    condition     = var.freshness_slo_target > 0 && var.freshness_slo_target < 1
+    error_message = "freshness_slo_target must be between 0 and 1."
+  }
+}
+
+variable "pipeline_lag_threshold_s" {
+  type        = number
+  description = "Alert when the streaming job's data watermark age or system lag exceeds this (a leading signal: freshness follows it)."
+  default     = 120
+}
+
+variable "policy_flag_rate_threshold" {
+  type        = number
+  description = "Alert when one policy flag is on more than this share of requests over an hour."
+  default     = 0.05
+}
+
+variable "policy_flag_baseline_ratio" {
+  type        = number
+  description = "Alert when one policy flag's rate over the last hour is more than this many times its rate over the 7 days before."
+  default     = 3
+}
+
+variable "policy_flag_min_requests" {
+  type        = number
+  description = "The policy-flag alerts only judge an hour with at least this many requests (too few make rates noise)."
+  default     = 1000
+}
+
+variable "dlp_retry_ratio_threshold" {
+  type        = number
+  description = "Alert when DLP calls retried (quota exhausted, unavailable, deadline) exceed this share of DLP requests over 10 minutes."
+  default     = 0.1
 }
 
 variable "dead_letter_ratio_threshold" {

@@ -5,24 +5,54 @@ Input: deduplicated ``EventBatch`` elements (each event carries its event time),
 window and (model, region). Panes accumulate, so each row carries the whole window seen so far
 and sinks upsert by ``(window_start, model, region)``: the latest pane wins, and a backfill row
 (``source``) wins over a streaming one. Each row carries its estimated cost from a price table
-(``transforms.pricing.table``).
+(``transforms.pricing.table``) and a per-second histogram of its events' ingestion times, from
+which the sink measures their freshness when it commits the row (ADR 0010).
+
+Counters (namespace ``genai``, per bundle, so they cost nothing per event): what the dashboards
+and alerts of ``terraform/monitoring.tf`` read on Dataflow (``docs/observability.md``).
+
+Errors: an event the combiner cannot add (a latency outside what the sketch indexes, a user key
+the HLL cannot take: never one that parsing produces, but an archive written before the
+contract's bounds may hold one) is left out of its window and becomes a dead letter
+``internal_error:aggregate``, and so does a row that cannot be formatted; neither fails the
+bundle. These are not outcomes of an input (the event is written), so ``AggregateMetrics`` returns
+them apart (``MetricOutputs.dead_letters``), like the sinks' rows. Sums: exact (Python ints)
+while combining; a row's sums and counts are saturated at the int64 maximum (what every store
+holds) with the counter ``metric_sums_saturated``, so no window can overflow a column. With the
+contract's bounds (tokens at most 1e8 per event) that takes over 9e10 events in one window.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
+import math
 import pickle
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
+from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
 
 from transforms import sketches
-from transforms.deadletter import METRICS_NAMESPACE
-from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent, event_micros
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    internal_error_of,
+    is_element_error,
+)
+from transforms.elements import (
+    DeadLetter,
+    EventBatch,
+    IngestionBin,
+    LatencyBin,
+    MetricRow,
+    RedactedEvent,
+    event_micros,
+    micros_to_datetime,
+)
 from transforms.pricing.table import (
     DEFAULT_PRICE_TABLE,
     PriceTable,
@@ -30,8 +60,17 @@ from transforms.pricing.table import (
     load_price_table,
     price_on,
 )
+from transforms.windowing import PANE_TIMINGS, accumulating_windows
 
-__all__ = ["BACKFILL", "SOURCES", "STREAMING", "AggregateMetrics"]
+__all__ = [
+    "BACKFILL",
+    "INT64_MAX",
+    "LATENCY_BUCKETS_MS",
+    "SOURCES",
+    "STREAMING",
+    "AggregateMetrics",
+    "MetricOutputs",
+]
 
 # MetricRow.source: a streaming pane (unbounded input) or a batch recomputation (bounded input).
 STREAMING = "streaming"
@@ -43,17 +82,37 @@ _GLOBAL = (window.GlobalWindow(),)
 # Most (key, window) accumulators one bundle holds before it emits them (each has a sketch of
 # a few kB at most): a batch bundle can span days of windows.
 _MAX_PARTIALS = 4096
+# Upper bounds (ms) of the latency histogram exported as cumulative counters per model,
+# ``latency_ms_bucket.<model>.<le>`` (Prometheus' ``le`` convention, so Cloud Monitoring's PromQL
+# histogram_quantile reads them). The exact percentiles are the sketches in the rows.
+LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000, 30000, 60000)
+_MICROS_PER_S = 1_000_000
+# The largest value of an Avro long, a DuckDB BIGINT and a BigQuery INT64: a row's sums and
+# counts are saturated here.
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)  # sums can only go below 0 with counts no contract version accepts
+_STEP = "aggregate"
 
 
 # What the combiner sees of a RedactedEvent: (user_key, latency_ms, token_count, prompt_tokens,
-# completion_tokens, policy_flags, data_class, redaction_counts, event_time). Projecting before
+# completion_tokens, policy_flags, data_class, redaction_counts, event_time, ingested_at).
+# Projecting before
 # the combine keeps prompt and response text out of shuffles and, on runners that buffer a
 # window's elements instead of lifting the combiner (the DirectRunner with non-default
 # windowing), out of state held for up to the allowed lateness. A plain tuple, because Beam's
 # default coder round-trips it in ~2 µs and 48 bytes, against ~11 µs for a NamedTuple of the
 # same fields (which carries its type) and ~30 µs and 400 bytes for the whole RedactedEvent.
 _Usage = tuple[
-    str, float, int, int | None, int | None, tuple[str, ...], str, dict[str, int], dt.datetime
+    str,
+    float,
+    int,
+    int | None,
+    int | None,
+    tuple[str, ...],
+    str,
+    dict[str, int],
+    dt.datetime,
+    dt.datetime | None,
 ]
 
 
@@ -68,6 +127,7 @@ def _key_by_model_region(event: RedactedEvent) -> tuple[tuple[str, str], _Usage]
         event.data_class,
         event.redaction_counts,
         event.event_time,
+        event.ingested_at,
     )
 
 
@@ -77,6 +137,7 @@ class _MetricsAccumulator:
     __slots__ = (
         "completion_token_sum",
         "data_class_counts",
+        "ingestion_counts",
         "latency_counts",
         "latest_event_time",
         "policy_flag_counts",
@@ -100,6 +161,8 @@ class _MetricsAccumulator:
         self.data_class_counts: dict[str, int] = {}
         self.redaction_counts: dict[str, int] = {}
         self.latest_event_time: dt.datetime | None = None
+        # Events per second of ingestion (seconds since the epoch).
+        self.ingestion_counts: dict[int, int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The HLL sketch is a native object that pickle refuses; go through bytes.
@@ -120,6 +183,7 @@ def _encode_accumulator(acc: _MetricsAccumulator) -> bytes:
             acc.redaction_counts,
             acc.unsplit_token_sum,
             acc.latest_event_time,
+            acc.ingestion_counts,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -134,6 +198,10 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         fields = (*fields, 0)
     if len(fields) == 10:
         fields = (*fields, None)  # before latest_event_time: known from the next event on
+    if len(fields) == 11:
+        # Before ingestion_counts: the events counted before the update have no ingestion
+        # time, so the sink measures no freshness for them.
+        fields = (*fields, {})
     (
         acc.request_count,
         acc.token_sum,
@@ -146,6 +214,7 @@ def _decode_accumulator(data: bytes) -> _MetricsAccumulator:
         acc.redaction_counts,
         acc.unsplit_token_sum,
         acc.latest_event_time,
+        acc.ingestion_counts,
     ) = fields
     acc.users = sketches.deserialize_users(users)
     return acc
@@ -188,6 +257,7 @@ class _WindowTotals(NamedTuple):
     data_class_counts: dict[str, int]
     redaction_counts: dict[str, int]
     latest_event_time: dt.datetime | None
+    ingestion_counts: tuple[IngestionBin, ...]
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -217,7 +287,17 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class,
             redaction_counts,
             event_time,
+            ingested_at,
         ) = usage
+        # What can fail for one event comes first, so a failure leaves the accumulator as it
+        # was: the latency's bucket, the comparison of times, the ingestion second, the user
+        # key's HLL update.
+        index = sketches.latency_index(latency_ms)
+        later = acc.latest_event_time is None or event_time > acc.latest_event_time
+        second = None if ingested_at is None else event_micros(ingested_at) // _MICROS_PER_S
+        acc.users.update(user_key)
+        latency_counts = acc.latency_counts
+        latency_counts[index] = latency_counts.get(index, 0) + 1
         acc.request_count += 1
         acc.token_sum += token_count
         if prompt_tokens is not None:
@@ -230,8 +310,6 @@ class _MetricsCombineFn(beam.CombineFn):
             acc.unsplit_token_sum += max(
                 token_count - (prompt_tokens or 0) - (completion_tokens or 0), 0
             )
-        sketches.add_latency(acc.latency_counts, latency_ms)
-        acc.users.update(user_key)
         if policy_flags:
             flag_counts = acc.policy_flag_counts
             # Requests per flag: a flag repeated in one request counts once.
@@ -241,8 +319,11 @@ class _MetricsCombineFn(beam.CombineFn):
         class_counts[data_class] = class_counts.get(data_class, 0) + 1
         if redaction_counts:
             _add_counts(acc.redaction_counts, redaction_counts)
-        if acc.latest_event_time is None or event_time > acc.latest_event_time:
+        if later:
             acc.latest_event_time = event_time
+        if second is not None:
+            ingestion = acc.ingestion_counts
+            ingestion[second] = ingestion.get(second, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> _MetricsAccumulator:
@@ -261,6 +342,7 @@ class _MetricsCombineFn(beam.CombineFn):
             _add_counts(merged.policy_flag_counts, acc.policy_flag_counts)
             _add_counts(merged.data_class_counts, acc.data_class_counts)
             _add_counts(merged.redaction_counts, acc.redaction_counts)
+            _add_counts(merged.ingestion_counts, acc.ingestion_counts)
             if merged.latest_event_time is None or (
                 acc.latest_event_time is not None
                 and acc.latest_event_time > merged.latest_event_time
@@ -288,18 +370,87 @@ class _MetricsCombineFn(beam.CombineFn):
             data_class_counts=dict(acc.data_class_counts),
             redaction_counts=dict(acc.redaction_counts),
             latest_event_time=acc.latest_event_time,
+            ingestion_counts=tuple(
+                IngestionBin(second, count)
+                for second, count in sorted(acc.ingestion_counts.items())
+            ),
         )
 
     def get_accumulator_coder(self) -> beam.coders.Coder:
         return _MetricsAccumulatorCoder()
 
 
-_PANE_TIMINGS = {
-    PaneInfoTiming.EARLY: "EARLY",
-    PaneInfoTiming.ON_TIME: "ON_TIME",
-    PaneInfoTiming.LATE: "LATE",
-    PaneInfoTiming.UNKNOWN: "UNKNOWN",
-}
+def _latency_bucket_counts(counts: sketches.LatencyCounts) -> list[int]:
+    """Requests per latency bucket (``LATENCY_BUCKETS_MS``, then one beyond the last bound)
+    from a sketch: each sketch bucket is placed by its representative value (within 1%)."""
+    per_bucket = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for index, count in counts.items():
+        value = sketches.bucket_value(index)
+        per_bucket[bisect.bisect_left(LATENCY_BUCKETS_MS, value)] += count
+    return per_bucket
+
+
+class _SafeCounter:
+    """A Beam counter whose increments are clamped to int64 (a Beam counter cell is a C long);
+    an increment that still overflows the cell is dropped and counted. These counters feed
+    dashboards: a window's exact figures are its row's."""
+
+    def __init__(self, counter):
+        self._counter = counter
+
+    def inc(self, n: int) -> None:
+        try:
+            self._counter.inc(max(INT64_MIN, min(INT64_MAX, n)))
+        except OverflowError:
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "monitoring_counter_overflow").inc()
+
+
+def _count_partials(
+    partials: list[tuple[str, int, _MetricsAccumulator]], prices: PriceTable
+) -> None:
+    """Increments the ``genai`` counters of a bundle's partials (model, window start µs,
+    accumulator): requests, tokens, estimated cost (µUSD; the cost is linear in the token
+    sums, so the partials' costs add up to the windows'), requests per policy flag and the
+    cumulative latency histogram per model. Counter names are documented in
+    ``docs/observability.md``; models and flags are grammar-checked slugs."""
+
+    def counter(namespace: str, name: str):
+        return _SafeCounter(beam.metrics.Metrics.counter(namespace, name))
+
+    requests = tokens = prompt = completion = cost_micro_usd = 0
+    flags: dict[str, int] = {}
+    latency: dict[str, list[int]] = {}
+    for model, start_us, acc in partials:
+        requests += acc.request_count
+        tokens += acc.token_sum
+        prompt += acc.prompt_token_sum
+        completion += acc.completion_token_sum
+        price = price_on(prices, model, micros_to_datetime(start_us).date())
+        if price is not None:
+            cost = estimate_cost_usd(
+                price, acc.prompt_token_sum, acc.completion_token_sum, acc.unsplit_token_sum
+            )
+            if math.isfinite(cost):
+                cost_micro_usd += round(cost * 1_000_000)
+        _add_counts(flags, acc.policy_flag_counts)
+        buckets = _latency_bucket_counts(acc.latency_counts)
+        into = latency.setdefault(model, [0] * len(buckets))
+        for i, n in enumerate(buckets):
+            into[i] += n
+    counter(METRICS_NAMESPACE, "requests_aggregated").inc(requests)
+    counter(METRICS_NAMESPACE, "tokens").inc(tokens)
+    counter(METRICS_NAMESPACE, "prompt_tokens").inc(prompt)
+    counter(METRICS_NAMESPACE, "completion_tokens").inc(completion)
+    if cost_micro_usd:
+        counter(METRICS_NAMESPACE, "estimated_cost_micro_usd").inc(cost_micro_usd)
+    for flag, n in flags.items():
+        counter(METRICS_NAMESPACE, f"policy_flag.{flag}").inc(n)
+    for model, buckets in latency.items():
+        running = 0
+        for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), buckets, strict=True):
+            running += n
+            if running:
+                counter(METRICS_NAMESPACE, f"latency_ms_bucket.{model}.{bound}").inc(running)
 
 
 class _PreCombineFn(beam.DoFn):
@@ -308,10 +459,14 @@ class _PreCombineFn(beam.DoFn):
     instead of every event (the DirectRunner evaluates triggers per element and, in streaming,
     does not lift combiners, so it keeps every partial of a window until the window expires).
     A partial is timestamped with its earliest member's event time, in the global window: the
-    ``WindowInto`` after this step puts it in its members' window."""
+    ``WindowInto`` after this step puts it in its members' window.
 
-    def __init__(self, window_size_s: int):
+    It also counts the bundle for Cloud Monitoring (``_count_partials``), from the partials, so
+    the counters cost nothing per event."""
+
+    def __init__(self, window_size_s: int, prices: PriceTable):
         self._size_us = window_size_s * 1_000_000
+        self._prices = prices
 
     def setup(self):
         self._combine = _MetricsCombineFn()
@@ -320,22 +475,37 @@ class _PreCombineFn(beam.DoFn):
         self._partials: dict[tuple, list] = {}
 
     def process(self, batch: EventBatch):
-        partials, size_us = self._partials, self._size_us
+        partials, size_us, combine = self._partials, self._size_us, self._combine
         for event in batch.events:
-            micros = event_micros(event.event_time)
-            key, usage = _key_by_model_region(event)
-            # The window start as FixedWindows(window_size_s) computes it (offset 0).
-            slot = (key, micros - micros % size_us)
-            entry = partials.get(slot)
-            if entry is None:
-                entry = partials[slot] = [self._combine.create_accumulator(), micros]
-            self._combine.add_input(entry[0], usage)
-            if micros < entry[1]:
-                entry[1] = micros
+            try:
+                micros = event_micros(event.event_time)
+                key, usage = _key_by_model_region(event)
+                # The window start as FixedWindows(window_size_s) computes it (offset 0).
+                slot = (key, micros - micros % size_us)
+                entry = partials.get(slot)
+                if entry is None:  # stored only once the event is in it
+                    accumulator = combine.add_input(combine.create_accumulator(), usage)
+                    partials[slot] = [accumulator, micros]
+                else:
+                    combine.add_input(entry[0], usage)  # unchanged if it raises
+                    if micros < entry[1]:
+                        entry[1] = micros
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                yield _event_left_out(event, error)
         if len(partials) >= _MAX_PARTIALS:  # a long batch bundle spanning many windows
             yield from self.finish_bundle()
 
     def finish_bundle(self):
+        if self._partials:
+            _count_partials(
+                [
+                    (model, start, accumulator)
+                    for ((model, _), start), (accumulator, _) in self._partials.items()
+                ],
+                self._prices,
+            )
         # Keyed by (model, region, window start): the DirectRunner copies all of a key's
         # window state (every open window's accumulator) for each bundle of the key, so with
         # (model, region) keys and a 1-hour lateness that copy grew with the hour's windows
@@ -345,6 +515,27 @@ class _PreCombineFn(beam.DoFn):
                 ((model, region, start), accumulator), Timestamp(micros=earliest), _GLOBAL
             )
         self._partials = {}
+
+
+def _event_left_out(event: RedactedEvent, error: Exception):
+    """The ``internal_error:aggregate`` dead letter of an event the combiner could not add
+    (its payload: the event without its texts, which the archive holds), at the input batch's
+    timestamp, in the global window."""
+    record = internal_error_of(_STEP, event._replace(prompt=None, response=None), error)
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
+
+
+def _saturated(value: int, counter) -> int:
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    counter.inc()
+    return INT64_MAX if value > 0 else INT64_MIN
+
+
+def _saturated_counts(counts: dict[str, int], counter) -> dict[str, int]:
+    if all(INT64_MIN <= n <= INT64_MAX for n in counts.values()):
+        return counts
+    return {name: _saturated(n, counter) for name, n in counts.items()}
 
 
 class _MergePartialsFn(_MetricsCombineFn):
@@ -377,6 +568,7 @@ class _FormatMetricRowFn(beam.DoFn):
 
     def setup(self):
         self._unpriced = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "metric_rows_unpriced")
+        self._saturated = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "metric_sums_saturated")
 
     def process(
         self,
@@ -384,7 +576,28 @@ class _FormatMetricRowFn(beam.DoFn):
         win: window.IntervalWindow = beam.DoFn.WindowParam,
         pane: PaneInfo = beam.DoFn.PaneInfoParam,
     ):
+        try:
+            yield self._row(element, win, pane)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            yield self._row_left_out(element, win, error)
+
+    def _row_left_out(self, element, win: window.IntervalWindow, error: Exception):
+        """The ``internal_error:aggregate`` dead letter of a row that could not be formatted,
+        with the key, the window and the totals as payload."""
         (model, region, _), totals = element
+        key = {"model": model, "region": region, "window": str(win), "totals": totals}
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, internal_error_of(_STEP, key, error))
+
+    def _row(
+        self,
+        element: tuple[tuple[str, str, int], _WindowTotals],
+        win: window.IntervalWindow,
+        pane: PaneInfo,
+    ) -> MetricRow:
+        (model, region, _), totals = element
+        totals = self._within_int64(totals)
         window_start = win.start.to_utc_datetime(has_tz=True)
         price = price_on(self._prices, model, window_start.date())
         if price is None:
@@ -397,7 +610,7 @@ class _FormatMetricRowFn(beam.DoFn):
                 totals.completion_token_sum,
                 totals.unsplit_token_sum,
             )
-        yield MetricRow(
+        return MetricRow(
             window_start=window_start,
             window_end=win.end.to_utc_datetime(has_tz=True),
             model=model,
@@ -416,7 +629,7 @@ class _FormatMetricRowFn(beam.DoFn):
             policy_flag_counts=totals.policy_flag_counts,
             data_class_counts=totals.data_class_counts,
             redaction_counts=totals.redaction_counts,
-            pane_timing=_PANE_TIMINGS[pane.timing],
+            pane_timing=PANE_TIMINGS[pane.timing],
             pane_index=pane.index,
             is_final=pane.is_last,
             emitted_at=dt.datetime.now(dt.UTC),
@@ -425,7 +638,45 @@ class _FormatMetricRowFn(beam.DoFn):
             estimated_cost_usd=cost,
             price_table_version=self._prices.version,
             latest_event_time=totals.latest_event_time,
+            ingestion_counts=totals.ingestion_counts,
         )
+
+    def _within_int64(self, totals: _WindowTotals) -> _WindowTotals:
+        """``totals`` with every sum and count saturated at the int64 bounds (counted)."""
+        sums = (
+            totals.request_count,
+            totals.token_sum,
+            totals.prompt_token_sum,
+            totals.completion_token_sum,
+            totals.unsplit_token_sum,
+        )
+        maps = (totals.policy_flag_counts, totals.data_class_counts, totals.redaction_counts)
+        if (
+            min(sums) >= INT64_MIN
+            and max(sums) <= INT64_MAX
+            and all(INT64_MIN <= n <= INT64_MAX for counts in maps for n in counts.values())
+        ):
+            return totals
+        counter = self._saturated
+        return totals._replace(
+            request_count=_saturated(totals.request_count, counter),
+            token_sum=_saturated(totals.token_sum, counter),
+            prompt_token_sum=_saturated(totals.prompt_token_sum, counter),
+            completion_token_sum=_saturated(totals.completion_token_sum, counter),
+            unsplit_token_sum=_saturated(totals.unsplit_token_sum, counter),
+            policy_flag_counts=_saturated_counts(totals.policy_flag_counts, counter),
+            data_class_counts=_saturated_counts(totals.data_class_counts, counter),
+            redaction_counts=_saturated_counts(totals.redaction_counts, counter),
+        )
+
+
+class MetricOutputs(NamedTuple):
+    """What ``AggregateMetrics`` returns: ``rows``, the ``MetricRow`` panes; ``dead_letters``,
+    ``DeadLetter`` records (``internal_error:aggregate``, in the global window) of the events
+    and rows left out. These are not outcomes of an input: the events are written."""
+
+    rows: beam.PCollection
+    dead_letters: beam.PCollection
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -440,8 +691,11 @@ class AggregateMetrics(beam.PTransform):
     """Computes usage metrics per fixed event-time window and (model, region).
 
     Input: a ``PCollection[EventBatch]`` of deduplicated events in the global window, bounded
-    or unbounded; windows follow each event's ``event_time``. Output:
-    ``PCollection[MetricRow]``, one row per pane of each window and key that has events.
+    or unbounded; windows follow each event's ``event_time``. Output: ``MetricOutputs``:
+    ``rows``, one ``MetricRow`` per pane of each window and key that has events, and
+    ``dead_letters``, the events and rows left out (``internal_error:aggregate``, see the
+    module docstring). Sums and counts in a row are saturated at ``INT64_MAX`` (counter
+    ``metric_sums_saturated``).
 
     Panes (unbounded input): an EARLY pane every ``early_firing_s`` of processing time while
     the window is open, an ON_TIME pane when the watermark passes the window end, then a LATE
@@ -498,7 +752,7 @@ class AggregateMetrics(beam.PTransform):
         self._early_firing_s = _positive_int("early_firing_s", early_firing_s)
         self._prices = prices if prices is not None else load_price_table(DEFAULT_PRICE_TABLE)
 
-    def expand(self, batches: beam.PCollection[EventBatch]) -> beam.PCollection[MetricRow]:
+    def expand(self, batches: beam.PCollection[EventBatch]) -> MetricOutputs:
         # Trigger: EARLY panes every early_firing_s of processing time give dashboards a
         # provisional row while the window is open; the ON_TIME pane fires when the watermark
         # passes the window end; then every late event within allowed_lateness_s fires a LATE
@@ -519,31 +773,35 @@ class AggregateMetrics(beam.PTransform):
         # triggers without a clock (processing-time triggers fail, BEAM-7514) and does not lift
         # the combiner for AfterWatermark without early firings (every event then goes through
         # the trigger state machine: about 35 µs more per event, measured).
-        if batches.is_bounded:
-            window_trigger = trigger.DefaultTrigger()
-        else:
-            window_trigger = trigger.AfterWatermark(
-                early=trigger.AfterProcessingTime(self._early_firing_s),
-                late=trigger.AfterCount(1),
-            )
         # Each bundle's events are combined per key and window first (see _PreCombineFn), then
         # the partials are windowed and merged: the same result as windowing every event.
+        partials = batches | "PreCombinePerBundle" >> beam.ParDo(
+            _PreCombineFn(self._window_size_s, self._prices)
+        ).with_output_types(
+            tuple[tuple[str, str, int], _MetricsAccumulator], **{DEAD_LETTER_TAG: DeadLetter}
+        ).with_outputs(DEAD_LETTER_TAG, main="partials")
         combined = (
-            batches
-            | "PreCombinePerBundle"
-            >> beam.ParDo(_PreCombineFn(self._window_size_s)).with_output_types(
-                tuple[tuple[str, str, int], _MetricsAccumulator]
-            )
+            partials.partials
             | "WindowIntoFixed"
-            >> beam.WindowInto(
-                window.FixedWindows(self._window_size_s),
-                trigger=window_trigger,
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=self._allowed_lateness_s,
+            >> accumulating_windows(
+                self._window_size_s,
+                self._allowed_lateness_s,
+                self._early_firing_s,
+                bounded=batches.is_bounded,
             )
             | "CombineMetrics" >> beam.CombinePerKey(_MergePartialsFn())
         )
         source = BACKFILL if batches.is_bounded else STREAMING
-        return combined | "FormatMetricRows" >> beam.ParDo(
+        rows = combined | "FormatMetricRows" >> beam.ParDo(
             _FormatMetricRowFn(source, self._prices)
-        ).with_output_types(MetricRow)
+        ).with_output_types(MetricRow, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+            DEAD_LETTER_TAG, main="rows"
+        )
+        # The rows' dead letters come out of the fixed windows: into the global window, as the
+        # pre-combine's are, for one dead-letter output.
+        left_out = (
+            partials[DEAD_LETTER_TAG],
+            rows[DEAD_LETTER_TAG]
+            | "RewindowRowsLeftOut" >> beam.WindowInto(window.GlobalWindows()),
+        ) | "FlattenLeftOut" >> beam.Flatten()
+        return MetricOutputs(rows.rows, left_out)

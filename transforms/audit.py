@@ -1,10 +1,23 @@
-"""Audit records: one per event and outcome (written, duplicate, dead_lettered), and one per
-dead letter a replay re-submitted (replayed).
+"""Audit records: exactly one per input, whatever its outcome (written, duplicate,
+duplicate_conflict, dead_lettered), and one per dead letter a replay re-submitted (replayed).
 
 Audit records carry ids, the data class and redaction counts; never text, never a clear user id.
-``audit_id`` is derived from the idempotency key, so sinks can upsert and a replay writes the
-same ids: (event_id, outcome) for written and duplicate events, and the dead-letter id for
-dead-lettered inputs (which may have no usable event id).
+
+Key: ``audit_id`` is the SHA-256 of the input's identity (``input_id``: ``pubsub:<message
+id>``, ``<file>#<byte offset>``, ``synthetic:<run>:<n>``, ``replay:<dead letter id>``), so an
+input has one record however often it is processed: a re-run writes the same ids, and a Pub/Sub
+redelivery (same message id) is the same input. A dead-letter replay submits each payload as
+the input ``replay:<dead letter id>``: its outcome gets a record of its own, never colliding
+with the original input's, and the ``replayed`` note is keyed by (dead letter id, replayed).
+Inputs without an identity (bytes fed to the core in tests) fall back to (event_id, outcome),
+or (dead_letter_id, outcome) for a dead letter: there, copies of one event with one outcome
+share a record.
+
+Precedence: when two records of one input meet in a store (a redelivery processed again, a
+record re-emitted by a reconciliation), the store keeps the one whose outcome ranks higher in
+``OUTCOME_PRECEDENCE`` (written over duplicate_conflict over duplicate over dead_lettered), else
+the first stored, so the record does not depend on the order the records arrive in and says
+``written`` whenever the input's event is in the archive.
 """
 
 from __future__ import annotations
@@ -19,22 +32,43 @@ from transforms.elements import AuditRecord, DeadLetter, EventBatch, RedactedEve
 __all__ = [
     "DEAD_LETTERED",
     "DUPLICATE",
+    "DUPLICATE_CONFLICT",
     "OUTCOMES",
+    "OUTCOME_PRECEDENCE",
     "REPLAYED",
     "WRITTEN",
     "RecordOutcomes",
     "audit_dead_letter",
     "audit_event",
     "audit_replay",
+    "input_audit_id",
+    "outcome_precedence_sql",
 ]
 
 WRITTEN = "written"
 DUPLICATE = "duplicate"
+# Another copy of an event id already written, whose content differs from the written copy's.
+DUPLICATE_CONFLICT = "duplicate_conflict"
 DEAD_LETTERED = "dead_lettered"
-OUTCOMES = (WRITTEN, DUPLICATE, DEAD_LETTERED)  # what processing an input ends in
+OUTCOMES = (WRITTEN, DUPLICATE, DUPLICATE_CONFLICT, DEAD_LETTERED)  # what an input ends in
 # Not an outcome of processing: the note that a dead-letter replay re-submitted a dead letter's
 # payload. What became of it is recorded under one of OUTCOMES.
 REPLAYED = "replayed"
+# Which record of one input a store keeps (the higher); see the module docstring.
+OUTCOME_PRECEDENCE = {
+    REPLAYED: 0,
+    DEAD_LETTERED: 1,
+    DUPLICATE: 2,
+    DUPLICATE_CONFLICT: 3,
+    WRITTEN: 4,
+}
+
+
+def outcome_precedence_sql(relation: str) -> str:
+    """The SQL twin of ``OUTCOME_PRECEDENCE`` for ``relation.outcome`` (any of the stores'
+    dialects: a plain CASE)."""
+    cases = " ".join(f"WHEN '{o}' THEN {rank}" for o, rank in OUTCOME_PRECEDENCE.items())
+    return f"(CASE {relation}.outcome {cases} ELSE 0 END)"
 
 
 def _audit_id(key: str, outcome: str) -> str:
@@ -43,18 +77,24 @@ def _audit_id(key: str, outcome: str) -> str:
     return hashlib.sha256((key + "|" + outcome).encode("utf-8")).hexdigest()
 
 
+def input_audit_id(input_id: str) -> str:
+    """The ``audit_id`` of the one record of the input ``input_id``."""
+    return hashlib.sha256(("input|" + input_id).encode("utf-8")).hexdigest()
+
+
 # Builds a NamedTuple from a tuple of its fields in order, skipping its Python-level keyword
 # __new__, which was 7k of the 19k instructions of audit_event (run once per event).
 _new_record = tuple.__new__
 
 
 def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) -> AuditRecord:
-    """The audit record of a written or duplicate event."""
+    """The audit record of a written, duplicate or conflicting event."""
     event_id = event.event_id
+    input_id = event.input_id
     return _new_record(
         AuditRecord,
         (
-            _audit_id(event_id, outcome),  # audit_id
+            _audit_id(event_id, outcome) if input_id is None else input_audit_id(input_id),
             event_id,
             event.request_id,
             event.user_key,
@@ -67,7 +107,7 @@ def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) ->
             event.event_time,
             None,  # dead_letter_id
             recorded_at,
-            event.input_id,
+            input_id,
         ),
     )
 
@@ -75,8 +115,13 @@ def audit_event(event: RedactedEvent, outcome: str, recorded_at: dt.datetime) ->
 def _dead_letter_record(
     record: DeadLetter, outcome: str, event_id: str | None, recorded_at: dt.datetime
 ) -> AuditRecord:
+    by_input = outcome != REPLAYED and record.input_id is not None
     return AuditRecord(
-        audit_id=_audit_id(record.dead_letter_id, outcome),
+        audit_id=(
+            input_audit_id(record.input_id)
+            if by_input
+            else _audit_id(record.dead_letter_id, outcome)
+        ),
         event_id=event_id,
         request_id=record.request_id,
         user_key=None,
@@ -99,12 +144,12 @@ def audit_dead_letter(record: DeadLetter, recorded_at: dt.datetime) -> AuditReco
 
 
 def audit_replay(record: DeadLetter, recorded_at: dt.datetime) -> AuditRecord:
-    """The record that ``record``'s payload was re-submitted by a dead-letter replay.
+    """The note that ``record``'s payload was re-submitted by a dead-letter replay.
 
-    Keyed by the dead letter (``audit_id`` from (dead_letter_id, replayed)), with ``event_id``
-    left null so that every replayed dead letter has its own record even when two share an
-    event id; the dead letter and its ``dead_lettered`` record hold the event id. ``reason`` is
-    the reason the record was dead-lettered for.
+    Keyed by the dead letter (``audit_id`` from (dead_letter_id, replayed)), so every replayed
+    dead letter has its note; ``event_id`` is left null (the dead letter and the records of its
+    input hold it). ``reason`` is the reason the record was dead-lettered for. What became of
+    the submission is the record of the input ``replay:<dead letter id>``.
     """
     return _dead_letter_record(record, REPLAYED, None, recorded_at)
 
@@ -119,20 +164,26 @@ def _audit_written(batch: EventBatch) -> list[AuditRecord]:
 
 
 class RecordOutcomes(beam.PTransform):
-    """Builds the audit log from the three outcome streams.
+    """Builds the audit log from the four outcome streams.
 
-    Input: a tuple ``(written, duplicates, dead_letters)`` of PCollections: ``EventBatch``,
-    ``RedactedEvent`` and ``DeadLetter``. Output: PCollection[AuditRecord], one per written
-    event, duplicate and dead letter, in the inputs' windows and timestamps.
+    Input: a tuple ``(written, duplicates, conflicts, dead_letters)`` of PCollections:
+    ``EventBatch``, ``RedactedEvent``, ``RedactedEvent`` and ``DeadLetter``. Output:
+    PCollection[AuditRecord], one per written event, duplicate, conflicting copy and dead
+    letter (so one per input), in the inputs' windows and timestamps.
     """
 
     def expand(self, outcomes):
-        written, duplicates, dead_letters = outcomes
+        written, duplicates, conflicts, dead_letters = outcomes
         return (
             written | "AuditWritten" >> beam.FlatMap(_audit_written).with_output_types(AuditRecord),
             duplicates
             | "AuditDuplicates"
             >> beam.Map(lambda e: audit_event(e, DUPLICATE, _now())).with_output_types(AuditRecord),
+            conflicts
+            | "AuditConflicts"
+            >> beam.Map(lambda e: audit_event(e, DUPLICATE_CONFLICT, _now())).with_output_types(
+                AuditRecord
+            ),
             dead_letters
             | "AuditDeadLetters"
             >> beam.Map(lambda d: audit_dead_letter(d, _now())).with_output_types(AuditRecord),

@@ -17,12 +17,17 @@ __all__ = [
     "DeadLetter",
     "Event",
     "EventBatch",
+    "FreshnessBin",
+    "FreshnessRow",
+    "IngestionBin",
     "LatencyBin",
     "LineChunk",
     "Message",
+    "MetricRollup",
     "MetricRow",
     "ParsedBatch",
     "RedactedEvent",
+    "UsageRow",
     "event_micros",
     "input_ids",
     "micros_to_datetime",
@@ -178,6 +183,20 @@ class LatencyBin(NamedTuple):
     count: int
 
 
+class IngestionBin(NamedTuple):
+    """Events ingested within one second (``epoch_s``: seconds since the epoch, UTC)."""
+
+    epoch_s: int
+    count: int
+
+
+class FreshnessBin(NamedTuple):
+    """Events that became visible with one freshness (``latency_s``: the bucket's lower bound)."""
+
+    latency_s: int
+    count: int
+
+
 class MetricRow(NamedTuple):
     """One pane of one window for one (model, region) (``metric_row.avsc``)."""
 
@@ -210,6 +229,72 @@ class MetricRow(NamedTuple):
     estimated_cost_usd: float | None = None
     price_table_version: str | None = None
     latest_event_time: dt.datetime | None = None
+    # The ingestion-time histogram of the events counted (set by the core) and their freshness
+    # (set by the sink when it commits the row): see metric_row.avsc.
+    ingestion_counts: tuple[IngestionBin, ...] = ()
+    freshness_counts: tuple[FreshnessBin, ...] = ()
+
+
+class MetricRollup(NamedTuple):
+    """An hourly or daily rollup of the minute rows of a model and region (``metric_rollup``)."""
+
+    grain: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    model: str
+    region: str
+    window_count: int
+    request_count: int
+    token_sum: int
+    prompt_token_sum: int
+    completion_token_sum: int
+    unsplit_token_sum: int
+    estimated_cost_usd: float | None
+    unpriced_window_count: int
+    backfill_window_count: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_sketch_bins: tuple[LatencyBin, ...]
+    latency_sketch_relative_accuracy: float
+    distinct_users_approx: int
+    users_hll: bytes
+    policy_flag_counts: dict[str, int]
+    data_class_counts: dict[str, int]
+    redaction_counts: dict[str, int]
+    freshness_counts: tuple[FreshnessBin, ...]
+    computed_at: dt.datetime
+
+
+class FreshnessRow(NamedTuple):
+    """Events of one metric window by freshness bucket (``freshness_row.avsc``)."""
+
+    window_start: dt.datetime
+    latency_s: int
+    events: int
+    computed_at: dt.datetime
+
+
+class UsageRow(NamedTuple):
+    """One pane of one user's usage of one model version in one hour (``usage_row.avsc``)."""
+
+    hour_start: dt.datetime
+    user_key: str
+    model: str
+    model_version: str
+    request_count: int
+    token_sum: int
+    prompt_token_sum: int
+    completion_token_sum: int
+    unsplit_token_sum: int
+    latency_ms_sum: float
+    policy_flagged_count: int
+    estimated_cost_usd: float | None
+    price_table_version: str
+    pane_timing: str
+    pane_index: int
+    emitted_at: dt.datetime
+    source: str
 
 
 class AuditRecord(NamedTuple):
@@ -298,6 +383,7 @@ register_msgpack_coders(
     Event,
     RedactedEvent,
     MetricRow,
+    UsageRow,
     AuditRecord,
     DeadLetter,
     LineChunk,

@@ -118,7 +118,7 @@ def parse_regions(value: str) -> frozenset[str]:
 
 
 def is_request_id(value: object) -> bool:
-    """Whether ``value`` is a string in the grammar of ``request_id``."""
+    """Whether ``value`` is a request id of the contract's grammar."""
     return isinstance(value, str) and _REQUEST_ID.match(value) is not None
 
 

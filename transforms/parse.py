@@ -10,6 +10,9 @@ object), ``unsupported_schema_version``, ``missing_field:<name>`` (absent or nul
 ``bad_type:<name>``, ``bad_value:<name>`` (right type, outside the contract: empty string, bad
 uuid, region not ``[A-Za-z0-9_-]``), ``negative_value:<name>``, ``bad_timestamp`` (not RFC 3339
 with an offset) and ``event_time_in_future`` (beyond ``max_clock_skew_s`` of the worker clock).
+Any other error one line causes (a bug it reveals) is that line's dead letter too,
+``internal_error:parse``, never a failed bundle; so is a line whose dead-letter payload cannot be
+redacted, with the payload omitted (``transforms.deadletter``).
 
 Fields the contract does not know are dropped and counted (schema drift), never fatal.
 ``ParseEvents`` works a chunk of lines at a time (``LineChunk``) and emits each chunk's valid
@@ -45,6 +48,8 @@ from transforms.deadletter import (
     METRICS_NAMESPACE,
     InvalidEvent,
     count_dead_letter,
+    internal_error_letter,
+    is_element_error,
     make_dead_letter,
 )
 from transforms.elements import (
@@ -360,9 +365,9 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     """Best-effort event_id/request_id of a rejected input, for tracing its dead letter.
 
     Only values that cannot carry PII are kept: the event id if it is a valid UUID
-    (canonical form), the request id if it is in its grammar (``transforms.grammar``) and the
-    redaction engine finds nothing in it. A rejected input may hold anything in these fields
-    (an e-mail address, say).
+    (canonical form), the request id if it has the contract's grammar (which also keeps out
+    what a store cannot hold, such as a NUL character) and the redaction engine finds nothing
+    in it. A rejected input may hold anything in these fields (an e-mail address, say).
     """
     try:
         document = msgspec.json.decode(raw)
@@ -416,6 +421,7 @@ class _ParseChunkFn(beam.DoFn):
         self._read = Metrics.counter(METRICS_NAMESPACE, "events_read")
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "events_parsed")
         self._drift = Metrics.counter(METRICS_NAMESPACE, "schema_drift_fields_dropped")
+        self._payloads_omitted = Metrics.counter(METRICS_NAMESPACE, "dead_letter_payload_errors")
 
     def process(self, chunk: LineChunk):
         now = self._limits.now or dt.datetime.now(dt.UTC)
@@ -434,11 +440,18 @@ class _ParseChunkFn(beam.DoFn):
                     input_id=ids[i],
                     ingested_at=ingested[i],
                 )
+                if self._replay:
+                    event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
             except InvalidEvent as error:
                 yield self._dead_letter(raw, error, now, ids[i])
                 continue
-            if self._replay:
-                event = event._replace(input_sha256=hashlib.sha256(raw).hexdigest())
+            except Exception as error:
+                # Not a rejection the contract defines: a deterministic error of this line
+                # (a bug the line reveals) would fail the bundle on every retry.
+                if not is_element_error(error):
+                    raise
+                yield self._internal_error(raw, error, now, ids[i])
+                continue
             drift += event.unknown_field_count
             events.append(event)
             if chunk.offsets:
@@ -455,30 +468,61 @@ class _ParseChunkFn(beam.DoFn):
                 _GLOBAL,
             )
 
+    def _payload(self, raw: bytes, withhold: tuple[str, ...] = ()) -> str | None:
+        """``raw`` redacted for its dead letter (without a byte-order mark, which is not part of
+        the event; the values of the fields ``withhold`` names left out), or None (omitted)
+        when that fails: whatever the payload redaction raises for this input, the input is
+        still dead-lettered."""
+        try:
+            return redact_payload(
+                raw.removeprefix(_BOM),
+                self._engine,
+                self._key,
+                max_bytes=self._limits.max_event_bytes,
+                keep_pseudonyms=self._replay,
+                withhold=withhold,
+            )
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            self._payloads_omitted.inc()
+            return None
+
+    def _traced_ids(self, raw: bytes) -> tuple[str | None, str | None]:
+        try:
+            return _ids_of(raw, self._engine)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            return None, None
+
     def _dead_letter(self, raw: bytes, error: InvalidEvent, now: dt.datetime, input_id: str | None):
         count_dead_letter(error.reason)
-        event_id, request_id = (
-            _ids_of(raw, self._engine) if error.reason != "oversize" else (None, None)
-        )
+        event_id, request_id = self._traced_ids(raw) if error.reason != "oversize" else (None, None)
         record = make_dead_letter(
             raw=raw,
             reason=error.reason,
             error_type=type(error).__name__,
             error_message=error.message,
             step="parse",
-            payload=redact_payload(
-                raw,
-                self._engine,
-                self._key,
-                max_bytes=self._limits.max_event_bytes,
-                keep_pseudonyms=self._replay,
-                withhold=_withheld_fields(error.reason),
-            ),
+            payload=self._payload(raw, withhold=_withheld_fields(error.reason)),
             failed_at=now,
             event_id=event_id,
             request_id=request_id,
             input_id=input_id,
         )
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
+
+    def _internal_error(self, raw: bytes, error: Exception, now: dt.datetime, input_id: str | None):
+        record = internal_error_letter(
+            step="parse",
+            error=error,
+            failed_at=now,
+            payload=self._payload(raw),
+            identity=raw,
+            input_id=input_id,
+        )
+        count_dead_letter(record.reason)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 
 

@@ -19,7 +19,9 @@ with its metadata only (no text, user id pseudonymised) and the engine's reason:
 ``redaction_failed``, or ``redaction_failed:<cause>`` from a service engine
 (``redaction_failed:dlp_resource_exhausted``); an unredacted text is never emitted. Engines
 report failures per text (``redact_each``), so only the events whose texts failed are
-dead-lettered, not the rest of their batch.
+dead-lettered, not the rest of their batch. Any other error an event causes (a bug it reveals,
+not an error of the engine's service) makes that event a dead letter ``internal_error:redact``
+(text omitted), never a failed bundle.
 
 With the ``hybrid`` engine, events whose gateway policy flags classify at or above the
 settings' ``escalate_class`` have all their texts sent to DLP, whatever the pre-screen found.
@@ -41,6 +43,8 @@ from transforms.deadletter import (
     DEAD_LETTER_TAG,
     METRICS_NAMESPACE,
     count_dead_letter,
+    internal_error_letter,
+    is_element_error,
     make_dead_letter,
 )
 from transforms.elements import DeadLetter, Event, EventBatch, ParsedBatch, RedactedEvent
@@ -200,6 +204,7 @@ def _metadata_payload(
 
 
 _Scan = Redaction | RedactionError
+_UNSCANNED: dict[str, object] = dict.fromkeys(IDENTIFIER_FIELDS)  # each left out
 
 
 def _shown(value: str, scan: _Scan) -> str | None:
@@ -251,12 +256,13 @@ class _RedactBatchFn(beam.DoFn):
         findings: dict[str, int] = {}
         for start in range(0, len(batch.events), self._batch_size):
             part = batch.events[start : start + self._batch_size]
-            for i, outcome in enumerate(self._redact(part, now, findings)):
+            for i, outcome in enumerate(self._outcomes(part, now, findings)):
                 if isinstance(outcome, RedactedEvent):
                     events.append(outcome)
                     if batch.offsets:
                         offsets.append(batch.offsets[start + i])
-                else:
+                else:  # counted here, once, whichever attempt made it
+                    count_dead_letter(outcome.value.value.reason)
                     yield outcome
         for info_type, n in findings.items():
             counter = self._findings.get(info_type)
@@ -272,6 +278,68 @@ class _RedactBatchFn(beam.DoFn):
                 Timestamp.from_utc_datetime(earliest),
                 _GLOBAL,
             )
+
+    def _outcomes(self, events: tuple[Event, ...], now: dt.datetime, findings: dict[str, int]):
+        """``_redact``'s outcomes for ``events``, in order, whatever one event causes: when it
+        raises an error of an element (not of the engine's service, see
+        ``transforms.deadletter.is_element_error``), each event is redone alone, and the
+        events that fail alone become ``internal_error:redact`` dead letters. Findings are
+        counted for the outcomes kept only."""
+        attempt: dict[str, int] = {}
+        try:
+            outcomes = list(self._redact(events, now, attempt))
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            outcomes = [self._alone(event, now, attempt) for event in events]
+        for info_type, n in attempt.items():
+            findings[info_type] = findings.get(info_type, 0) + n
+        return outcomes
+
+    def _alone(self, event: Event, now: dt.datetime, findings: dict[str, int]):
+        attempt: dict[str, int] = {}
+        try:
+            (outcome,) = self._redact((event,), now, attempt)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            return self._internal_error(event, now, error)
+        for info_type, n in attempt.items():
+            findings[info_type] = findings.get(info_type, 0) + n
+        return outcome
+
+    def _internal_error(self, event: Event, now: dt.datetime, error: Exception):
+        # The identifiers were not (all) scanned: left out, like the texts.
+        try:
+            full, payload = _metadata_payload(event, self._key, _UNSCANNED)
+        except Exception as payload_error:
+            if not is_element_error(payload_error):
+                raise
+            full, payload = repr(event).encode("utf-8", "surrogatepass"), None
+        record = internal_error_letter(
+            step="redact",
+            error=error,
+            failed_at=now,
+            payload=payload,
+            identity=full,
+            event_id=event.event_id,
+            request_id=self._clean(event.request_id),
+            input_id=event.input_id,
+            input_sha256=event.input_sha256,
+        )
+        timestamp = _event_timestamp(event)
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
+
+    def _clean(self, request_id: str) -> str | None:
+        """``request_id`` when the engine finds nothing in it, else None (also when the engine
+        fails on it): a dead letter keeps only a request id that passed."""
+        try:
+            (scan,) = redact_each(self._engine, [request_id])
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            return None
+        return request_id if isinstance(scan, Redaction) and not scan.counts else None
 
     def _redact(self, events: tuple[Event, ...], now: dt.datetime, findings: dict[str, int]):
         """One outcome per event, in order: its ``RedactedEvent`` or a dead-letter output.
@@ -396,7 +464,6 @@ class _RedactBatchFn(beam.DoFn):
         replace: dict[str, object],
         request_id_clean: bool,
     ):
-        count_dead_letter(reason)
         full, payload = _metadata_payload(event, self._key, replace)
         record = make_dead_letter(
             raw=full,
@@ -411,8 +478,17 @@ class _RedactBatchFn(beam.DoFn):
             input_sha256=event.input_sha256,
             input_id=event.input_id,
         )
-        timestamp = Timestamp.from_utc_datetime(event.event_time)
+        timestamp = _event_timestamp(event)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
+
+
+def _event_timestamp(event: Event) -> Timestamp:
+    try:
+        return Timestamp.from_utc_datetime(event.event_time)
+    except Exception as error:  # not an aware datetime: the element's, not the step's
+        if not is_element_error(error):
+            raise
+        return Timestamp.now()
 
 
 def _escalation_rank(policy, settings: RedactionSettings) -> int | None:

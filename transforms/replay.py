@@ -13,17 +13,22 @@ What happens to a dead letter:
     original input's ``payload_sha256``, so the records of one input (by ``payload_sha256``) are
     submitted once, with the payload of the latest failure. Each replayable record gets a
     ``replayed`` audit record.
-  * The submission ends like any input: ``written`` (to be archived), ``duplicate``, or dead-
-    lettered again. A record that fails again keeps its original input's identity
-    (``payload_sha256``, ``payload_bytes``), so its id is ``dead_letter_id(original input, step,
-    new reason)`` and ``replay_of`` names the record replayed. Failing again the same way gives
-    the id it already has: nothing new is stored. A new reason gives a new record.
+  * A submission is an input of its own, ``replay:<dead letter id>`` (of the record whose
+    payload is submitted): its audit record never collides with the original input's, and
+    submitting the same record again is the same input. It ends like any input: ``written``
+    (to be archived), ``duplicate`` or ``duplicate_conflict`` (another copy of the event id is
+    archived already: first archived wins, ``read_archived``), or dead-lettered again. A
+    record that fails again keeps its original input's identity (``payload_sha256``,
+    ``payload_bytes``), so its id is ``dead_letter_id(original input, step, new reason)`` and
+    ``replay_of`` names the record replayed. Failing again the same way gives the id it
+    already has: nothing new is stored. A new reason gives a new record.
 
 Replaying twice therefore writes the same ids again: the same audit records (the audit log is
-idempotent), the same dead letters, and the same archived events, which the reconciliation
-deduplicates. The metrics of the replayed events are left to the reconciliation of their days
-(``pipelines.replay`` runs it): a metric row of the replayed events alone would replace the
-window's complete row.
+idempotent, one record per submission), the same dead letters, and the same archived events
+(with ``read_archived``, a replayed event archived by the first replay is the same input
+coming again: written again, to the same file). The metrics of the replayed events are left
+to the reconciliation of their days (``pipelines.replay`` runs it): a metric row of the
+replayed events alone would replace the window's complete row.
 
 A replayed ``redaction_failed`` record becomes an event without text: its payload never held
 the text (fail closed), so its data class comes from its policy flags alone.
@@ -41,7 +46,7 @@ import apache_beam as beam
 from transforms.analyze import AnalyzeEvents, CoreConfig, CoreOutputs
 from transforms.audit import DEAD_LETTERED, audit_dead_letter, audit_replay
 from transforms.deadletter import PAYLOAD_REDACTED, dead_letter_id
-from transforms.elements import AuditRecord, DeadLetter
+from transforms.elements import AuditRecord, DeadLetter, Message, event_micros
 
 __all__ = [
     "ReplayDeadLetters",
@@ -50,6 +55,7 @@ __all__ = [
     "is_replayable",
     "pair_refailures",
     "rekey_refailure",
+    "submission_id",
 ]
 
 # A submission: the record whose payload is re-submitted, and the ids of every selected record
@@ -68,6 +74,16 @@ def choose_submission(records: Iterable[DeadLetter]) -> _Submission:
     records = list(records)
     chosen = max(records, key=lambda r: (r.failed_at, r.dead_letter_id))
     return chosen, tuple(sorted({r.dead_letter_id for r in records}))
+
+
+def submission_id(record: DeadLetter) -> str:
+    """The input identity of the submission of ``record``'s payload."""
+    return f"replay:{record.dead_letter_id}"
+
+
+def _submission(submission: _Submission) -> Message:
+    record = submission[0]
+    return Message(record.payload.encode("utf-8"), submission_id(record), event_micros(_now()))
 
 
 def payload_digest(payload: str) -> str:
@@ -125,6 +141,7 @@ class ReplayOutputs(NamedTuple):
 
     events: beam.PCollection
     duplicates: beam.PCollection
+    conflicts: beam.PCollection
     dead_letters: beam.PCollection
     failed_again: beam.PCollection
     audit: beam.PCollection
@@ -134,14 +151,17 @@ class ReplayOutputs(NamedTuple):
     not_replayable: beam.PCollection
 
     def core(self, pipeline: beam.Pipeline) -> CoreOutputs:
-        """What the sinks write: the core's outputs without metrics (the reconciliation of the
-        replayed days writes those)."""
+        """What the sinks write: the core's outputs without metrics or usage (the
+        reconciliation of the replayed days writes those)."""
         return CoreOutputs(
             events=self.events,
             duplicates=self.duplicates,
             metrics=pipeline | "NoMetrics" >> beam.Create([]),
             audit=self.audit,
             dead_letters=self.dead_letters,
+            usage=pipeline | "NoUsage" >> beam.Create([]),
+            metric_dead_letters=pipeline | "NoMetricDeadLetters" >> beam.Create([]),
+            conflicts=self.conflicts,
         )
 
 
@@ -150,13 +170,15 @@ class ReplayDeadLetters(beam.PTransform):
 
     Input: PCollection[DeadLetter], bounded (the records of a date range, duplicates of an id
     allowed). Returns ``ReplayOutputs``, PCollections:
-      ``events``, ``duplicates``: as ``AnalyzeEvents`` returns them (events to archive);
+      ``events``, ``duplicates``, ``conflicts``: as ``AnalyzeEvents`` returns them (events to
+        archive);
       ``dead_letters``: ``DeadLetter`` records that failed again for a new reason (to store);
       ``failed_again``: every submission that failed again (new reason or not), rekeyed;
       ``audit``: ``AuditRecord`` for the sinks: one per submission (written, duplicate or
         dead_lettered) and one ``replayed`` per replayable record;
       ``outcomes``: the same without the ``replayed`` records (one per submission);
-      ``submitted``: the payloads submitted (bytes), one per original input;
+      ``submitted``: the payloads submitted (``Message``: the payload and the submission's
+        identity ``replay:<dead letter id>``), one per original input;
       ``replayed``: the replayable records selected (distinct ids);
       ``not_replayable``: the selected records without a payload (distinct ids).
 
@@ -164,14 +186,22 @@ class ReplayDeadLetters(beam.PTransform):
       config: the core configuration the payloads are processed with.
       reason_prefix: a reason (``event_time_in_future``) or a prefix of reasons
         (``missing_field:``, ``redaction_failed``); required, not empty.
+      read_archived: as ``AnalyzeEvents``' (None: the archive is not consulted, and a replayed
+        event already archived by another input is written again).
     """
 
-    def __init__(self, config: CoreConfig, reason_prefix: str):
+    def __init__(
+        self,
+        config: CoreConfig,
+        reason_prefix: str,
+        read_archived: beam.PTransform | None = None,
+    ):
         super().__init__()
         if not reason_prefix:
             raise ValueError("reason_prefix must name a reason or a prefix of reasons")
         self._config = config
         self._reason_prefix = reason_prefix
+        self._read_archived = read_archived
 
     def expand(self, dead_letters):
         prefix = self._reason_prefix
@@ -191,10 +221,10 @@ class ReplayDeadLetters(beam.PTransform):
             | "GroupByInput" >> beam.GroupByKey()
             | "ChooseSubmission" >> beam.MapTuple(lambda _, records: choose_submission(records))
         )
-        payloads = submissions | "Payloads" >> beam.Map(
-            lambda s: s[0].payload.encode("utf-8")
-        ).with_output_types(bytes)
-        core = payloads | "AnalyzeEvents" >> AnalyzeEvents(self._config, input_format="replay")
+        payloads = submissions | "Payloads" >> beam.Map(_submission).with_output_types(Message)
+        core = payloads | "AnalyzeEvents" >> AnalyzeEvents(
+            self._config, input_format="replay", read_archived=self._read_archived
+        )
         rekeyed = (
             {
                 "submitted": submissions
@@ -217,12 +247,10 @@ class ReplayDeadLetters(beam.PTransform):
             # The core's dead_lettered records name the ids before rekeying; these replace them.
             | "ProcessedOutcomes" >> beam.Filter(lambda a: a.outcome != DEAD_LETTERED),
             failed_again
-            # Keyed by the dead letter, not the event: the event has its dead_lettered record
-            # from its first failure already, and the new reason must not be lost to it.
+            # The submission's record (keyed by its input, replay:<dead letter id>), naming the
+            # rekeyed dead letter.
             | "AuditFailedAgain"
-            >> beam.Map(
-                lambda d: audit_dead_letter(d, _now())._replace(event_id=None)
-            ).with_output_types(AuditRecord),
+            >> beam.Map(lambda d: audit_dead_letter(d, _now())).with_output_types(AuditRecord),
         ) | "FlattenOutcomes" >> beam.Flatten().with_output_types(AuditRecord)
         replayed_audit = replayable | "AuditReplayed" >> beam.Map(
             lambda d: audit_replay(d, _now())
@@ -230,6 +258,7 @@ class ReplayDeadLetters(beam.PTransform):
         return ReplayOutputs(
             events=core.events,
             duplicates=core.duplicates,
+            conflicts=core.conflicts,
             dead_letters=rekeyed.new,
             failed_again=failed_again,
             audit=(outcomes, replayed_audit)

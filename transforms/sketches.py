@@ -22,6 +22,7 @@ exact for small counts. ``hll_sketch`` objects are not picklable; use ``serializ
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Sequence
 
 import datasketches
@@ -37,6 +38,7 @@ __all__ = [
     "LatencyCounts",
     "add_latency",
     "add_user",
+    "bucket_value",
     "deserialize_users",
     "from_latency_bins",
     "latency_index",
@@ -49,6 +51,7 @@ __all__ = [
     "serialize_users",
     "to_ddsketch",
     "to_latency_bins",
+    "users_content",
     "users_estimate",
 ]
 
@@ -111,7 +114,8 @@ def merge_latency_counts(into: LatencyCounts, other: LatencyCounts) -> LatencyCo
     return into
 
 
-def _bucket_value(index: int) -> float:
+def bucket_value(index: int) -> float:
+    """The value a bucket stands for (0 for ``ZERO_INDEX``): what quantiles return."""
     return 0.0 if index == ZERO_INDEX else _MAPPING.value(index)
 
 
@@ -134,7 +138,7 @@ def latency_quantiles(counts: LatencyCounts, quantiles: Sequence[float]) -> tupl
     for index in sorted(counts):
         running += counts[index]
         while running > rank:
-            result[position] = _bucket_value(index)
+            result[position] = bucket_value(index)
             try:
                 rank, position = next(pending)
             except StopIteration:
@@ -173,7 +177,7 @@ def to_ddsketch(counts: LatencyCounts) -> DDSketch:
     sketch = DDSketch(RELATIVE_ACCURACY)
     for index, count in counts.items():
         if count:
-            sketch.add(_bucket_value(index), count)
+            sketch.add(bucket_value(index), count)
     return sketch
 
 
@@ -216,3 +220,34 @@ def serialize_users(sketch: datasketches.hll_sketch) -> bytes:
 def deserialize_users(data: bytes) -> datasketches.hll_sketch:
     """Inverse of ``serialize_users``."""
     return datasketches.hll_sketch.deserialize(data)
+
+
+# DataSketches HLL serialization (its documented preamble): byte 3 lg_k, byte 4 lg of the
+# coupon-set array, byte 6 the list's coupon count, byte 7 the mode in its low 2 bits; a list
+# stores its coupons from byte 8, a set its count at byte 8 and its hash table from byte 12;
+# HLL_8 registers, one byte each, follow a 40-byte preamble.
+_LIST, _SET = 0, 1
+_HLL_PREAMBLE_BYTES = 40
+
+
+def users_content(data: bytes) -> tuple[str, frozenset[int] | bytes]:
+    """What a distinct-user sketch (``serialize_users`` bytes) holds, independent of how it was
+    built: the set of coupons while the sketch is small, its registers once it is not.
+
+    Two sketches of the same users can serialize differently (a union flags its result as out
+    of order and estimates with another estimator; HLL_4 stores exceptions apart), so bytes
+    and estimates are not comparable; this is: both go through one union into HLL_8 and are
+    read in DataSketches' serialization format.
+    """
+    union = datasketches.hll_union(HLL_LG_K)
+    union.update(deserialize_users(data))
+    raw = bytes(union.get_result(datasketches.tgt_hll_type.HLL_8).serialize_updatable())
+    mode = raw[7] & 3
+    if mode == _LIST:
+        count = raw[6]
+        return "list", frozenset(struct.unpack_from(f"<{count}I", raw, 8))
+    if mode == _SET:
+        slots = struct.unpack_from(f"<{1 << raw[4]}I", raw, 12)
+        return "set", frozenset(coupon for coupon in slots if coupon)
+    k = 1 << raw[3]
+    return "hll", raw[_HLL_PREAMBLE_BYTES : _HLL_PREAMBLE_BYTES + k]

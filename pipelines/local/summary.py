@@ -8,6 +8,7 @@ import os
 from typing import NamedTuple
 
 from pipelines.io.sinks.embedded import AUDIT_DB, WAREHOUSE_DB
+from pipelines.io.sinks.metrics_commit import FRESHNESS_SLO_S
 from pipelines.local.tally import FRESHNESS_PREFIX, read_tally
 
 __all__ = [
@@ -25,17 +26,17 @@ class Summary(NamedTuple):
     events_read: int
     written: int
     duplicates: int
+    conflicts: int  # duplicate_conflict: another copy of an id written, with other content
     dead_letters: dict[str, int]
     redactions: dict[str, int]
     metric_rows: int
     events_in_metrics: int
-    freshness_p50_s: float | None  # streaming EARLY panes: emission - newest event time
+    # Freshness (ADR 0010): per event, the commit of the first warehouse row counting it minus
+    # its ingestion time; nearest-rank percentiles of the buckets' lower bounds (whole seconds).
+    freshness_p50_s: float | None
     freshness_p99_s: float | None
-    freshness_panes: int
-    on_time_panes: int
-    on_time_freshness_p99_s: float | None
-    late_panes: int
-    late_freshness_p99_s: float | None
+    freshness_events: int  # events whose freshness was measured (made visible by this run)
+    freshness_within_slo: int  # of them, visible within FRESHNESS_SLO_S
     elapsed_s: float
     sink_dead_letters: dict[str, int]  # rows a Google Cloud sink could not write, per reason
 
@@ -50,7 +51,10 @@ class Summary(NamedTuple):
 
     @property
     def balanced(self) -> bool:
-        return self.events_read == self.written + self.duplicates + self.dead_lettered
+        """The counting identity: every input in exactly one bucket."""
+        return self.events_read == (
+            self.written + self.duplicates + self.conflicts + self.dead_lettered
+        )
 
 
 def _quantiles(histogram: dict[int, int], quantiles: tuple[float, ...]) -> list[float | None]:
@@ -70,14 +74,13 @@ def _quantiles(histogram: dict[int, int], quantiles: tuple[float, ...]) -> list[
     return results
 
 
-def _freshness(counters: dict[str, int], timing: str) -> tuple[list[float | None], int]:
-    """Freshness p50/p99 (emission minus newest event time, whole seconds) of the streaming
-    panes of one timing (``early``, ``on_time``, ``late``), and the number of panes."""
-    prefix = f"{FRESHNESS_PREFIX}{timing}."
-    histogram = {
-        int(name.removeprefix(prefix)): n for name, n in counters.items() if name.startswith(prefix)
+def _freshness(counters: dict[str, int]) -> dict[int, int]:
+    """The run's freshness histogram: events by freshness bucket (``latency_s``)."""
+    return {
+        int(name.removeprefix(FRESHNESS_PREFIX)): n
+        for name, n in counters.items()
+        if name.startswith(FRESHNESS_PREFIX)
     }
-    return _quantiles(histogram, (0.5, 0.99)), sum(histogram.values())
 
 
 def new_run_id(started_at: dt.datetime) -> str:
@@ -87,14 +90,14 @@ def new_run_id(started_at: dt.datetime) -> str:
 def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary:
     """Builds the summary of the finished run ``run_id`` started at ``started_at``."""
     counters = read_tally(output_root, run_id)
-    (p50, p99), panes = _freshness(counters, "early")
-    (_, on_time_p99), on_time_panes = _freshness(counters, "on_time")
-    (_, late_p99), late_panes = _freshness(counters, "late")
+    freshness = _freshness(counters)
+    p50, p99 = _quantiles(freshness, (0.5, 0.99))
     return Summary(
         output_root=output_root,
         events_read=counters.get("read", 0),
         written=counters.get("outcome.written", 0),
         duplicates=counters.get("outcome.duplicate", 0),
+        conflicts=counters.get("outcome.duplicate_conflict", 0),
         dead_letters={
             name.removeprefix("dead_letter."): n
             for name, n in sorted(counters.items())
@@ -109,11 +112,8 @@ def summarize(output_root: str, run_id: str, started_at: dt.datetime) -> Summary
         events_in_metrics=counters.get("metrics.requests_counted", 0),
         freshness_p50_s=p50,
         freshness_p99_s=p99,
-        freshness_panes=panes,
-        on_time_panes=on_time_panes,
-        on_time_freshness_p99_s=on_time_p99,
-        late_panes=late_panes,
-        late_freshness_p99_s=late_p99,
+        freshness_events=sum(freshness.values()),
+        freshness_within_slo=sum(n for s, n in freshness.items() if s < FRESHNESS_SLO_S),
         elapsed_s=(dt.datetime.now(dt.UTC) - started_at).total_seconds(),
         sink_dead_letters={
             name.removeprefix("sink_dead_letter."): n
@@ -127,6 +127,15 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
+def _slo(s: Summary) -> str:
+    """The SLO line: the share of events visible within the SLO, against its 99% target."""
+    if not s.freshness_events:
+        return "n/a (no event was made visible in the warehouse by this run)"
+    share = s.freshness_within_slo / s.freshness_events
+    verdict = "met" if share >= 0.99 else "MISSED"
+    return f"{share:.2%} of events visible within {FRESHNESS_SLO_S} s (target 99%: {verdict})"
+
+
 def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
     """Prints the summary for a person (stdout); ``outputs`` lists where the outputs are
     (default: the embedded layout under the output root)."""
@@ -138,15 +147,19 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
         f"events read        {s.events_read:>10}   ({rate:.0f}/s over {s.elapsed_s:.1f} s)",
         f"  written          {s.written:>10}",
         f"  duplicates       {s.duplicates:>10}",
+        f"  conflicts        {s.conflicts:>10}   (same event_id, other content)",
         f"  dead-lettered    {s.dead_lettered:>10}",
     ]
     lines += [f"    {reason:<32} {n:>6}" for reason, n in s.dead_letters.items()]
     if s.sink_dead_letters:
-        lines.append("sink rows dead-lettered (not events: rows a sink could not write):")
+        lines.append(
+            "rows dead-lettered (not inputs: rows a sink could not write or encode, events"
+            " left out of the metrics):"
+        )
         lines += [f"    {reason:<32} {n:>6}" for reason, n in s.sink_dead_letters.items()]
     check = "OK" if s.balanced else "MISMATCH"
     lines += [
-        f"read = written + duplicates + dead-lettered: {check}",
+        f"read = written + duplicates + conflicts + dead-lettered: {check}",
         f"late-dropped from metrics {s.late_dropped:>6}   (written, beyond the allowed lateness)",
         "redactions by info type:",
     ]
@@ -156,9 +169,8 @@ def print_summary(summary: Summary, outputs: list[str] | None = None) -> None:
     lines += [
         f"metric rows        {s.metric_rows:>10}   (windows x model x region this run)",
         f"freshness p50/p99  {_fmt(s.freshness_p50_s)} / {_fmt(s.freshness_p99_s)}"
-        f"   (pane emission - newest event it counts, {s.freshness_panes} EARLY streaming panes;"
-        f" ON_TIME: {s.on_time_panes} panes, p99 {_fmt(s.on_time_freshness_p99_s)};"
-        f" LATE: {s.late_panes} panes, p99 {_fmt(s.late_freshness_p99_s)})",
+        f"   (ingestion -> committed in the warehouse, {s.freshness_events} events)",
+        f"freshness SLO      {_slo(s)}",
         "outputs:",
     ]
     lines += [

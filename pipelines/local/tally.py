@@ -7,10 +7,12 @@ cannot rely on them. ``TallyOutcomes`` counts the same things as data: inputs re
 outcomes (written, duplicates, dead letters by reason), redactions per info type, and writes the
 totals as JSON to ``{output_root}/runs/{run_id}.json``. It also adds up what the metrics count
 (the largest pane of each window and key), so the summary can tell how many written events were
-too late for the metrics. In batch it writes once. In streaming the totals so far live in the
-state of one key, as each bundle's partial sums folded into one whenever the file is rewritten:
-at most every ``every_s`` seconds of wall time and once more when the stream ends. They grow
-with the run by one entry per metric window and key only (and per second of pane lag).
+too late for the metrics, and, when the sinks report it, the events each metrics commit made
+visible per freshness bucket (``freshness_s.<latency_s>``: the freshness of ADR 0010). In batch
+it writes once. In streaming the totals so far live in the state of one key, as each bundle's
+partial sums folded into one whenever the file is rewritten: at most every ``every_s`` seconds
+of wall time and once more when the stream ends. They grow with the run by one entry per metric
+window and key only (and per freshness bucket).
 """
 
 from __future__ import annotations
@@ -123,17 +125,13 @@ FRESHNESS_PREFIX = "freshness_s."
 
 
 def _pane_keys(row) -> list[tuple[tuple | str, int]]:
-    keys: list[tuple[tuple | str, int]] = [
-        (("pane", (row.window_start, row.model, row.region)), row.request_count)
-    ]
-    if row.source == "streaming" and row.latest_event_time is not None:
-        # Freshness of every streaming pane, by whole second and pane timing: emission minus the
-        # newest event it counts. EARLY panes fire while their window is open, so all they count
-        # came on time; an ON_TIME or LATE pane can be the first for a window that only ever got
-        # late data, whose lag starts with the data's own lateness.
-        lag_s = max(int((row.emitted_at - row.latest_event_time).total_seconds()), 0)
-        keys.append((f"{FRESHNESS_PREFIX}{row.pane_timing.lower()}.{lag_s}", 1))
-    return keys
+    return [(("pane", (row.window_start, row.model, row.region)), row.request_count)]
+
+
+def _freshness_keys(item: tuple[int, int]) -> list[tuple[str, int]]:
+    # (latency_s, events): events a metrics commit made visible, by freshness bucket.
+    latency_s, events = item
+    return [(f"{FRESHNESS_PREFIX}{latency_s}", events)]
 
 
 def _read_keys(element) -> list[tuple[str, int]]:
@@ -150,6 +148,10 @@ def _written_keys(batch) -> list[tuple[str, int]]:
 
 def _duplicate_keys(_) -> list[tuple[str, int]]:
     return [("outcome.duplicate", 1)]
+
+
+def _conflict_keys(_) -> list[tuple[str, int]]:
+    return [("outcome.duplicate_conflict", 1)]
 
 
 def _dead_letter_keys(record) -> list[tuple[str, int]]:
@@ -169,11 +171,14 @@ def tally_inputs(outputs) -> dict:
         "read": outputs.read,
         "events": outputs.core.events,
         "duplicates": outputs.core.duplicates,
+        "conflicts": outputs.core.conflicts,
         "dead_letters": outputs.core.dead_letters,
         "metrics": outputs.core.metrics,
     }
     if outputs.sinks.sink_dead_letters is not None:
         inputs["sink_dead_letters"] = outputs.sinks.sink_dead_letters
+    if outputs.sinks.freshness is not None:
+        inputs["freshness"] = outputs.sinks.freshness
     return inputs
 
 
@@ -206,7 +211,7 @@ class _RunningTotalsFn(beam.DoFn):
     timer at the end of the global window), folds the bag into one accumulator and writes (and
     emits) the totals. Appending costs the partial's size only: a single state value read and
     rewritten for every partial would be coded whole each time, a cost that grows with the
-    run (the pane and freshness entries). It writes the file itself: a step after it would
+    run (the pane entries). It writes the file itself: a step after it would
     run, if only on empty bundles, after every one."""
 
     PARTIALS = BagStateSpec("partials", PickleCoder())
@@ -254,11 +259,12 @@ def _count_partials(keys, keyed: bool) -> beam.ParDo:
 
 class TallyOutcomes(beam.PTransform):
     """Counts a run. Input: a dict with ``read`` (the raw input elements: events, or chunks
-    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``
-    and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome), optionally ``metrics``
-    (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they are: what a command counts
-    beyond these) and ``sink_dead_letters`` (``DeadLetter`` of rows a sink could not write).
-    Output: the totals dicts written (one per firing)."""
+    of lines), the outcomes either as the core's ``events`` (``EventBatch``), ``duplicates``,
+    ``conflicts`` and ``dead_letters`` or as ``audit`` (``AuditRecord``, one per outcome),
+    optionally ``metrics`` (``MetricRow``), ``counts`` (``(name, n)`` pairs, summed as they
+    are: what a command counts beyond these), ``sink_dead_letters`` (``DeadLetter`` of rows
+    a sink could not write) and ``freshness`` (``(latency_s, events)`` pairs of the metrics
+    commits). Output: the totals dicts written (one per firing)."""
 
     def __init__(self, output_root: str, run_id: str, every_s: int = 10):
         super().__init__()
@@ -273,6 +279,7 @@ class TallyOutcomes(beam.PTransform):
             "Read": (inputs["read"], _read_keys),
             "Written": (inputs.get("events"), _written_keys),
             "Duplicates": (inputs.get("duplicates"), _duplicate_keys),
+            "Conflicts": (inputs.get("conflicts"), _conflict_keys),
             "DeadLetters": (inputs.get("dead_letters"), _dead_letter_keys),
             "Outcomes": (inputs.get("audit"), _audit_keys),
             "MetricPanes": (inputs.get("metrics"), _pane_keys),
@@ -280,6 +287,8 @@ class TallyOutcomes(beam.PTransform):
         }
         if "sink_dead_letters" in inputs:
             branches["SinkDeadLetters"] = (inputs["sink_dead_letters"], _sink_dead_letter_keys)
+        if "freshness" in inputs:
+            branches["Freshness"] = (inputs["freshness"], _freshness_keys)
         branches = {name: branch for name, branch in branches.items() if branch[0] is not None}
         bounded = inputs["read"].is_bounded
         partials = [

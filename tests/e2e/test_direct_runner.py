@@ -14,6 +14,7 @@ from tests.support.direct_runner import (
     ORIGINAL_HANDLE_RESULT,
     fixes_removed,
 )
+from tests.support.verify import assert_verified
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +29,4 @@ def test_a_local_run_leaves_beam_as_it_found_it(tmp_path, monkeypatch):
     assert streaming.run([*args, "--output_root", str(tmp_path)]) == 0
     assert userstate.get_dofn_specs is ORIGINAL_GET_DOFN_SPECS
     assert EvaluationContext.handle_result is ORIGINAL_HANDLE_RESULT
+    assert_verified(tmp_path)

@@ -11,6 +11,7 @@ from pipelines import backfill, streaming
 from tests.support.core_inputs import PII_PROMPT, PII_VALUES, event_id, raw
 from tests.support.dlp_fake import DEIDENTIFY_TEMPLATE, INSPECT_TEMPLATE, PROJECT, FakeDlp
 from tests.support.pipelines import usage_error
+from tests.support.verify import assert_verified
 
 
 @pytest.fixture
@@ -91,3 +92,4 @@ def test_backfill_runs_with_the_dlp_engine_against_the_fake(fake, tmp_path):
     assert fake.requests and {r.status for r in fake.requests} == {"OK"}
     totals = json.loads((root / "runs" / "dlp.json").read_text())
     assert totals["outcome.written"] == 2 and totals["outcome.dead_lettered"] == 1
+    assert_verified(root)

@@ -1,7 +1,8 @@
 """Reconciliation and re-pricing end to end: a backfill over the raw archive of the streamed
 scenario (``tests/support/reconcile.py``) makes the metrics equal to a pandas computation over
 the deduplicated input, replaces only the keys of the days it reads, changes nothing when
-re-run, and re-prices with a new price table."""
+re-run, and re-prices with a new price table. ``verify`` lists the windows the stream left
+approximate until the reconciliation of their day."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.support.reconcile import (
     window,
     write_price_table,
 )
+from tests.support.verify import assert_verified, verify_output
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,23 @@ def reconcile(root: str, start: str, end: str, price_table: str, run_id: str) ->
     args = ["--input_format", "avro", "--input", root, "--output_root", root]
     args += ["--start_date", start, "--end_date", end, "--regions", "us,eu"]
     assert backfill.run([*args, "--price_table", price_table, "--run_id", run_id]) == 0
+
+
+def test_verify_lists_what_streaming_left_approximate(streamed, capsys):
+    """Runs first (the other tests reconcile the store). What verify expects of a streaming
+    run: an event archived beyond the allowed lateness is in no pane (id 6, in the first
+    minute), and a copy after the dedupe TTL is counted twice (id 3); other windows agree."""
+    root, *_ = streamed
+    code, printed = verify_output(
+        root, capsys, "--start_date", "2026-01-27", "--end_date", "2026-01-28"
+    )
+    assert code == 1
+    lines = [line.strip() for line in printed.splitlines() if line.startswith("    ")]
+    first_minute = f"{window(0):%Y-%m-%dT%H:%M:%SZ} gpt-4o-mini us"
+    second_minute = f"{window(60):%Y-%m-%dT%H:%M:%SZ} gpt-4o-mini us"
+    assert f"{first_minute}: request_count: stored 3, archive 4" in lines
+    assert f"{second_minute}: request_count: stored 2, archive 1" in lines
+    assert all(line.startswith((first_minute, second_minute)) for line in lines), lines
 
 
 def test_reconciliation_makes_the_metrics_exact_and_rerunning_changes_nothing(streamed, tmp_path):
@@ -62,6 +81,7 @@ def test_reconciliation_makes_the_metrics_exact_and_rerunning_changes_nothing(st
     # Re-running is a no-op: the same rows, emitted_at included.
     reconcile(root, "2026-01-27", "2026-01-28", prices, "reconcile-again")
     pd.testing.assert_frame_equal(metrics(root), reconciled)
+    assert_verified(root, "--price_table", prices)
 
 
 def test_a_backfill_with_a_new_price_table_reprices_the_range(streamed, tmp_path):

@@ -21,6 +21,7 @@ from tests.support.core_inputs import event_id
 from tests.support.fakes import register_failing_engine
 from tests.support.pipelines import usage_error
 from tests.support.replay import AHEAD, F1, F2, F3, KEY, N1, O1, R1, SOON, V1
+from tests.support.verify import assert_verified
 from transforms.deadletter import dead_letter_id
 from transforms.pii.pseudonym import pseudonymize
 
@@ -102,9 +103,10 @@ def store(tmp_path_factory):
 
 def test_the_store_before_replay(store):
     _, before, *_ = store
-    # F2 was delivered twice: one id, two copies in the store.
+    # F2 was delivered twice: one id, two copies in the store, and two inputs, each with its
+    # audit record (every input has one, repeated bad lines included).
     assert sorted(before["dead_letters"].values()) == [1, 1, 1, 1, 1, 2]
-    assert before["audit"] == {"written": 1, "dead_lettered": 6}
+    assert before["audit"] == {"written": 1, "dead_lettered": 7}
 
 
 def test_replay_resubmits_the_payloads_and_fails_again_with_the_new_reason(store):
@@ -115,6 +117,7 @@ def test_replay_resubmits_the_payloads_and_fails_again_with_the_new_reason(store
         submitted=3,
         written=2,
         duplicates=0,
+        conflicts=0,
         failed_again={"redaction_failed": 1},
         new_dead_letters=1,
         archived={(AHEAD.date().isoformat(), "us"): 2},
@@ -156,19 +159,30 @@ def test_the_audit_log_records_each_replay_with_its_dead_letter(store):
     assert all(row[1] is None for row in after["audit"] if row[0] == "replayed")
     written = sorted(row[1] for row in after["audit"] if row[0] == "written")
     assert written == sorted([event_id(1), event_id(2), event_id(3)])
-    # R1's first failure has its event id; F3's failure in the replay is keyed by its dead letter.
-    refailed = [row for row in after["audit"] if row[2] == "redaction_failed" and not row[1]]
-    assert refailed == [
-        (
-            "dead_lettered",
-            None,
-            "redaction_failed",
-            dead_letter_of(F3, "redact", "redaction_failed"),
-        )
+    # F3's submission (the input replay:<its dead letter>) failed again: a record of its own,
+    # next to the original input's, naming the new dead letter.
+    refailed = [
+        row for row in after["audit"] if row[0] == "dead_lettered" and row[1] == event_id(4)
     ]
+    assert sorted(refailed) == sorted(
+        [
+            (
+                "dead_lettered",
+                event_id(4),
+                "event_time_in_future",
+                dead_letter_of(F3, "parse", "event_time_in_future"),
+            ),
+            (
+                "dead_lettered",
+                event_id(4),
+                "redaction_failed",
+                dead_letter_of(F3, "redact", "redaction_failed"),
+            ),
+        ]
+    )
     assert collections.Counter(row[0] for row in after["audit"]) == {
-        "written": 3,
-        "dead_lettered": 7,
+        "written": 3,  # V1, and the submissions of F1 and F2
+        "dead_lettered": 8,  # the 7 inputs of the runs, and F3's submission
         "replayed": 3,
     }
 
@@ -180,6 +194,7 @@ def test_replaying_twice_does_not_double_count(store):
     assert audit(root) == after["audit"]
     assert sorted(str(r["event_id"]) for r in avro(root, "raw")) == after["raw"]
     pd.testing.assert_frame_equal(metrics(root), after["metrics"])
+    assert_verified(root)
 
 
 def test_the_replayed_events_are_in_the_reconciled_metrics(store):
@@ -203,10 +218,14 @@ def test_a_record_failing_again_the_same_way_stays_as_it_is(store):
         {},
     )
     assert dead_letter_ids(root) == ids_before  # the same id: nothing new stored
-    added = sorted(set(audit(root)) - set(audit_before))
-    assert added == [
-        ("replayed", None, "negative_value:latency_ms", dead_letter_of(N1, "parse", added[0][2]))
-    ]
+    added = sorted(
+        (collections.Counter(audit(root)) - collections.Counter(audit_before)).elements()
+    )
+    reason = "negative_value:latency_ms"
+    n1 = dead_letter_of(N1, "parse", reason)
+    # The note that it was replayed, and the submission's own record (the input
+    # replay:<dead letter id>), which fails the same way.
+    assert added == [("dead_lettered", event_id(5), reason, n1), ("replayed", None, reason, n1)]
 
 
 def test_records_without_a_payload_are_counted_not_skipped(store):
@@ -219,6 +238,7 @@ def test_records_without_a_payload_are_counted_not_skipped(store):
         submitted=0,
         written=0,
         duplicates=0,
+        conflicts=0,
         failed_again={},
         new_dead_letters=0,
         archived={},
@@ -243,6 +263,7 @@ def test_redaction_failures_replay_as_events_without_text(store):
     assert rows["request_count"].sum() == 5
     assert rows["token_sum"].sum() == 10 * (1 + 2 + 3 + 4 + 7)
     assert outcomes(root)["written"] == 5
+    assert_verified(root)
 
 
 def test_replay_options_are_validated(capsys):

@@ -1,9 +1,11 @@
-"""The fast audit row builder and writer against the code they replaced (kept here, verbatim).
+"""The fast audit row builder and writer against plain reference implementations.
 
 ``audit_event``, ``audit_row`` and ``insert_audit_records`` were rewritten for speed; stored rows
-must not change by a byte. The reference functions below are the previous implementation,
+must not change by a byte. The reference row builder below is the previous implementation,
 driven by the schema's column kinds as it was, so a schema change that ``audit_row`` misses
-fails here too.
+fails here too; the reference writer upserts one row per statement, with the precedence rule
+spelled out in Python (``OUTCOME_PRECEDENCE``), where the writer batches rows into multi-row
+statements in SQL.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tests.support.sink_factories import T0, audit_record, dead_letter
 from transforms.audit import (
     DEAD_LETTERED,
     DUPLICATE,
+    DUPLICATE_CONFLICT,
+    OUTCOME_PRECEDENCE,
     WRITTEN,
     audit_dead_letter,
     audit_event,
@@ -84,7 +88,8 @@ def old_audit_row(record: AuditRecord) -> tuple[Any, ...]:
     )
 
 
-OLD_DDL = """CREATE TABLE IF NOT EXISTS audit_log (
+# The table as release 1 created it: with a unique key on (event_id, outcome).
+FORMER_DDL = """CREATE TABLE IF NOT EXISTS audit_log (
   audit_id TEXT NOT NULL PRIMARY KEY,
   event_id TEXT,
   request_id TEXT,
@@ -101,31 +106,48 @@ OLD_DDL = """CREATE TABLE IF NOT EXISTS audit_log (
   input_id TEXT,
   UNIQUE (event_id, outcome)
 )"""
-OLD_INSERT = (
-    "INSERT OR IGNORE INTO audit_log (audit_id, event_id, request_id, user_key, outcome, "
-    "reason, data_class, redaction_counts, model, region, event_time, dead_letter_id, "
-    "recorded_at, input_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The table now: one row per input (audit_id), input_id indexed.
+DDL = FORMER_DDL.replace(",\n  UNIQUE (event_id, outcome)", "")
+_COLUMNS = (
+    "audit_id, event_id, request_id, user_key, outcome, reason, data_class, redaction_counts, "
+    "model, region, event_time, dead_letter_id, recorded_at, input_id"
 )
+REFERENCE_INSERT = f"INSERT INTO audit_log ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 
-def old_create(db_path: str) -> None:
+def reference_create(db_path: str, ddl: str = DDL) -> None:
     with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as con:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("BEGIN IMMEDIATE")
-        con.execute(OLD_DDL)
+        con.execute(ddl)
         con.execute("COMMIT")
 
 
-def old_insert(db_path: str, records) -> int:
+def reference_insert(db_path: str, records) -> int:
+    """One statement per row: a new audit_id is inserted; a stored one is replaced, row and
+    rowid, only by a record whose outcome ranks higher (the writer's UPDATE keeps the rowid:
+    compared without it where that differs)."""
     rows = [old_audit_row(r) for r in records]
-    if not rows:
-        return 0
+    changed = 0
     with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as con:
         con.execute("BEGIN IMMEDIATE")
-        before = con.total_changes
-        con.executemany(OLD_INSERT, rows)
+        for row in rows:
+            stored = con.execute(
+                "SELECT outcome FROM audit_log WHERE audit_id = ?", [row[0]]
+            ).fetchone()
+            if stored is None:
+                con.execute(REFERENCE_INSERT, row)
+            elif OUTCOME_PRECEDENCE.get(row[4], 0) > OUTCOME_PRECEDENCE.get(stored[0], 0):
+                con.execute(
+                    f"UPDATE audit_log SET ({_COLUMNS}) = ({', '.join('?' * 14)}) "
+                    "WHERE audit_id = ?",
+                    [*row, row[0]],
+                )
+            else:
+                continue
+            changed += 1
         con.execute("COMMIT")
-        return con.total_changes - before
+    return changed
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -328,8 +350,8 @@ def test_audit_event_matches_the_previous_builder(local_time_zone):
 
 def _batches() -> list[list[AuditRecord]]:
     """Batches with runs of every length around the statement size, dead letters between
-    written rows, duplicates in a batch, conflicting ids, rows stored by an earlier batch and
-    rows the table refuses (NULL in a NOT NULL column: INSERT OR IGNORE skips them)."""
+    written rows, duplicates in a batch, records of one input (audit_id) with every outcome,
+    in both orders and inside one batch, and rows stored by an earlier batch."""
     base = _records()
     many = [
         audit_record(event_id=f"evt-run-{i:04d}", recorded_at=T0 + dt.timedelta(microseconds=i))
@@ -347,24 +369,33 @@ def _batches() -> list[list[AuditRecord]]:
         start += length
     first = many[0]
     conflicts = [
-        first._replace(recorded_at=T0 + dt.timedelta(days=1)),  # same audit_id: ignored
-        first._replace(audit_id="b" * 64),  # same (event_id, outcome), other id: ignored
-        audit_record(event_id="evt-new", audit_id=first.audit_id),  # stored id: ignored, so
-        audit_record(event_id="evt-new", audit_id="a" * 64),  # its key is free: stored
-        audit_record(event_id="evt-x", audit_id="c" * 64),
-        audit_record(event_id="evt-x", audit_id="d" * 64),  # key conflict inside the batch
+        first._replace(recorded_at=T0 + dt.timedelta(days=1)),  # same audit_id: kept as is
+        first._replace(audit_id="b" * 64),  # same (event_id, outcome), other input: stored
+        audit_record(event_id="evt-new", audit_id=first.audit_id),  # same input, same outcome
+        audit_record(event_id="evt-x", audit_id="c" * 64, outcome=DUPLICATE),
+        audit_record(event_id="evt-x", audit_id="d" * 64, outcome=DUPLICATE),  # other inputs
         audit_record(event_id=None, audit_id="e" * 64),
-        audit_record(event_id=None, audit_id="f" * 64),  # NULL event ids never conflict
-        audit_record(event_id="evt-null-counts", redaction_counts=None),  # refused
-        audit_record(event_id="evt-y", recorded_at=None),  # refused
-        audit_record(event_id="evt-y"),  # stored: the refused copy did not take the key
+        audit_record(event_id=None, audit_id="f" * 64),
+        # One input, lower outcomes first: each replaces the one before it.
+        audit_record(event_id="evt-up", audit_id="1" * 64, outcome=DEAD_LETTERED, reason="r"),
+        audit_record(event_id="evt-up", audit_id="1" * 64, outcome=DUPLICATE),
+        audit_record(event_id="evt-up", audit_id="1" * 64, outcome=DUPLICATE_CONFLICT),
+        audit_record(event_id="evt-up", audit_id="1" * 64, outcome=WRITTEN),
+        # One input, written first: the later, lower outcomes change nothing.
+        audit_record(event_id="evt-down", audit_id="2" * 64, outcome=WRITTEN),
+        audit_record(event_id="evt-down", audit_id="2" * 64, outcome=DUPLICATE),
+        audit_record(event_id="evt-down", audit_id="2" * 64, outcome=DEAD_LETTERED, reason="r"),
+    ]
+    later = [  # the stored rows of evt-x and evt-null... met again with a higher outcome
+        audit_record(event_id="evt-x", audit_id="c" * 64, outcome=WRITTEN),
+        audit_record(event_id="evt-x", audit_id="d" * 64, outcome=DUPLICATE),
     ]
     return [
         base,
         mixed,
         conflicts + many[490:] + [letters[8]],
         base[:5] + mixed[::7],  # all stored already
-        letters[9:] + many[start:490],
+        letters[9:] + many[start:490] + later,
     ]
 
 
@@ -374,57 +405,72 @@ def _stored(db_path: str) -> list[tuple]:
         return con.execute("SELECT rowid, * FROM audit_log ORDER BY rowid").fetchall()
 
 
-def test_inserted_table_matches_the_previous_writer(tmp_path, local_time_zone):
-    old_db, new_db = str(tmp_path / "old.sqlite"), str(tmp_path / "new.sqlite")
-    old_create(old_db)
+def test_inserted_table_matches_the_reference_writer(tmp_path, local_time_zone):
+    ref_db, new_db = str(tmp_path / "ref.sqlite"), str(tmp_path / "new.sqlite")
+    reference_create(ref_db)
     sink.create_audit_log(new_db)
     batches = _batches()
     counts = []
-    for _ in range(2):  # the second round re-inserts everything: nothing new
+    for _ in range(2):  # the second round re-inserts everything: nothing changes
         for batch in batches:
-            counts.append((sink.insert_audit_records(new_db, batch), old_insert(old_db, batch)))
+            counts.append(
+                (sink.insert_audit_records(new_db, batch), reference_insert(ref_db, batch))
+            )
     assert [n for n, _ in counts] == [o for _, o in counts]
     assert all(n == 0 for n, _ in counts[len(batches) :])
     assert sum(n for n, _ in counts) > 500
-    assert _stored(new_db) == _stored(old_db)
-    pd.testing.assert_frame_equal(sink.read_audit_log(new_db), sink.read_audit_log(old_db))
+    assert _stored(new_db) == _stored(ref_db)
+    pd.testing.assert_frame_equal(sink.read_audit_log(new_db), sink.read_audit_log(ref_db))
+    stored = sink.read_audit_log(new_db).set_index("audit_id")
+    assert stored.loc["1" * 64, "outcome"] == WRITTEN and stored.loc["1" * 64, "reason"] is None
+    assert stored.loc["2" * 64, "outcome"] == WRITTEN
+    assert stored.loc["c" * 64, "outcome"] == WRITTEN
+    assert stored.loc["d" * 64, "outcome"] == DUPLICATE
 
 
-def test_writer_keeps_working_on_a_table_made_by_the_previous_code(tmp_path, local_time_zone):
-    old_db, mixed_db = str(tmp_path / "old.sqlite"), str(tmp_path / "mixed.sqlite")
+def test_a_table_made_by_the_former_code_loses_its_unique_key_and_keeps_its_rows(
+    tmp_path, local_time_zone
+):
+    former_db, new_db = str(tmp_path / "former.sqlite"), str(tmp_path / "new.sqlite")
     batches = _batches()
-    for path in (old_db, mixed_db):
-        old_create(path)
-        old_insert(path, batches[0])
-    sink.create_audit_log(mixed_db)  # keeps the existing table
-    connection = sink._Connection(mixed_db, busy_timeout_s=1.0)
-    for batch in batches[1:]:
-        assert sink.insert_audit_records(mixed_db, batch, connection=connection) == old_insert(
-            old_db, batch
-        )
-    connection.close()
-    assert _stored(mixed_db) == _stored(old_db)
-    with contextlib.closing(sqlite3.connect(mixed_db)) as con:
+    reference_create(former_db, FORMER_DDL)
+    reference_create(new_db)
+    rows = batches[0][:40]  # one per (event_id, outcome): the former key holds them all
+    assert reference_insert(former_db, rows) == reference_insert(new_db, rows) == 40
+    sink.create_audit_log(former_db)
+    sink.create_audit_log(former_db)  # once migrated, nothing more to do
+    assert _stored(former_db) == _stored(new_db)
+    with contextlib.closing(sqlite3.connect(former_db)) as con:
         (ddl,) = con.execute("SELECT sql FROM sqlite_master WHERE name = 'audit_log'").fetchone()
-    assert ddl == OLD_DDL.replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE")
-    assert sink.audit_table_ddl() == OLD_DDL
+        indexes = {row[1] for row in con.execute("PRAGMA index_list(audit_log)")}
+    assert ddl == DDL.replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE")
+    assert sink.audit_table_ddl() == DDL
+    assert "audit_log_input_id" in indexes
+    # Two duplicates of one event from two inputs: the former key refused the second.
+    two = [audit_record(audit_id=f"{i}" * 64, outcome=DUPLICATE) for i in (7, 8)]
+    assert sink.insert_audit_records(former_db, two) == 2
 
 
-def test_a_row_that_cannot_be_bound_fails_the_flush_and_stores_nothing(tmp_path):
-    old_db, new_db = str(tmp_path / "old.sqlite"), str(tmp_path / "new.sqlite")
-    old_create(old_db)
+def test_a_row_the_table_refuses_fails_the_flush_and_stores_nothing(tmp_path):
+    ref_db, new_db = str(tmp_path / "ref.sqlite"), str(tmp_path / "new.sqlite")
+    reference_create(ref_db)
     sink.create_audit_log(new_db)
     first = [audit_record(event_id=f"evt-{i}") for i in range(3)]
     sink.insert_audit_records(new_db, first)
-    old_insert(old_db, first)
-    batch = [audit_record(event_id=f"evt-b{i}") for i in range(100)]
-    batch[70] = batch[70]._replace(model=["not", "bindable"])
-    with pytest.raises(sqlite3.ProgrammingError):
-        sink.insert_audit_records(new_db, batch)
-    with pytest.raises(sqlite3.ProgrammingError):
-        old_insert(old_db, batch)
-    assert _stored(new_db) == _stored(old_db)
-    assert len(_stored(new_db)) == 3
+    reference_insert(ref_db, first)
+    for bad in (
+        {"model": ["not", "bindable"]},  # cannot be bound
+        {"redaction_counts": None},  # NULL in a NOT NULL column: never skipped silently
+        {"recorded_at": None},
+    ):
+        batch = [audit_record(event_id=f"evt-b{i}") for i in range(100)]
+        batch[70] = batch[70]._replace(**bad)
+        with pytest.raises((sqlite3.ProgrammingError, sqlite3.IntegrityError)):
+            sink.insert_audit_records(new_db, batch)
+        with pytest.raises((sqlite3.ProgrammingError, sqlite3.IntegrityError)):
+            reference_insert(ref_db, batch)
+        assert _stored(new_db) == _stored(ref_db)
+        assert len(_stored(new_db)) == 3
 
 
 def test_statements_stay_under_the_parameter_limit_and_keep_row_order():

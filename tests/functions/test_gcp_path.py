@@ -20,11 +20,13 @@ import sqlglot
 from pipelines.io.sinks.batches import sink_dead_letters
 from pipelines.io.sinks.embedded import warehouse
 from pipelines.io.sinks.gcp import bigquery, postgres
+from pipelines.io.sinks.warehouse_tables import FRESHNESS, METRICS, ROLLUPS, USAGE
 from pipelines.io.sources import pubsub
 from pipelines.local import loadgen, publish
 from schemas.contract import bigquery_schema, load_schema
 from tests.stack import local_stack
 from tests.support.sink_factories import T0, audit_record, metric_row
+from transforms.audit import outcome_precedence_sql
 
 # --- dead letters of the sinks ---------------------------------------------------------------
 
@@ -53,10 +55,24 @@ def test_bigquery_tables_come_from_the_avro_contract():
     assert [f.to_api_repr()["type"] for f in metrics.schema] == [
         f["type"] for f in bigquery_schema("metric_row")
     ]
+    # Hour partitions: a commit reads and MERGEs only the hours it touches. Minute rows are kept
+    # 30 days; the rollups, per-minute freshness and usage a year.
     assert metrics.time_partitioning.field == "window_start"
-    assert metrics.time_partitioning.type_ == "DAY"
-    assert metrics.time_partitioning.expiration_ms == 365 * 86_400_000
+    assert metrics.time_partitioning.type_ == "HOUR"
+    assert metrics.time_partitioning.expiration_ms == 30 * 86_400_000
     assert metrics.clustering_fields == ["model", "region"]
+    for table, schema, column in (
+        (ROLLUPS, "metric_rollup", "period_start"),
+        (FRESHNESS, "freshness_row", "window_start"),
+        (USAGE, "usage_row", "hour_start"),
+    ):
+        definition = bigquery.warehouse_table("p.ds", table)
+        assert [f.name for f in definition.schema] == [
+            f["name"] for f in load_schema(schema)["fields"]
+        ]
+        assert definition.time_partitioning.field == column
+        assert definition.time_partitioning.type_ == "DAY"
+        assert definition.time_partitioning.expiration_ms == 365 * 86_400_000
     audit = bigquery.audit_table("p.ds")
     assert [f.name for f in audit.schema] == [
         f["name"] for f in load_schema("audit_record")["fields"]
@@ -65,15 +81,16 @@ def test_bigquery_tables_come_from_the_avro_contract():
     assert audit.time_partitioning.expiration_ms is None
 
 
-def test_merge_sql_is_valid_bigquery_and_prunes_partitions():
-    sql = bigquery.metrics_merge_sql("p.ds")
+@pytest.mark.parametrize("table", [METRICS, ROLLUPS, FRESHNESS, USAGE], ids=lambda t: t.name)
+def test_merge_sql_is_valid_bigquery_and_prunes_partitions(table):
+    # The rows it MERGEs were chosen by the commit (metrics_commit): it stores them as they are.
+    sql = bigquery.merge_sql("p.ds", table)
     sqlglot.parse_one(sql, read="bigquery")
-    assert sql.startswith("MERGE `p.ds.metrics_minute` AS t")
-    assert "t.window_start BETWEEN @min_window_start AND @max_window_start" in sql
-    assert "FROM_BASE64(r.`users_hll`)" in sql
-    assert "s.pane_index > t.pane_index" in sql
-    # A backfill row outranks a streaming one whatever its pane index, as in DuckDB.
-    assert "(CASE WHEN s.source = 'backfill' THEN 1 ELSE 0 END) > (CASE WHEN t.source" in sql
+    assert sql.startswith(f"MERGE `p.ds.{table.name}` AS t")
+    partition = bigquery.warehouse_table("p.ds", table).time_partitioning.field
+    assert f"t.`{partition}` BETWEEN @min_time AND @max_time" in sql
+    assert all(f"t.`{c}` = s.`{c}`" in sql for c in table.key)
+    assert ("FROM_BASE64(r.`users_hll`)" in sql) == (table in (METRICS, ROLLUPS))
 
 
 def test_rows_parameter_shape():
@@ -149,11 +166,11 @@ def test_model_utilization_view_on_duckdb(tmp_path):
     )
     with duckdb.connect(db_path, read_only=True) as con:
         rows = con.sql(
-            "SELECT model, request_count, token_sum, active_minutes, regions, request_share, "
+            "SELECT model, request_count, token_sum, region_minutes, regions, request_share, "
             "token_share FROM model_utilization_daily ORDER BY model"
         ).fetchall()
-    # a: one minute served from two regions; b: two windows, one of them without requests.
-    assert rows == [("a", 4, 400, 1, 2, 0.5, 0.4), ("b", 4, 600, 1, 1, 0.5, 0.6)]
+    # a: one minute served from two regions (two region-minutes); b: two windows in one region.
+    assert rows == [("a", 4, 400, 2, 2, 0.5, 0.4), ("b", 4, 600, 2, 1, 0.5, 0.6)]
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -164,10 +181,14 @@ def test_postgres_ddl_comes_from_the_contract():
     for field in load_schema("audit_record")["fields"]:
         assert f"\n  {field['name']} " in ddl
     assert "audit_id TEXT NOT NULL PRIMARY KEY" in ddl
-    assert "UNIQUE (event_id, outcome)" in ddl
+    assert "UNIQUE" not in ddl  # one row per input: audit_id is the only key
     assert "redaction_counts JSONB NOT NULL" in ddl
     assert "event_time TIMESTAMPTZ,\n" in ddl
-    assert postgres._insert_sql().endswith("ON CONFLICT DO NOTHING")
+    upsert = postgres._insert_sql()
+    assert "ON CONFLICT (audit_id) DO UPDATE SET event_id = EXCLUDED.event_id" in upsert
+    assert upsert.endswith(
+        "WHERE " + outcome_precedence_sql("EXCLUDED") + " > " + outcome_precedence_sql("audit_log")
+    )
 
 
 def test_db_url_references(tmp_path, monkeypatch):

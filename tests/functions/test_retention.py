@@ -7,13 +7,15 @@ import datetime as dt
 import glob
 import os
 
+import duckdb
 import pytest
 
 from pipelines import retention
 from pipelines.io.sinks.embedded.warehouse import read_metrics
 from tests.support.retention import embedded_store
 
-AS_OF = dt.date(2026, 3, 1)  # raw and dead letters: before 2026-01-30; metrics: before 2025-03-01
+# Raw, dead letters and minute rows: before 2026-01-30; rollups and usage: before 2025-03-01.
+AS_OF = dt.date(2026, 3, 1)
 
 
 @pytest.fixture
@@ -31,13 +33,17 @@ def _summary(result: retention.RetentionResult) -> tuple:
         [(p.day.isoformat(), len(p.files), p.records, len(p.leftovers)) for p in result.raw],
         [(p.day.isoformat(), len(p.files), p.records) for p in result.dead_letters],
         result.metric_rows,
+        result.aggregate_rows,
     )
 
 
+# Minute rows of 2025-01-01, 2025-02-28 23:59 and 2025-03-01 go (30 days); the hourly and daily
+# rollups of the first two go (365 days), those of 2025-03-01 outlive their minute rows.
 EXPECTED = (
     [("2026-01-28", 2, 3, 1), ("2026-01-29", 2, 3, 0)],
     [("2026-01-15", 1, 2)],
-    2,
+    3,
+    {"metrics_rollup": 4, "freshness_minute": 0, "usage_hourly": 0},
 )
 
 
@@ -53,7 +59,7 @@ def test_dry_run_reports_everything_and_deletes_nothing(root, capsys):
     assert f"would delete {root}/raw/event_date=2026-01-28  2 files, 3 records" in printed
     assert "total: 2 partitions, 4 files, 6 records" in printed
     assert f"would delete {root}/dead_letter/dt=2026-01-15  1 files, 2 records" in printed
-    assert "would delete 2 rows from" in printed
+    assert "would delete 3 rows from" in printed
 
 
 def test_retention_deletes_exactly_the_expired_data(root, capsys):
@@ -70,14 +76,42 @@ def test_retention_deletes_exactly_the_expired_data(root, capsys):
         "event_date=2026-01-30",
         "event_date=2026-02-28",
     ]
-    rows = read_metrics(os.path.join(root, "warehouse.duckdb"))
-    assert sorted(rows["window_start"].dt.strftime("%Y-%m-%d %H:%M")) == [
-        "2025-03-01 00:00",
-        "2026-02-01 00:00",
+    db = os.path.join(root, "warehouse.duckdb")
+    rows = read_metrics(db)
+    assert sorted(rows["window_start"].dt.strftime("%Y-%m-%d %H:%M")) == ["2026-02-01 00:00"]
+    # The rollups of 2025-03-01 are kept a year, and still say what the minute rows said.
+    rollups = read_metrics(db, "metrics_rollup").sort_values(["period_start", "grain"])
+    assert [
+        (r["grain"], r["period_start"].strftime("%Y-%m-%d %H:%M"), r["request_count"])
+        for r in rollups.to_dict("records")
+    ] == [
+        ("day", "2025-03-01 00:00", 2),
+        ("hour", "2025-03-01 00:00", 2),
+        ("day", "2026-02-01 00:00", 2),
+        ("hour", "2026-02-01 00:00", 2),
     ]
-    assert "deleted 2 rows from" in capsys.readouterr().out
+    assert "deleted 3 rows from" in capsys.readouterr().out
     # Idempotent: nothing is left to delete.
-    assert _summary(retention.apply_retention(root, as_of=AS_OF)) == ([], [], 0)
+    assert _summary(retention.apply_retention(root, as_of=AS_OF)) == (
+        [],
+        [],
+        0,
+        {"metrics_rollup": 0, "freshness_minute": 0, "usage_hourly": 0},
+    )
+
+
+def test_minute_rows_past_retention_are_rolled_up_before_they_go(root):
+    """A rollup that lags its minute rows (written before the rows were corrected, say) is
+    recomputed from them before they are deleted."""
+    db = os.path.join(root, "warehouse.duckdb")
+    with duckdb.connect(db) as con:
+        con.execute("UPDATE metrics_rollup SET request_count = 99 WHERE grain = 'hour'")
+    retention.apply_retention(root, as_of=AS_OF)
+    rollups = read_metrics(db, "metrics_rollup")
+    kept = rollups[rollups["grain"] == "hour"].sort_values("period_start")
+    # 2025-03-01's minute rows were deleted: its hour was recomputed from them first (2); the
+    # hour of 2026-02-01 keeps its minute rows and was not touched (99).
+    assert kept["request_count"].tolist() == [2, 99]
 
 
 def test_retention_periods_are_configurable(root):
@@ -96,5 +130,6 @@ def test_retention_periods_are_configurable(root):
             ("2026-01-30", 1, 1, 0),
         ],  # 2026-02-28 is one day old: kept
         [("2026-01-15", 1, 2), ("2026-01-30", 1, 1), ("2026-02-27", 1, 1)],
-        3,  # before 2026-02-01
+        3,  # minute rows: before 2026-01-30
+        {"metrics_rollup": 6, "freshness_minute": 0, "usage_hourly": 0},  # before 2026-02-01
     )

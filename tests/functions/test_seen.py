@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from transforms.seen import SeenIds, id_digest
+from transforms.seen import UNKNOWN_CONTENT, SeenIds, content_number, id_digest
 
 
 def test_empty_holds_nothing_and_round_trips():
@@ -63,3 +63,26 @@ def test_matches_a_dict_over_random_operations():
         assert len(ids) == len(model)
         assert ids.soonest() == (min(model.values()) if model else None)
         assert bool(np.all(ids.digests[:-1] < ids.digests[1:]))  # sorted, no repeats
+
+
+def test_contents_are_kept_beside_their_ids_through_adds_expiry_and_bytes():
+    a, b, c = id_digest("a"), id_digest("b"), id_digest("c")
+    ids = SeenIds.empty().with_added([b, a], [20, 10], [content_number(b"\x01" * 8), 7])
+    ids = SeenIds.from_bytes(ids.with_added([c], [30], [2**64 - 1]).to_bytes())
+    assert ids.lookup([a, b, c, id_digest("d")]) == [
+        7,
+        content_number(b"\x01" * 8),
+        2**64 - 1,
+        None,
+    ]
+    assert ids.without_expired(10).lookup([a, b]) == [None, content_number(b"\x01" * 8)]
+    assert ids.with_added([id_digest("e")], [5]).lookup([id_digest("e")]) == [UNKNOWN_CONTENT]
+
+
+def test_state_written_before_contents_were_kept_reads_them_as_unknown():
+    ids = SeenIds.empty().with_added([id_digest("a"), id_digest("b")], [1, 2], [5, 6])
+    data = ids.to_bytes()
+    former = data[: len(data) - 2 * 8]  # count, digests and expiries only
+    old = SeenIds.from_bytes(former)
+    assert old.lookup([id_digest("a"), id_digest("b")]) == [UNKNOWN_CONTENT, UNKNOWN_CONTENT]
+    assert old.soonest() == 1

@@ -209,3 +209,24 @@ def test_users_serialize_round_trip():
         assert sketches.serialize_users(restored) == data
     # HLL_4 compact: about 2 kB at lg_k=12 once dense.
     assert len(sketches.serialize_users(_users(f"u{i}" for i in range(50_000)))) < 2_200
+
+
+def test_users_content_is_the_same_for_the_same_users_however_merged():
+    for n in (1, 40, 300, 5000):  # a list, a set, then registers
+        keys = [f"user-{i}" for i in range(n)]
+        contents = set()
+        for seed in range(4):
+            random.Random(seed).shuffle(keys)
+            parts = []
+            for p in range(seed + 1):
+                sketch = sketches.new_users()
+                for key in keys[p :: seed + 1]:
+                    sketches.add_user(sketch, key)
+                parts.append(sketch)
+            merged = sketches.merge_users(parts) if len(parts) > 1 else parts[0]
+            contents.add(sketches.users_content(sketches.serialize_users(merged)))
+        assert len(contents) == 1, n
+        other = sketches.new_users()  # other users (one fewer may leave every register as is)
+        for key in [*keys[: max(n // 2, 1)], "someone-else"]:
+            sketches.add_user(other, key)
+        assert sketches.users_content(sketches.serialize_users(other)) not in contents

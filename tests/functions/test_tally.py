@@ -39,3 +39,30 @@ def test_merging_nothing_gives_an_empty_accumulator():
         "metrics.requests_counted": 0,
         "metrics.windows": 0,
     }
+
+
+def test_the_summary_reads_the_freshness_of_the_run(tmp_path, capsys):
+    """The run totals count each commit's (latency_s, events); the summary gives nearest-rank
+    p50/p99 and the share visible within the 120 s SLO."""
+    import datetime as dt
+    import json
+    import os
+
+    from pipelines.local import summary, tally
+
+    totals = {"read": 100, "outcome.written": 100, "metrics.requests_counted": 100}
+    for name, n in tally._freshness_keys((10, 50)) + tally._freshness_keys((119, 40)):
+        totals[name] = n
+    totals.update(dict(tally._freshness_keys((120, 9))))
+    totals.update(dict(tally._freshness_keys((700, 1))))
+    os.makedirs(tmp_path / "runs")
+    (tmp_path / "runs" / "r1.json").write_text(json.dumps(totals))
+    s = summary.summarize(str(tmp_path), "r1", dt.datetime.now(dt.UTC))
+    assert (s.freshness_events, s.freshness_within_slo) == (100, 90)
+    assert (s.freshness_p50_s, s.freshness_p99_s) == (10.0, 120.0)
+    summary.print_summary(s)
+    printed = capsys.readouterr().out
+    assert (
+        "freshness p50/p99  10.0 s / 120.0 s   (ingestion -> committed in the warehouse" in printed
+    )
+    assert "90.00% of events visible within 120 s (target 99%: MISSED)" in printed

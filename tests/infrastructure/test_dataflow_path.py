@@ -142,19 +142,22 @@ def test_building_the_local_streaming_graph_starts_no_service(tmp_path, monkeypa
     options = PipelineOptions(["--source", "synthetic", "--output_root", str(tmp_path)])
     view = options.view_as(streaming.StreamingOptions)
     _, source = build_locally(beam.Pipeline(options=options), options, view, streaming.build)
-    assert source is not None and source._service is None
+    assert source is not None and not source.running
     started = [t.name for t in threading.enumerate() if t.ident not in before]
     assert not started, started
 
 
 def test_template_metadata_lists_no_local_only_flag():
-    from pipelines.local.options import SyntheticSourceOptions
+    from pipelines.local.options import LOCAL_OPTIONS
 
     local = {
         action.dest
-        for action in _parser_of(SyntheticSourceOptions)._actions
+        for classes in LOCAL_OPTIONS.values()
+        for options_class in classes
+        for action in _parser_of(options_class)._actions
         if action.option_strings
     }
+    assert "pubsub_max_outstanding" in local
     for name in ENTRY_POINTS:
         metadata = json.loads((ROOT / "templates" / name / "metadata.json").read_text())
         listed = {p["name"] for p in metadata["parameters"]}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import backfill, replay, retention, streaming
-from pipelines.local.options import SyntheticSourceOptions
+from pipelines import backfill, replay, retention, streaming, verify
+from pipelines.local.options import LocalPubsubOptions, SyntheticSourceOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -196,8 +196,10 @@ def test_the_docs_document_every_option():
     for options in (
         streaming.StreamingOptions,
         SyntheticSourceOptions,
+        LocalPubsubOptions,
         backfill.BackfillOptions,
         replay.ReplayOptions,
+        verify.VerifyOptions,
     ):
         parser = argparse.ArgumentParser()
         options._add_argparse_args(parser)

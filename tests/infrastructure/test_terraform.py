@@ -11,17 +11,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import sqlglot
 
 from pipelines.io.sinks.embedded.audit import AUDIT_TABLE
-from pipelines.io.sinks.embedded.warehouse import METRICS_TABLE
-from pipelines.views import VIEW_NAMES, bigquery_view_sql
+from pipelines.io.sinks.gcp import bigquery
+from pipelines.io.sinks.metrics_commit import FRESHNESS_THRESHOLDS_S
+from pipelines.io.sinks.warehouse_tables import TABLES
+from pipelines.retention import MINUTE_RETENTION_DAYS
+from pipelines.views import BASE_VIEW_NAMES, VIEW_NAMES, bigquery_view_sql
 from schemas.bigquery_files import TABLE_SCHEMAS, render_table_schema, write_table_schemas
-from schemas.contract import bigquery_schema
+from schemas.contract import bigquery_schema, load_schema
 from tests.support.terraform_config import (
     ROOT,
     TERRAFORM_DIR,
     block,
     blocks,
+    dynamic_block,
     dynamic_for_each,
     load,
 )
@@ -175,30 +180,62 @@ def test_dead_letter_bucket_is_restricted_to_the_worker_and_named_readers():
 # --- BigQuery ----------------------------------------------------------------------------------
 
 
-def test_metrics_minute_partitioned_by_day_clustered_and_expires_after_365_days():
+def test_metrics_minute_partitioned_by_hour_clustered_and_kept_30_days():
     table = TF.resource("google_bigquery_table", "metrics_minute")
     partitioning = block(table, "time_partitioning")
-    assert (partitioning["type"], partitioning["field"]) == ("DAY", "window_start")
-    assert partitioning["expiration_ms"] == (
-        "${var.metrics_partition_expiration_days * local.day_ms}"
-    )
-    assert TF.variables["metrics_partition_expiration_days"]["default"] * DAY_MS == 365 * DAY_MS
+    assert (partitioning["type"], partitioning["field"]) == ("HOUR", "window_start")
+    assert partitioning["expiration_ms"] == "${var.metrics_minute_retention_days * local.day_ms}"
+    assert TF.variables["metrics_minute_retention_days"]["default"] == MINUTE_RETENTION_DAYS == 30
+    # Hourly partitions: at most 4,000 per table.
+    (validation,) = TF.variables["metrics_minute_retention_days"]["validation"]
+    assert "var.metrics_minute_retention_days <= 160" in validation["condition"]
     assert TF.locals["day_ms"] == DAY_MS
     assert table["clustering"] == ["model", "region"]
     assert table["deletion_protection"] is True
+    # The sink creates a missing table with the same layout.
+    sink = bigquery.metrics_table("p.d")
+    assert (sink.time_partitioning.type_, sink.time_partitioning.field) == ("HOUR", "window_start")
+    assert sink.clustering_fields == table["clustering"]
+
+
+@pytest.mark.parametrize("name", ["metrics_rollup", "freshness_minute", "usage_hourly"])
+def test_aggregate_tables_are_kept_a_year_as_the_sink_creates_them(name):
+    tables = TF.resource("google_bigquery_table", "aggregates")
+    assert tables["for_each"] == "${local.aggregate_tables}"
+    spec = TF.locals["aggregate_tables"][name]
+    partitioning = block(tables, "time_partitioning")
+    assert partitioning["type"] == "DAY"
+    assert partitioning["expiration_ms"] == (
+        "${var.metrics_partition_expiration_days * local.day_ms}"
+    )
+    assert TF.variables["metrics_partition_expiration_days"]["default"] == 365
+    assert tables["deletion_protection"] is True
+    sink = bigquery.warehouse_table("p.d", next(t for t in TABLES if t.name == name))
+    assert sink.time_partitioning.field == spec["field"]
+    assert sink.time_partitioning.expiration_ms == 365 * DAY_MS
+    assert sink.clustering_fields == spec["clustering"]
 
 
 @pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))
 def test_tables_read_the_generated_schema_files(table):
-    (body,) = [b for b in TF.of_type("google_bigquery_table").values() if b["table_id"] == table]
-    assert body["schema"] == f'${{file("${{path.module}}/schemas/{table}.json")}}'
-    assert (TERRAFORM_DIR / "schemas" / f"{table}.json").is_file()
-    # Partition and clustering columns exist in the schema the table is created with.
     columns = {
         f["name"] for f in json.loads((TERRAFORM_DIR / "schemas" / f"{table}.json").read_text())
     }
-    assert block(body, "time_partitioning")["field"] in columns
-    assert set(body["clustering"]) <= columns
+    if table in TF.locals["aggregate_tables"]:
+        body = TF.resource("google_bigquery_table", "aggregates")
+        assert body["schema"] == '${file("${path.module}/schemas/${each.key}.json")}'
+        spec = TF.locals["aggregate_tables"][table]
+        field, clustering = spec["field"], spec["clustering"] or []
+    else:
+        (body,) = [
+            b for b in TF.of_type("google_bigquery_table").values() if b.get("table_id") == table
+        ]
+        assert body["schema"] == f'${{file("${{path.module}}/schemas/{table}.json")}}'
+        field, clustering = block(body, "time_partitioning")["field"], body["clustering"]
+    assert (TERRAFORM_DIR / "schemas" / f"{table}.json").is_file()
+    # Partition and clustering columns exist in the schema the table is created with.
+    assert field in columns
+    assert set(clustering) <= columns
 
 
 def test_schema_files_are_exactly_what_the_contract_derives_today():
@@ -214,7 +251,10 @@ def test_schema_files_are_exactly_what_the_contract_derives_today():
 
 
 def test_schema_files_name_the_sinks_tables_and_fit_bigquery_limits():
-    assert set(TABLE_SCHEMAS) == {METRICS_TABLE, AUDIT_TABLE}
+    assert set(TABLE_SCHEMAS) == {t.name for t in TABLES} | {AUDIT_TABLE}
+    assert {t.name: t.schema for t in TABLES} == {
+        name: schema for name, schema in TABLE_SCHEMAS.items() if name != AUDIT_TABLE
+    }
 
     def walk(fields):
         for field in fields:
@@ -236,7 +276,8 @@ def test_generator_writes_the_files(tmp_path):
 
 def _terraform_view_query(name: str, dataset: str) -> str:
     """What Terraform's replace(file(...), "{dataset}", dataset_ref) gives for view ``name``."""
-    views = TF.resource("google_bigquery_table", "views")
+    resource = "base_views" if name in BASE_VIEW_NAMES else "views"
+    views = TF.resource("google_bigquery_table", resource)
     expression = block(views, "view")["query"]
     match = re.fullmatch(
         r'\$\{replace\(file\("\$\{path\.module\}/\.\./(.+)/\$\{each\.key\}\.sql"\), "(.+)", '
@@ -249,8 +290,14 @@ def _terraform_view_query(name: str, dataset: str) -> str:
 
 
 def test_views_are_the_pipelines_sql_with_the_dataset_filled_in():
-    assert TF.locals["view_names"] == list(VIEW_NAMES)
-    assert TF.resource("google_bigquery_table", "views")["for_each"] == "${toset(local.view_names)}"
+    # The base views first: the hourly and daily views name them.
+    assert TF.locals["base_view_names"] == list(BASE_VIEW_NAMES)
+    assert TF.locals["base_view_names"] + TF.locals["view_names"] == list(VIEW_NAMES)
+    base = TF.resource("google_bigquery_table", "base_views")
+    views = TF.resource("google_bigquery_table", "views")
+    assert base["for_each"] == "${toset(local.base_view_names)}"
+    assert views["for_each"] == "${toset(local.view_names)}"
+    assert views["depends_on"] == ["${google_bigquery_table.base_views}"]
     for name in VIEW_NAMES:
         expected = bigquery_view_sql(name, "p.d").split("\n", 1)[1]  # body after CREATE ... AS
         assert _terraform_view_query(name, "p.d") == expected
@@ -263,18 +310,38 @@ def test_audit_view_is_the_pipelines_sql_on_the_audit_table():
     assert view["depends_on"] == ["${google_bigquery_table.audit_log}"]
 
 
-def test_materialized_views_are_non_incremental_copies_of_daily_views():
-    mv = TF.resource("google_bigquery_table", "materialized_views")
-    definition = block(mv, "materialized_view")
-    assert definition["allow_non_incremental_definition"] is True
-    assert definition["enable_refresh"] is True
-    assert (
-        definition["query"] == block(TF.resource("google_bigquery_table", "views"), "view")["query"]
+def test_the_archive_is_an_external_table_and_trace_request_joins_it_to_the_audit_log():
+    raw = TF.resource("google_bigquery_table", "raw_events")
+    external = block(raw, "external_data_configuration")
+    assert external["source_format"] == "AVRO"
+    assert external["source_uris"] == ['gs://${google_storage_bucket.data["raw"].name}/raw/*']
+    assert block(external, "avro_options")["use_avro_logical_types"] is True
+    # No hive partitioning: BigQuery refuses partition keys that are also columns of the files,
+    # and the archive's files hold event_date and region (docs/observability.md).
+    fields = {f["name"] for f in load_schema("redacted_event")["fields"]}
+    assert {"event_date", "region"} <= fields
+    assert "hive_partitioning_options" not in external
+    routine = TF.resource("google_bigquery_routine", "trace_request")
+    assert routine["routine_type"] == "TABLE_VALUED_FUNCTION"
+    assert [a["name"] for a in blocks(routine, "arguments")] == [
+        "wanted_request_id",
+        "first_day",
+        "last_day",
+    ]
+    assert "pipelines/sql/trace_request.sql" in routine["definition_body"]
+    sql = (ROOT / "pipelines" / "sql" / "trace_request.sql").read_text()
+    assert "`{dataset}.audit_log_unique`" in sql and "`{dataset}.raw_events`" in sql
+    sqlglot.parse_one(
+        sql.replace("{dataset}", "p.d")
+        .replace("wanted_request_id", "'R-1'")
+        .replace("first_day", "DATE '2026-01-01'")
+        .replace("last_day", "DATE '2026-01-31'"),
+        read="bigquery",
     )
-    assert mv["max_staleness"] == "${var.materialized_view_max_staleness}"
-    assert mv["table_id"] == "${each.key}_mv"
-    defaults = set(TF.variables["materialized_views"]["default"])
-    assert defaults <= set(VIEW_NAMES) - {"freshness"}
+    readers = TF.resource("google_storage_bucket_iam_member", "trace_readers")
+    assert readers["bucket"] == '${google_storage_bucket.data["raw"].name}'
+    assert readers["role"] == "roles/storage.objectViewer"
+    assert TF.variables["trace_readers"]["default"] == []
 
 
 # --- Pub/Sub -----------------------------------------------------------------------------------
@@ -452,16 +519,134 @@ def test_alert_on_dead_letter_rate_uses_the_pipeline_counters():
     )
 
 
-def test_alert_on_metric_freshness_against_the_2_minute_slo():
-    assert TF.variables["freshness_slo_s"]["default"] == 120
-    metrics = set()
-    for condition in _conditions("metric_freshness"):
-        threshold = block(condition, "condition_threshold")
-        assert threshold["threshold_value"] == "${var.freshness_slo_s}"
-        assert threshold["filter"].startswith("${local.dataflow_job_filter}")
-        metrics.add(re.search(r"dataflow\.googleapis\.com/job/(\w+)", threshold["filter"]).group(1))
-    assert metrics == {"data_watermark_age", "system_lag"}
+def test_alert_on_pipeline_lag():
+    conditions = dynamic_block(
+        TF.resource("google_monitoring_alert_policy", "pipeline_lag"), "conditions"
+    )
+    assert set(conditions["for_each"]) == {"data_watermark_age", "system_lag"}
+    threshold = block(conditions["content"][0], "condition_threshold")
+    assert threshold["threshold_value"] == "${var.pipeline_lag_threshold_s}"
+    assert threshold["filter"].startswith("${local.dataflow_job_filter}")
+    assert "dataflow.googleapis.com/job/${conditions.key}" in threshold["filter"]
     assert "${var.streaming_job_name}" in TF.locals["dataflow_job_filter"]
+
+
+def _resolved(expression: str) -> str:
+    """A local's expression with the locals it names spelled out (enough to read a query)."""
+    for _ in range(5):
+        expression = re.sub(
+            r"\$\{local\.(\w+)\}",
+            lambda m: str(TF.locals[m.group(1)]) if m.group(1) in TF.locals else m.group(0),
+            expression,
+        )
+    return expression
+
+
+def _counter_names(query: str) -> set[str]:
+    return set(re.findall(r'metric_name=~?\\?"([^"\\]+)\\?"', query))
+
+
+def test_freshness_slo_has_fast_and_slow_burn_rate_alerts_on_the_pipeline_counters():
+    assert TF.variables["freshness_slo_s"]["default"] == 120
+    assert TF.variables["freshness_slo_target"]["default"] == 0.99
+    # The SLO threshold can only be one the pipeline counts events against.
+    (validation,) = TF.variables["freshness_slo_s"]["validation"]
+    assert validation["condition"] == (
+        f"${{contains({list(FRESHNESS_THRESHOLDS_S)}, var.freshness_slo_s)}}".replace("'", "")
+    )
+    policy = TF.resource("google_monitoring_alert_policy", "freshness_slo_burn")
+    conditions = dynamic_block(policy, "conditions")
+    assert conditions["for_each"] == "${local.burn_rate_windows}"
+    windows = TF.locals["burn_rate_windows"]
+    assert windows == {
+        "fast": {"long": "1h", "short": "5m", "burn_rate": 14.4},
+        "slow": {"long": "6h", "short": "30m", "burn_rate": 6},
+    }
+    query = block(conditions["content"][0], "condition_prometheus_query_language")["query"]
+    for window in ("long", "short"):
+        assert f'replace(local.freshness_bad_ratio, "WINDOW", conditions.value.{window})' in query
+    assert "${local.error_budget}" in query and "${conditions.value.burn_rate}" in query
+    assert TF.locals["error_budget"] == "${1 - var.freshness_slo_target}"
+    ratio = _resolved(TF.locals["freshness_bad_ratio"])
+    # Good events over all events, each from the counters the sinks increment at commit.
+    assert _counter_names(ratio) == {
+        "freshness_events",
+        "freshness_events_within_${var.freshness_slo_s}s",
+    }
+    source = (ROOT / "pipelines" / "io" / "sinks" / "metrics_commit.py").read_text()
+    assert '"freshness_events"' in source and 'f"freshness_events_within_{threshold}s"' in source
+    assert "clamp_min" in ratio  # no events visible: no error, not a division by zero
+
+
+def test_policy_flag_alerts_on_threshold_and_on_ratio_to_the_trailing_week():
+    conditions = _conditions("policy_flag_rate")
+    queries = [block(c, "condition_prometheus_query_language")["query"] for c in conditions]
+    threshold, baseline = (_resolved(q) for q in queries)
+    assert "${var.policy_flag_rate_threshold}" in threshold
+    assert "${var.policy_flag_baseline_ratio}" in baseline and "[7d] offset 1h" in baseline
+    for query in (threshold, baseline):
+        assert _counter_names(query) == {"policy_flag[.].+", "requests_aggregated"}
+        assert "${var.policy_flag_min_requests}" in query  # a quiet hour is not an anomaly
+    source = (ROOT / "transforms" / "aggregate.py").read_text()
+    assert 'f"policy_flag.{flag}"' in source and '"requests_aggregated"' in source
+
+
+def test_alerts_on_redaction_sink_and_internal_failures_schema_drift_and_dlp_quota():
+    occurrences = TF.resource("google_monitoring_alert_policy", "occurrences")
+    assert occurrences["for_each"] == "${local.any_occurrence_alerts}"
+    assert {k: v["counters"] for k, v in TF.locals["any_occurrence_alerts"].items()} == {
+        "redaction_failed": "dead_letter[.]redaction_failed.*",
+        "sink_failed": "dead_letter[.]sink_failed.*",
+        "internal_error": "dead_letter[.]internal_error.*",
+        "schema_drift": "schema_drift.*",
+    }
+    (condition,) = blocks(occurrences, "conditions")
+    assert (
+        "${each.value.counters}" in block(condition, "condition_prometheus_query_language")["query"]
+    )
+    # The reasons and counters they match are the pipeline's.
+    assert 'f"dead_letter.{reason}"' in (ROOT / "transforms" / "deadletter.py").read_text()
+    assert '"schema_drift_fields_dropped"' in (ROOT / "transforms" / "parse.py").read_text()
+    assert '"sink_failed"' in (ROOT / "pipelines" / "io" / "sinks" / "batches.py").read_text()
+    dlp = [
+        block(c, "condition_prometheus_query_language")["query"] for c in _conditions("dlp_quota")
+    ]
+    assert _counter_names(dlp[0]) == {"dead_letter.redaction_failed:dlp_resource_exhausted"}
+    assert _counter_names(dlp[1]) == {"dlp.retries", "dlp.requests"}
+    assert "dlp_resource_exhausted" in (ROOT / "transforms" / "pii" / "dlp.py").read_text()
+
+
+def test_every_alert_notifies_the_configured_channels():
+    assert TF.variables["notification_channels"]["default"] == []
+    for name, policy in TF.of_type("google_monitoring_alert_policy").items():
+        assert policy["notification_channels"] == "${var.notification_channels}", name
+        assert block(policy, "documentation")["content"], name
+
+
+def test_dashboard_shows_what_the_issue_asks_for():
+    tiles = TF.locals["dashboard_tiles"]
+    titles = [tile["title"] for tile in tiles]
+    for topic in (
+        "Ingestion",
+        "Backlog",
+        "Lag",
+        "Dead letters",
+        "Freshness SLO",
+        "Tokens",
+        "Policy-flag rates",
+        "Latency percentiles per model",
+    ):
+        assert any(t.startswith(topic) for t in titles), topic
+    queries = {t["title"].split(":")[0]: _resolved(" ".join(t["queries"].values())) for t in tiles}
+    assert "histogram_quantile(0.99" in queries["Latency percentiles per model (ms, 5 min)"]
+    assert _counter_names(queries["Latency percentiles per model (ms, 5 min)"]) == {
+        "latency_ms_bucket[.].+"
+    }
+    source = (ROOT / "transforms" / "aggregate.py").read_text()
+    assert 'f"latency_ms_bucket.{model}.{bound}"' in source
+    assert '"estimated_cost_micro_usd"' in source and '"tokens"' in source
+    dashboard = TF.resource("google_monitoring_dashboard", "pipeline")
+    assert "local.dashboard_tiles" in dashboard["dashboard_json"]
 
 
 # --- the streaming job -------------------------------------------------------------------------

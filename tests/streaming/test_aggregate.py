@@ -16,7 +16,7 @@ from transforms.elements import MetricRow
 
 def run_stream(stream: TestStream, expected: list[MetricRow], **aggregate_kwargs) -> None:
     with TestPipeline(options=streaming_options()) as p:
-        rows = p | stream | AggregateMetrics(prices=PRICES, **aggregate_kwargs)
+        rows = (p | stream | AggregateMetrics(prices=PRICES, **aggregate_kwargs)).rows
         assert_that(
             rows | "Comparable" >> beam.Map(comparable), equal_to(expected), label="CheckPanes"
         )

@@ -88,7 +88,7 @@ def test_stream_duplicates_in_same_and_across_windows_and_malformed_mixed_in():
         ("event", raw(1, offset_s=5)),  # same window
         ("event", b"not json at all"),
         ("event", raw(2, offset_s=30)),
-        ("event", raw(2, offset_s=90)),  # retried and re-stamped: next window, same id
+        ("event", raw(2, offset_s=90)),  # retried and re-stamped: next window, a conflict
         ("event", raw(3, offset_s=70, token_count=-3)),
         ("watermark", 200),
     )
@@ -100,8 +100,13 @@ def test_stream_duplicates_in_same_and_across_windows_and_malformed_mixed_in():
     )
     assert_that(
         out.duplicates | "d" >> beam.Map(lambda e: (e.event_id, e.event_time.second)),
-        equal_to([(event_id(1), 5), (event_id(2), 30)]),
+        equal_to([(event_id(1), 5)]),
         label="duplicates",
+    )
+    assert_that(
+        out.conflicts | "c" >> beam.Map(lambda e: (e.event_id, e.event_time.second)),
+        equal_to([(event_id(2), 30)]),  # 90 s after T0: second 30 of the next minute
+        label="conflicts: same id, other content, neither archived nor counted",
     )
     assert_that(
         out.dead_letters | "dl" >> beam.Map(lambda d: d.reason),

@@ -36,14 +36,14 @@ def test_sharded_forgets_an_id_at_the_grid_step_after_its_expiry():
     stream = (
         TestStream()
         .advance_watermark_to(0)
-        .add_elements([stamped(batch_of([ev("a", 10, request_id="first")]), 10)])
-        .add_elements([stamped(batch_of([ev("a", 10, request_id="within-ttl")]), 10)])
+        .add_elements([stamped(batch_of([ev("a", 10, input_id="first")]), 10)])
+        .add_elements([stamped(batch_of([ev("a", 10, input_id="within-ttl")]), 10)])
         .advance_watermark_to(10 + 60 + 1)  # past the TTL, not yet past the grid step
-        .add_elements([stamped(batch_of([ev("a", 10, request_id="within-grid")]), 10)])
+        .add_elements([stamped(batch_of([ev("a", 10, input_id="within-grid")]), 10)])
         .advance_watermark_to(72 + 1)  # past the grid step: the timer clears the id
-        .add_elements([stamped(batch_of([ev("a", 10, request_id="after-ttl")]), 10)])
-        .add_elements([stamped(batch_of([ev("b", 100, request_id="b1")]), 100)])
-        .add_elements([stamped(batch_of([ev("b", 100, request_id="b2")]), 100)])
+        .add_elements([stamped(batch_of([ev("a", 10, input_id="after-ttl")]), 10)])
+        .add_elements([stamped(batch_of([ev("b", 100, input_id="b1")]), 100)])
+        .add_elements([stamped(batch_of([ev("b", 100, input_id="b2")]), 100)])
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
@@ -107,9 +107,9 @@ def test_a_backlog_read_into_the_stream(strategy, unique, duplicates):
     stream = (
         TestStream()
         .advance_watermark_to(0)
-        .add_elements([stamped(batch_of([ev("a", 12, request_id="first")]), 12)])
+        .add_elements([stamped(batch_of([ev("a", 12, input_id="first")]), 12)])
         .advance_watermark_to(3000)  # the backlog moves on; the clock reads 10,000
-        .add_elements([stamped(batch_of([ev("a", 12, request_id="copy")]), 12)])
+        .add_elements([stamped(batch_of([ev("a", 12, input_id="copy")]), 12)])
         .advance_watermark_to_infinity()
     )
     clock = pinned_clock(10_000) if strategy == "per_key" else None
@@ -126,9 +126,9 @@ def test_per_key_reads_the_wall_clock_by_default():
     stream = (
         TestStream()
         .advance_watermark_to(0)
-        .add_elements([stamped(batch_of([ev("a", 12, request_id="first")]), 12)])
+        .add_elements([stamped(batch_of([ev("a", 12, input_id="first")]), 12)])
         .advance_watermark_to(73)  # past 12 + 60
-        .add_elements([stamped(batch_of([ev("a", 12, request_id="copy")]), 12)])
+        .add_elements([stamped(batch_of([ev("a", 12, input_id="copy")]), 12)])
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:

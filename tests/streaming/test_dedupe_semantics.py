@@ -1,5 +1,7 @@
 """The streaming dedupe's semantics, one suite run against both strategies (``sharded`` and
-``per_key``): every scenario must give exactly the same split with either.
+``per_key``): every scenario must give exactly the same split with either: the first copy to
+reach the state is written, a later copy with the same content is a duplicate, one with other
+content (``content_digest``) a conflict.
 
 The per-key strategy estimates an event's arrival with a clock, the sharded one with the latest
 event time its shard had seen; each scenario pins the clock to the time its stream stands for,
@@ -21,7 +23,7 @@ from apache_beam.transforms.window import TimestampedValue
 from tests.support.dedupe import ids
 from tests.support.factories import EPOCH, pinned_clock, redacted_event
 from tests.support.pipelines import streaming_pipeline
-from transforms.dedupe import DEDUPE_STRATEGIES, DUPLICATE_TAG, DeduplicateEvents
+from transforms.dedupe import CONFLICT_TAG, DEDUPE_STRATEGIES, DUPLICATE_TAG, DeduplicateEvents
 from transforms.elements import EventBatch, RedactedEvent
 
 TTL_S = 60
@@ -33,14 +35,17 @@ class Watermark(NamedTuple):
 
 class Scenario(NamedTuple):
     steps: tuple[RedactedEvent | Watermark, ...]  # each event is an input batch of its own
-    unique: list[tuple[str, str]]  # (event_id, request_id) written
+    unique: list[tuple[str, str]]  # (event_id, name) written
     duplicates: list[tuple[str, str]]
     clock_s: int = 0  # the per-key strategy's "now": 0 leaves each event's own time to rule
     num_shards: int = 4
+    conflicts: list[tuple[str, str]] = []
 
 
-def ev(event_id: str, t_s: int, request_id: str) -> RedactedEvent:
-    return redacted_event(event_id=event_id, event_time_s=t_s, request_id=request_id)
+def ev(event_id: str, t_s: int, name: str, **content) -> RedactedEvent:
+    """A copy of ``event_id`` delivered as the input ``name``: copies with the same ``t_s`` and
+    ``content`` are the same event (duplicates), others conflict."""
+    return redacted_event(event_id=event_id, event_time_s=t_s, input_id=name, **content)
 
 
 def seconds(event: RedactedEvent) -> float:
@@ -93,7 +98,7 @@ SCENARIOS = {
         clock_s=3000,
         num_shards=1,
     ),
-    "copies whose event times fall in different windows": Scenario(
+    "copies re-stamped in other windows are conflicts": Scenario(
         (
             Watermark(0),
             ev("a", 12, "first"),
@@ -102,7 +107,18 @@ SCENARIOS = {
             ev("x", 48, "re-stamped-earlier"),  # two windows earlier
         ),
         unique=[("a", "first"), ("x", "first")],
-        duplicates=[("a", "re-stamped-later"), ("x", "re-stamped-earlier")],
+        duplicates=[],
+        conflicts=[("a", "re-stamped-later"), ("x", "re-stamped-earlier")],
+    ),
+    "a forged copy with an earlier event time does not shadow the first": Scenario(
+        (
+            Watermark(0),
+            ev("a", 30, "real"),
+            ev("a", 6, "forged", request_id="forged", token_count=1),
+        ),
+        unique=[("a", "real")],
+        duplicates=[],
+        conflicts=[("a", "forged")],
     ),
     "copies after the id's state was cleared": Scenario(
         (
@@ -117,7 +133,9 @@ SCENARIOS = {
             ev("a", 78, "after-second-expiry"),
         ),
         unique=[("a", "first"), ("a", "after-expiry"), ("a", "after-second-expiry")],
-        duplicates=[("a", "right-after"), ("a", "old-time")],
+        duplicates=[("a", "right-after")],
+        # Compared with the copy the state holds now (78), not with the first ever (12).
+        conflicts=[("a", "old-time")],
     ),
     "three copies": Scenario(
         (
@@ -125,10 +143,12 @@ SCENARIOS = {
             ev("x", 12, "1"),
             ev("x", 12, "2"),
             Watermark(30),
-            ev("x", 18, "3"),
+            ev("x", 12, "3"),
+            ev("x", 18, "4"),
         ),
         unique=[("x", "1")],
         duplicates=[("x", "2"), ("x", "3")],
+        conflicts=[("x", "4")],
     ),
 }
 
@@ -159,6 +179,7 @@ def test_scenario(name, strategy):
         )
         assert_that(ids(out.unique, "U"), equal_to(scenario.unique), label="unique")
         assert_that(ids(out[DUPLICATE_TAG], "D"), equal_to(scenario.duplicates), label="duplicates")
+        assert_that(ids(out[CONFLICT_TAG], "C"), equal_to(scenario.conflicts), label="conflicts")
 
 
 @pytest.mark.parametrize("strategy", DEDUPE_STRATEGIES)
@@ -188,8 +209,8 @@ def test_copies_in_one_batch(strategy):
 @pytest.mark.parametrize("strategy", DEDUPE_STRATEGIES)
 def test_output_shapes_and_timestamps(strategy):
     """Written events leave in ``EventBatch`` elements stamped with their earliest event time;
-    a duplicate leaves alone, stamped with its own event time."""
-    events = [ev("a", 30, "first"), ev("b", 12, "first"), ev("a", 42, "copy")]
+    a duplicate or a conflict leaves alone, stamped with its own event time."""
+    events = [ev("a", 30, "first"), ev("b", 12, "first"), ev("a", 30, "copy"), ev("a", 42, "c")]
     stream = TestStream().advance_watermark_to(0)
     for e in events:
         stream = stream.add_elements([TimestampedValue(EventBatch("", (e,)), seconds(e))])
@@ -207,10 +228,11 @@ def test_output_shapes_and_timestamps(strategy):
             equal_to([("a", "EventBatch", True), ("b", "EventBatch", True)]),
             label="unique batches",
         )
-        assert_that(
-            out[DUPLICATE_TAG]
-            | "Duplicates"
-            >> beam.Map(lambda e, t=beam.DoFn.TimestampParam: (type(e).__name__, float(t))),
-            equal_to([("RedactedEvent", 42.0)]),
-            label="duplicates",
-        )
+        for tag, stamped in ((DUPLICATE_TAG, 30.0), (CONFLICT_TAG, 42.0)):
+            assert_that(
+                out[tag]
+                | f"Shape {tag}"
+                >> beam.Map(lambda e, t=beam.DoFn.TimestampParam: (type(e).__name__, float(t))),
+                equal_to([("RedactedEvent", stamped)]),
+                label=tag,
+            )

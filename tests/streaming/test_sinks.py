@@ -22,7 +22,7 @@ from tests.support import sinks
 from tests.support.factories import redacted_event
 from tests.support.pipelines import TestPipeline, streaming_options
 from tests.support.sink_factories import T0, audit_record, metric_row
-from transforms.elements import to_record
+from transforms.elements import IngestionBin, to_record
 
 
 def test_write_raw_events_streaming_flushes_on_processing_time(tmp_path):
@@ -54,7 +54,7 @@ def test_write_raw_events_streaming_flushes_on_processing_time(tmp_path):
             p
             | stream
             | WriteRawEvents(str(tmp_path), max_records=100, flush_s=flush_s, num_shards=1)
-        )
+        ).files
         assert_that(written, sinks.check_files_written(4, max_records=100))
 
     files = sinks.part_files(str(tmp_path))
@@ -82,7 +82,7 @@ def test_write_raw_events_streaming_cuts_by_record_count(tmp_path):
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
-        written = p | stream | WriteRawEvents(str(tmp_path), max_records=3, num_shards=1)
+        written = (p | stream | WriteRawEvents(str(tmp_path), max_records=3, num_shards=1)).files
         assert_that(written, sinks.check_files_written(len(events), max_records=3))
     stored = [
         r["event_id"]
@@ -92,11 +92,25 @@ def test_write_raw_events_streaming_cuts_by_record_count(tmp_path):
     assert sorted(stored) == [e.event_id for e in events]
 
 
+def _commit_time() -> dt.datetime:
+    return T0 + dt.timedelta(seconds=100)
+
+
 def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
+    """The newest pane lands whatever the order, and the sink emits the freshness of each event
+    once, when the first row counting it is committed (the clock is fixed here)."""
     db_path = str(tmp_path / "metrics.duckdb")
-    early = metric_row(pane_timing="EARLY", pane_index=0)
+    t0 = int(T0.timestamp())
+    early = metric_row(
+        pane_timing="EARLY", pane_index=0, ingestion_counts=(IngestionBin(t0 + 5, 2),)
+    )
     on_time = metric_row(
-        latencies_ms=(1.0, 2.0, 3.0), pane_timing="ON_TIME", pane_index=1, is_final=True
+        latencies_ms=(1.0, 2.0, 3.0),
+        pane_timing="ON_TIME",
+        pane_index=1,
+        is_final=True,
+        emitted_at=early.emitted_at + dt.timedelta(seconds=30),
+        ingestion_counts=(IngestionBin(t0 + 5, 2), IngestionBin(t0 + 62, 1)),
     )
     stream = (
         TestStream()
@@ -109,7 +123,10 @@ def test_upsert_metrics_streaming_lands_newest_pane(tmp_path):
         .advance_watermark_to_infinity()
     )
     with TestPipeline(options=streaming_options()) as p:
-        _ = p | stream | UpsertMetrics(db_path)
+        visible = (p | stream | UpsertMetrics(db_path, clock=_commit_time)).learnt
+        # Two events ingested at T0+5 s and one at T0+62 s, committed at T0+100 s; the replayed
+        # early pane adds nothing (whether the first two panes were committed together or not).
+        assert_that(visible, equal_to([(95, 2), (38, 1)]), label="CheckFreshness")
     assert sinks.stored_rows(db_path) == sinks.expected_rows(on_time)
 
 

@@ -14,7 +14,7 @@ from ddsketch.mapping import LogarithmicMapping
 
 from tests.support.factories import redacted_event
 from transforms import sketches
-from transforms.elements import EventBatch, LatencyBin, MetricRow, RedactedEvent
+from transforms.elements import EventBatch, IngestionBin, LatencyBin, MetricRow, RedactedEvent
 from transforms.pricing.table import parse_price_table
 
 __all__ = [
@@ -120,6 +120,7 @@ def expected_row(
         for info_type, n in e.redaction_counts.items():
             redactions[info_type] = redactions.get(info_type, 0) + n
     users = len({e.user_key for e in events})
+    ingested = Counter(int(e.ingested_at.timestamp() // 1) for e in events if e.ingested_at)
     return MetricRow(
         window_start=utc(start_s),
         window_end=utc(start_s + window_s),
@@ -148,12 +149,16 @@ def expected_row(
         estimated_cost_usd=expected_cost(events),
         price_table_version="test-1",
         latest_event_time=max(e.event_time for e in events),
+        ingestion_counts=tuple(IngestionBin(s, n) for s, n in sorted(ingested.items())),
     )
 
 
-# Three events of one window and key, one of the next window, one of another region.
+# Three events of one window and key, one of the next window, one of another region. Their
+# ingestion times (the Pub/Sub publish time): E1 and E3 half a second apart within one second,
+# E2 unknown (an archive from before the field).
 E1 = ev(
     T0_S + 1,
+    ingested_at=utc(T0_S + 62.25),
     event_id="e1",
     user_key="u1",
     latency_ms=100.0,
@@ -178,6 +183,7 @@ E2 = ev(
 )
 E3 = ev(
     T0_S + 59.999,
+    ingested_at=utc(T0_S + 62.75),
     event_id="e3",
     user_key="u1",
     latency_ms=2000.0,
@@ -190,7 +196,9 @@ E3 = ev(
 )
 
 
-E4_NEXT_WINDOW = ev(T0_S + 60, event_id="e4", user_key="u3", latency_ms=250.0)
+E4_NEXT_WINDOW = ev(
+    T0_S + 60, event_id="e4", user_key="u3", latency_ms=250.0, ingested_at=utc(T0_S + 61)
+)
 E5_OTHER_REGION = ev(T0_S + 10, event_id="e5", region="us-central1", latency_ms=40.0)
 
 

@@ -15,9 +15,11 @@ def ev(event_id: str, t_s: int, **kw):
 
 
 def ids(pcoll, label):
-    """(event_id, request_id) of every event, whether the output holds batches or events."""
+    """(event_id, name) of every event, whether the output holds batches or events: the name
+    is the event's ``input_id`` (which copies of one content differ by), else its
+    ``request_id``."""
     return pcoll | label >> beam.FlatMap(
-        lambda x: [(e.event_id, e.request_id) for e in getattr(x, "events", [x])]
+        lambda x: [(e.event_id, e.input_id or e.request_id) for e in getattr(x, "events", [x])]
     )
 
 

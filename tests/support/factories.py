@@ -49,6 +49,8 @@ def redacted_event(**overrides: Any) -> RedactedEvent:
         "redaction_engine": "regex-v1",
         "policy_version": "2026-01",
         "processed_at": event_time + dt.timedelta(seconds=1),
+        "input_id": None,
+        "ingested_at": None,
     }
     unknown = set(overrides) - set(fields)
     if unknown:

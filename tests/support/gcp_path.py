@@ -26,7 +26,9 @@ class _Refused(Exception):
 
 class RecordingSink(BatchSink):
     """Records batches in a class-level log (DoFns are copies); fails as scripted per batch:
-    ``failures`` transient errors before each success, or always ``refuse`` / ``crash``."""
+    ``failures`` transient errors before each success, or always ``refuse`` / ``crash``, or for
+    any batch holding a row whose event id starts with "bad": ``poison`` (its conversion
+    fails) or ``refuse_poison`` (the service refuses the batch)."""
 
     name = "recording"
     step = "write_recording"
@@ -47,6 +49,10 @@ class RecordingSink(BatchSink):
                 raise _Refused()
             if self._mode == "crash":
                 raise KeyError("a bug")
+            if self.unencodable(batch):  # a row it cannot convert, or the service refuses
+                raise (
+                    ValueError("a row cannot be encoded") if self._mode == "poison" else _Refused()
+                )
             if self.attempts[self._token] % (self._failures + 1):
                 raise _Flaky()
             self.written[self._token].append(sorted(r.audit_id for r in batch))
@@ -56,6 +62,15 @@ class RecordingSink(BatchSink):
 
     def is_rejected(self, error):
         return isinstance(error, _Refused)
+
+    def unencodable(self, batch):
+        # Modes "poison" (the sink's own conversion fails) and "refuse_poison" (the service
+        # refuses the batch): the rows whose event id starts with "bad" are the culprits.
+        if self._mode not in ("poison", "refuse_poison"):
+            return {}
+        return {
+            i: ValueError("bad row") for i, r in enumerate(batch) if r.event_id.startswith("bad")
+        }
 
 
 def audit_records(n: int) -> list:

@@ -62,6 +62,9 @@ def metric_row(*, latencies_ms: tuple[float, ...] = (100.0, 200.0), **overrides:
         "unsplit_token_sum": 0,
         "estimated_cost_usd": 0.25 * len(latencies_ms),  # a binary fraction: sums are exact
         "price_table_version": "test-1",
+        "latest_event_time": None,
+        "ingestion_counts": (),
+        "freshness_counts": (),
     }
     return _build(MetricRow, fields, overrides)
 
@@ -107,5 +110,7 @@ def dead_letter(**overrides: Any) -> DeadLetter:
         "payload_state": "redacted",
         "payload_sha256": payload_sha256,
         "payload_bytes": len((payload or "").encode()),
+        "replay_of": None,
+        "input_id": None,
     }
     return _build(DeadLetter, fields, overrides)

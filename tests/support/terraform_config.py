@@ -81,9 +81,14 @@ def block(body: dict[str, Any], name: str) -> dict[str, Any]:
     return found[0]
 
 
-def dynamic_for_each(body: dict[str, Any], name: str) -> str:
-    """The ``for_each`` expression of the ``dynamic "name"`` block of a body."""
+def dynamic_block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``dynamic "name"`` block of a body (``for_each``, ``content``)."""
     for entry in body.get("dynamic", []):
         if name in entry:
-            return entry[name]["for_each"]
+            return entry[name]
     raise AssertionError(f"no dynamic {name!r} block")
+
+
+def dynamic_for_each(body: dict[str, Any], name: str) -> str:
+    """The ``for_each`` expression of the ``dynamic "name"`` block of a body."""
+    return dynamic_block(body, name)["for_each"]

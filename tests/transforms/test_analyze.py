@@ -116,35 +116,46 @@ def test_batch_every_output_exactly(mode):
 
 @pytest.mark.parametrize("mode", BATCH_MODES)
 def test_batch_dedupe_is_exact_whatever_the_order(mode):
-    """Both batch strategies write the same copy: earliest event time, then content."""
+    """The first valid line of an id is written, whatever its event time; an exact copy is a
+    duplicate, a copy with other content a conflict. Without input positions (``json``: bytes,
+    no identity) one copy per id is still written, the others split the same way."""
     inputs = [
-        raw(1, offset_s=40, request_id="R-1-retry"),  # a retry re-stamped later...
+        raw(1, offset_s=40, request_id="R-1-retry"),  # first in the input...
         raw(2),
-        raw(1, offset_s=5),  # ...than the original, which comes after it in the input
+        raw(1, offset_s=5),  # ...so this earlier-stamped copy loses: a conflict
         raw(2),  # exact redelivery, in another chunk
-        raw(3, latency_ms=-1, offset_s=1),  # the earliest copy of 3 is invalid
+        raw(3, latency_ms=-1, offset_s=1),  # the first copy of 3 is invalid
         raw(3, request_id="R-3-b"),
-        raw(3, request_id="R-3-a"),  # same time: content (request_id) decides
+        raw(3, request_id="R-3-a"),
         raw(2),
     ]
+    written = [(event_id(1), "R-1-retry"), (event_id(2), "R-2"), (event_id(3), "R-3-b")]
+    conflicts = [(event_id(1), "R-1"), (event_id(3), "R-3-a")]
     with TestPipeline() as p:
         out = analyze(p, inputs, mode)
+        pairs = beam.Map(lambda e: (e.event_id, e.request_id))
+        if mode == "json_lines":
+            assert_that(
+                events_of(out.events, "Unbatch") | "written" >> pairs,
+                equal_to(written),
+                label="written",
+            )
+            assert_that(out.conflicts | "con" >> pairs, equal_to(conflicts), label="conflicts")
+        else:
+            ids_only = beam.Map(lambda e: e.event_id)
+            assert_that(
+                events_of(out.events, "Unbatch") | "written" >> ids_only,
+                equal_to([event_id(n) for n in (1, 2, 3)]),
+                label="written",
+            )
+            assert_that(
+                out.conflicts | "con" >> ids_only,
+                equal_to([event_id(1), event_id(3)]),
+                label="conflicts",
+            )
         assert_that(
-            events_of(out.events, "Unbatch")
-            | "written" >> beam.Map(lambda e: (e.event_id, e.request_id)),
-            equal_to([(event_id(1), "R-1"), (event_id(2), "R-2"), (event_id(3), "R-3-a")]),
-            label="written",
-        )
-        assert_that(
-            out.duplicates | "dups" >> beam.Map(lambda e: (e.event_id, e.request_id)),
-            equal_to(
-                [
-                    (event_id(1), "R-1-retry"),
-                    (event_id(2), "R-2"),
-                    (event_id(2), "R-2"),
-                    (event_id(3), "R-3-b"),
-                ]
-            ),
+            out.duplicates | "dups" >> pairs,
+            equal_to([(event_id(2), "R-2"), (event_id(2), "R-2")]),
             label="duplicates",
         )
         assert_that(

@@ -95,9 +95,9 @@ def test_raw_archive_write_failures_are_retried_then_dead_lettered(tmp_path):
             | beam.Create([EventBatch("", tuple(events))])
             | WriteRawEvents(str(blocked), retry=FAST, dead_letter_failures=True)
         )
-        assert_that(result["files"], equal_to([]))
+        assert_that(result.files, equal_to([]))
         assert_that(
-            result["dead_letters"] | beam.Map(lambda d: (d.reason, d.event_id)),
+            result.dead_letters | beam.Map(lambda d: (d.reason, d.event_id)),
             equal_to([("sink_failed:gcs", e.event_id) for e in events]),
             label="DeadLetters",
         )

@@ -43,7 +43,7 @@ def test_write_raw_events_batch_writes_each_batch_as_its_own_files(tmp_path):
     with TestPipeline() as p:
         written = (
             p | beam.Create([event_batch(one), event_batch(two)]) | WriteRawEvents(str(tmp_path))
-        )
+        ).files
         assert_that(
             written | beam.MapTuple(lambda path, count: count),
             equal_to([3, 1, 1, 1]),
@@ -58,7 +58,7 @@ def test_write_raw_events_batch_partitions_and_round_trips(tmp_path):
             p
             | beam.Create([event_batch(events)])
             | WriteRawEvents(str(tmp_path), max_records=2, num_shards=1)
-        )
+        ).files
         assert_that(written, check_files_written(len(events), max_records=2))
         # Three events in one partition, at most two per file: that partition has two files.
         counts = written | beam.MapTuple(lambda path, count: count)
@@ -169,7 +169,10 @@ def _audit_input() -> list:
             event_time=None,
         ),
         written,  # the same record twice in one run
-        written._replace(audit_id="b" * 64),  # a different id for the same (event_id, outcome)
+        # The same input (audit_id) again, lower in precedence: the written record stays.
+        written._replace(outcome="duplicate", recorded_at=written.recorded_at.replace(year=2027)),
+        # Another input with the same event and outcome: a record of its own.
+        written._replace(audit_id="b" * 64),
     ]
 
 
@@ -180,8 +183,11 @@ def test_write_audit_log_is_idempotent(tmp_path):
         with TestPipeline() as p:
             _ = p | beam.Create(records) | WriteAuditLog(db_path)
         rows = read_audit_log(db_path).to_dict("records")
-        assert len(rows) == 3
-    by_outcome = {r["outcome"]: r for r in rows}
+        assert len(rows) == 4
+    assert sorted(r["audit_id"] for r in rows if r["outcome"] == "written") == sorted(
+        [records[0].audit_id, "b" * 64]
+    )
+    by_outcome = {r["outcome"]: r for r in rows if r["audit_id"] != "b" * 64}
     assert by_outcome["written"] == {
         "audit_id": records[0].audit_id,
         "event_id": "evt-1",
@@ -227,7 +233,7 @@ def test_sinks_with_two_worker_processes(tmp_path):
             p
             | "Events" >> beam.Create([event_batch(events[:30]), event_batch(events[30:])])
             | WriteRawEvents(str(tmp_path / "out"))
-        )
+        ).files
         assert_that(written, check_files_written(len(events), max_records=10_000))
         _ = p | "Panes" >> beam.Create(panes) | UpsertMetrics(db_path, max_buffered_rows=7)
         _ = p | "Audit" >> beam.Create(audits + audits) | WriteAuditLog(audit_path)
@@ -240,3 +246,41 @@ def test_sinks_with_two_worker_processes(tmp_path):
     assert sorted(stored) == sorted(e.event_id for e in events)
     assert sorted(stored_rows(db_path), key=lambda r: r["request_count"]) == expected_rows(*newest)
     assert sorted(read_audit_log(audit_path)["event_id"]) == sorted(e.event_id for e in events)
+
+
+def _commit_time():
+    return T0 + dt.timedelta(seconds=100)
+
+
+def test_upsert_metrics_counts_freshness_per_event_for_cloud_monitoring(tmp_path):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.elements import IngestionBin
+
+    t0 = int(T0.timestamp())
+    rows = [
+        metric_row(ingestion_counts=(IngestionBin(t0 + 10, 2), IngestionBin(t0 - 100, 1))),
+        metric_row(region="us-central1", ingestion_counts=(IngestionBin(t0 + 50, 4),)),
+    ]
+    p = TestPipeline()
+    visible = (
+        p | beam.Create(rows) | UpsertMetrics(str(tmp_path / "w.duckdb"), clock=_commit_time)
+    ).learnt
+    assert_that(visible, equal_to([(90, 2), (200, 1), (50, 4)]))
+    result = p.run()
+    result.wait_until_finish()
+    found = result.metrics().query(MetricsFilter().with_namespace("genai"))
+    counters = {c.key.metric.name: c.committed for c in found["counters"]}
+    assert counters["freshness_events"] == 7
+    assert counters["freshness_events_within_60s"] == 4
+    assert counters["freshness_events_within_120s"] == 6
+    assert counters["freshness_events_within_300s"] == 7
+    (distribution,) = [
+        d.committed for d in found["distributions"] if d.key.metric.name == "freshness_s"
+    ]
+    assert (distribution.count, distribution.sum, distribution.min, distribution.max) == (
+        7,
+        2 * 90 + 200 + 4 * 50,
+        50,
+        200,
+    )

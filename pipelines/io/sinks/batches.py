@@ -17,17 +17,20 @@ the sink calls *transient* (unavailable, timeouts, throttling, lost connections)
 errors it calls *rejected* (the service refused the rows) are not. When a batch still fails, every
 element of it becomes a ``DeadLetter`` with reason ``sink_failed:<sink name>`` (counted like every
 dead letter), whose payload is the element as JSON, so it can be replayed; nothing is dropped.
-Any other exception is a bug and fails the bundle. With ``dead_letter_failures=False`` (the
-dead-letter sinks themselves, which have nowhere further to send a failure) exhausted retries
-fail the bundle instead, and the runner retries it.
+A batch that fails because of its rows (an error of an element, ``is_element_error``, or a
+rejection) is checked row by row (``BatchSink.unencodable``: the sink's own conversion and the
+service's limits, without calling it): the rows that fail alone become dead letters
+``internal_error:<step>`` and the others are written (with the same retries). Any other
+exception, or a failure no single row explains, keeps the behaviour above: a rejection
+dead-letters the batch, anything else fails the bundle. With ``dead_letter_failures=False``
+(the dead-letter sinks themselves, which have nowhere further to send a failure) exhausted
+retries fail the bundle instead, and the runner retries it.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import itertools
-import json
 import logging
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,8 +41,14 @@ from apache_beam.transforms import trigger, window
 
 from pipelines.io.sinks.retry import retry_conflicts
 from transforms.batching import BatchPerBundle
-from transforms.deadletter import count_dead_letter, make_dead_letter
-from transforms.elements import DeadLetter, to_record
+from transforms.deadletter import (
+    count_dead_letter,
+    internal_error_of,
+    is_element_error,
+    make_dead_letter,
+    record_json,
+)
+from transforms.elements import DeadLetter
 
 __all__ = [
     "SINK_FAILED",
@@ -108,18 +117,12 @@ class BatchSink:
         """True when the service refused the rows themselves: dead-letter without retrying."""
         return False
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def record_json(element: NamedTuple) -> str:
-    """``element`` as compact JSON (times ISO 8601, bytes base64, keys in field order)."""
-    return json.dumps(to_record(element), default=_json_default, separators=(",", ":"))
+    def unencodable(self, batch: Sequence[Any]) -> dict[int, Exception]:
+        """The elements of ``batch`` this sink cannot send, by position, with the error: its
+        own conversion of each element alone, and the service's limits it knows (int64,
+        valid Unicode), without calling the service. Called only after a batch failed; the
+        default knows of none."""
+        return {}
 
 
 def sink_dead_letters(
@@ -266,7 +269,7 @@ def _shard_key(element: Any, id_field: str, num_shards: int) -> tuple[int, Any]:
     value = getattr(element, id_field)
     if not isinstance(value, str):
         value = repr(value)
-    return zlib.crc32(value.encode("utf-8")) % num_shards, element
+    return zlib.crc32(value.encode("utf-8", "surrogatepass")) % num_shards, element
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -289,6 +292,7 @@ class _WriteBatchesFn(beam.DoFn):
         self._batches = beam.metrics.Metrics.counter(namespace, "batches_written")
         self._failed_attempts = beam.metrics.Metrics.counter(namespace, "failed_attempts")
         self._failed_rows = beam.metrics.Metrics.counter(namespace, "rows_dead_lettered")
+        self._unencodable = beam.metrics.Metrics.counter(namespace, "rows_not_encodable")
 
     def setup(self) -> None:
         self._sink.setup()
@@ -303,7 +307,20 @@ class _WriteBatchesFn(beam.DoFn):
         _, grouped = element
         items = list(grouped)
         for chunk in _chunks(items, self._max_batch_rows):
-            failure = write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+            try:
+                failure = self._write(chunk)
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                chunk, letters = self._take_out_unencodable(chunk, error)
+                yield from letters
+                failure = self._write(chunk)
+            else:
+                if failure is not None and self._sink.is_rejected(failure[0]):
+                    chunk, letters = self._take_out_unencodable(chunk, None)
+                    yield from letters
+                    if letters:  # the rest again, with its own retries
+                        failure = self._write(chunk)
             if failure is None:
                 self._rows.inc(len(chunk))
                 self._batches.inc()
@@ -329,6 +346,33 @@ class _WriteBatchesFn(beam.DoFn):
             ):
                 count_dead_letter(letter.reason)
                 yield letter
+
+    def _write(self, chunk: Sequence[Any]) -> tuple[Exception, int] | None:
+        if not chunk:
+            return None
+        return write_with_retries(self._sink, chunk, self._retry, self._note_failure)
+
+    def _take_out_unencodable(
+        self, chunk: Sequence[Any], error: Exception | None
+    ) -> tuple[Sequence[Any], list[DeadLetter]]:
+        """After ``chunk`` failed: the rows the sink cannot send become ``internal_error``
+        dead letters; returns the other rows and the dead letters. ``error`` (an element's
+        error from the write) is raised again when no row explains it; None: the batch was
+        rejected, which then stays a rejection of the whole batch."""
+        bad = self._sink.unencodable(chunk)
+        if not bad:
+            if error is not None:
+                raise error
+            return chunk, []
+        if not self._dead_letter_failures:  # nowhere to send them: a bug to fix, not data
+            raise error or next(iter(bad.values()))
+        failed_at = dt.datetime.now(dt.UTC)
+        letters = [
+            internal_error_of(self._sink.step, chunk[i], row_error, failed_at)
+            for i, row_error in bad.items()
+        ]
+        self._unencodable.inc(len(bad))
+        return [row for i, row in enumerate(chunk) if i not in bad], letters
 
 
 class WriteInBatches(beam.PTransform):

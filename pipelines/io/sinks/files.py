@@ -20,18 +20,26 @@ Delivery: every input element is written (at least once, idempotent per group). 
 dropped for lateness: see ``pipelines.io.sinks.batches.batch_windowing``. A failed write fails
 the bundle, or, on the Google Cloud path, is retried with backoff and then dead-lettered
 (``WriteRawEvents``).
+
+Encoding is done in memory before anything is written, so a record fastavro cannot encode never
+leaves half a file. Such a record (a value outside its Avro type: a long beyond int64, a text
+UTF-8 cannot encode) is isolated: the group is encoded record by record, only the culprits are
+taken out and the rest is written. An archived event taken out becomes a dead letter
+``internal_error:write_redacted_event`` (``WriteRawEvents``' ``dead_letters``); a dead letter taken
+out is stored in its storable form (``transforms.deadletter.storable_dead_letter``), since dead
+letters have nowhere further to go.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
 import urllib.parse
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -40,13 +48,29 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.io.sinks.batches import SinkRetry, batch_windowing, sink_dead_letters
+from pipelines.io.sinks.commits import notify_committed
 from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import parsed_schema
-from transforms.deadletter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.deadletter import (
+    DEAD_LETTER_TAG,
+    count_dead_letter,
+    internal_error_of,
+    is_element_error,
+    storable_dead_letter,
+)
 from transforms.elements import DeadLetter, EventBatch, RedactedEvent, to_record
 from transforms.windowing import in_global_window
 
-__all__ = ["WriteDeadLetters", "WriteRawEvents", "avro_record", "write_avro_files"]
+__all__ = [
+    "ArchiveOutputs",
+    "EncodedFile",
+    "WriteDeadLetters",
+    "WriteRawEvents",
+    "avro_record",
+    "encode_avro_files",
+    "partition_value",
+    "write_avro_files",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,6 +84,7 @@ _SYNC_MARKER_BYTES = 16  # Avro's sync marker size.
 DEFAULT_MAX_RECORDS = 10_000
 DEFAULT_FLUSH_S = 60
 DEFAULT_NUM_SHARDS = 4
+_DEAD_LETTER_SCHEMA = "dead_letter"
 
 FileWritten = tuple[str, int]
 """What the writers output per file: (path, record_count)."""
@@ -68,14 +93,16 @@ FileWritten = tuple[str, int]
 # --- plain functions -----------------------------------------------------------------------
 
 
-def _partition_value(value: str) -> str:
+def partition_value(value: str) -> str:
     # Hive-style escaping: "/" becomes %2F, so a region can never add or climb a directory.
-    return urllib.parse.quote(value, safe="")
+    # A lone surrogate is escaped as its bytes rather than failing here: the record itself
+    # cannot be encoded, and the writer takes it out (see the module docstring).
+    return urllib.parse.quote(value, safe="", errors="surrogatepass")
 
 
 def raw_event_directory(event: RedactedEvent) -> str:
     """Returns the archive partition of ``event``, relative to the output root."""
-    return f"raw/event_date={event.event_date.isoformat()}/region={_partition_value(event.region)}"
+    return f"raw/event_date={event.event_date.isoformat()}/region={partition_value(event.region)}"
 
 
 def dead_letter_directory(dead_letter: DeadLetter) -> str:
@@ -86,11 +113,11 @@ def dead_letter_directory(dead_letter: DeadLetter) -> str:
 
 def shard_of(record_id: str, num_shards: int) -> int:
     """Returns a shard in ``[0, num_shards)`` that is the same in every process (unlike hash())."""
-    return zlib.crc32(record_id.encode("utf-8")) % num_shards
+    return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % num_shards
 
 
 def _ids_digest(record_ids: Sequence[str]) -> bytes:
-    return hashlib.sha256("\n".join(sorted(record_ids)).encode("utf-8")).digest()
+    return hashlib.sha256("\n".join(sorted(record_ids)).encode("utf-8", "surrogatepass")).digest()
 
 
 def _part_file_name(digest: bytes) -> str:
@@ -117,9 +144,78 @@ def _is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) in (None, "file")
 
 
-def _write_avro_file(
-    path: str, records: Sequence[dict[str, Any]], schema: Any, sync: bytes
-) -> None:
+class EncodedFile(NamedTuple):
+    """One Avro file, encoded: its name (``part-<hash>.avro``), bytes and record count."""
+
+    name: str
+    data: bytes
+    count: int
+
+
+def _encode_file(records: Sequence[dict[str, Any]], schema: Any, sync: bytes) -> bytes:
+    out = io.BytesIO()
+    fastavro.writer(out, schema, records, codec=AVRO_CODEC, sync_marker=sync, strict=True)
+    return out.getvalue()
+
+
+def _unencodable(records: Sequence[dict[str, Any]], schema: Any) -> dict[int, Exception]:
+    """The records of ``records`` fastavro cannot encode, by position, with the error."""
+    bad: dict[int, Exception] = {}
+    for position, record in enumerate(records):
+        try:
+            fastavro.schemaless_writer(io.BytesIO(), schema, record, strict=True)
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            bad[position] = error
+    return bad
+
+
+def encode_avro_files(
+    records: Sequence[dict[str, Any]],
+    *,
+    schema_name: str,
+    id_field: str,
+    max_records: int,
+) -> tuple[list[EncodedFile], dict[int, Exception]]:
+    """Encodes ``records`` (Avro-ready dicts) as files of at most ``max_records``, in memory.
+
+    Records are sorted by ``id_field`` (stable, so equal ids keep their order) and cut into
+    chunks, so the same records always give the same files and names. Returns the files, in
+    id order of the chunks, and the records that could not be encoded (position in
+    ``records`` -> error): a chunk that fails is encoded record by record, and only the
+    records that fail alone are left out of it (the file then holds the others, under the
+    name of their ids). An error no single record causes is raised.
+    """
+    order = sorted(range(len(records)), key=lambda i: records[i][id_field])
+    schema = parsed_schema(schema_name)
+    files: list[EncodedFile] = []
+    rejected: dict[int, Exception] = {}
+    for start in range(0, len(order), max_records):
+        positions = order[start : start + max_records]
+        chunk = [records[i] for i in positions]
+        try:
+            files.append(_encoded(chunk, schema, id_field))
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            bad = _unencodable(chunk, schema)
+            if not bad:
+                raise
+            rejected.update({positions[i]: e for i, e in bad.items()})
+            kept = [record for i, record in enumerate(chunk) if i not in bad]
+            if kept:
+                files.append(_encoded(kept, schema, id_field))
+    return files, rejected
+
+
+def _encoded(chunk: Sequence[dict[str, Any]], schema: Any, id_field: str) -> EncodedFile:
+    digest = _ids_digest([r[id_field] for r in chunk])
+    data = _encode_file(chunk, schema, digest[:_SYNC_MARKER_BYTES])
+    return EncodedFile(_part_file_name(digest), data, len(chunk))
+
+
+def _write_file(path: str, data: bytes) -> None:
     directory, name = FileSystems.split(path)
     # Locally, write under a hidden unique name and rename (atomic) so a concurrent reader or a
     # crashed attempt never leaves half a file under the final name. On GCS the upload is only
@@ -127,10 +223,25 @@ def _write_avro_file(
     target = (
         FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}") if _is_local(path) else path
     )
-    with FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        fastavro.writer(out, schema, records, codec=AVRO_CODEC, sync_marker=sync, strict=True)
-    if target != path:
-        FileSystems.rename([target], [path])
+    try:
+        with FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            out.write(data)
+        if target != path:
+            FileSystems.rename([target], [path])
+    except BaseException:
+        if target != path and FileSystems.exists(target):
+            FileSystems.delete([target])  # no stray temporary file after a failed attempt
+        raise
+
+
+def write_encoded_files(directory: str, files: Sequence[EncodedFile]) -> list[FileWritten]:
+    """Writes encoded files into ``directory``; returns (path, count) per file."""
+    written: list[FileWritten] = []
+    for file in files:
+        path = FileSystems.join(directory, file.name)
+        _write_file(path, file.data)
+        written.append((path, file.count))
+    return written
 
 
 def write_avro_files(
@@ -141,22 +252,18 @@ def write_avro_files(
     id_field: str,
     max_records: int,
 ) -> list[FileWritten]:
-    """Writes ``records`` (Avro-ready dicts) as files of at most ``max_records`` in ``directory``.
+    """Writes ``records`` (Avro-ready dicts) as files of at most ``max_records`` in ``directory``
+    (``encode_avro_files``); returns (path, count) per file, in id order of the chunks.
 
-    Records are sorted by ``id_field`` (stable, so equal ids keep their order) and cut into
-    chunks, so the same records always give the same files and names. Returns (path, count)
-    per file, in id order of the chunks.
+    Raises:
+        ValueError: a record cannot be encoded (nothing is written then).
     """
-    ordered = sorted(records, key=itemgetter(id_field))
-    schema = parsed_schema(schema_name)
-    written: list[FileWritten] = []
-    for start in range(0, len(ordered), max_records):
-        chunk = ordered[start : start + max_records]
-        digest = _ids_digest([r[id_field] for r in chunk])
-        path = FileSystems.join(directory, _part_file_name(digest))
-        _write_avro_file(path, chunk, schema, digest[:_SYNC_MARKER_BYTES])
-        written.append((path, len(chunk)))
-    return written
+    files, rejected = encode_avro_files(
+        list(records), schema_name=schema_name, id_field=id_field, max_records=max_records
+    )
+    if rejected:
+        raise ValueError(f"{len(rejected)} record(s) do not match the schema {schema_name}")
+    return write_encoded_files(directory, files)
 
 
 # --- Beam adapters -------------------------------------------------------------------------
@@ -178,9 +285,12 @@ def _is_storage_error(error: Exception) -> bool:
 class _WriteAvroFilesFn(beam.DoFn):
     """Writes one group (a destination and shard) as one or more Avro files.
 
-    Without ``retry`` a failed write fails the bundle. With it, storage errors are retried with
-    backoff; a group that still fails fails the bundle, or with ``dead_letter_failures``
-    becomes dead letters (``sink_failed:gcs``) on the ``DEAD_LETTER_TAG`` output.
+    Records that cannot be encoded are taken out first (see the module docstring): archived
+    events become ``internal_error:write_<schema>`` dead letters on the ``DEAD_LETTER_TAG``
+    output, dead letters are stored in their storable form. Without ``retry`` a failed write
+    fails the bundle. With it, storage errors are retried with backoff; a group that still
+    fails fails the bundle, or with ``dead_letter_failures`` becomes dead letters
+    (``sink_failed:gcs``) on the ``DEAD_LETTER_TAG`` output.
     """
 
     def __init__(
@@ -203,13 +313,15 @@ class _WriteAvroFilesFn(beam.DoFn):
         self._failed_attempts = beam.metrics.Metrics.counter(
             __name__, f"{schema_name}_failed_write_attempts"
         )
+        self._taken_out = beam.metrics.Metrics.counter(
+            __name__, f"{schema_name}_records_not_encodable"
+        )
 
     def setup(self) -> None:
         parsed_schema(self._schema_name)  # Fail on a broken contract before the first write.
 
-    def _write(self, directory: str, elements: Sequence[Any]) -> list[FileWritten]:
-        return write_avro_files(
-            FileSystems.join(self._output_root, directory),
+    def _encode(self, elements: Sequence[Any]) -> tuple[list[EncodedFile], dict[int, Exception]]:
+        return encode_avro_files(
             [avro_record(e) for e in elements],
             schema_name=self._schema_name,
             id_field=self._id_field,
@@ -222,13 +334,30 @@ class _WriteAvroFilesFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[str, int], Iterable[Any] | EventBatch]):
         (directory, _shard), grouped = element
-        elements = grouped.events if isinstance(grouped, EventBatch) else list(grouped)
+        elements = list(grouped.events if isinstance(grouped, EventBatch) else grouped)
+        files, rejected = self._encode(elements)
+        if rejected:
+            self._taken_out.inc(len(rejected))
+            if self._schema_name == _DEAD_LETTER_SCHEMA:
+                # Dead letters have nowhere further to go: store what can be stored of them.
+                elements = [
+                    storable_dead_letter(e) if i in rejected else e for i, e in enumerate(elements)
+                ]
+                files, still = self._encode(elements)
+                if still:  # even the storable form: a bug in the record, not in its values
+                    raise next(iter(still.values()))
+            else:
+                for i, error in rejected.items():
+                    letter = internal_error_of(f"write_{self._schema_name}", elements[i], error)
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+                elements = [e for i, e in enumerate(elements) if i not in rejected]
+        target = FileSystems.join(self._output_root, directory)
         if self._retry is None:
-            written = self._write(directory, elements)
+            written = write_encoded_files(target, files)
         else:
             try:
                 written = retry_conflicts(
-                    lambda: self._write(directory, elements),
+                    lambda: write_encoded_files(target, files),
                     is_conflict=_is_storage_error,
                     max_attempts=self._retry.max_attempts,
                     first_backoff_s=self._retry.first_backoff_s,
@@ -250,6 +379,7 @@ class _WriteAvroFilesFn(beam.DoFn):
                     count_dead_letter(letter.reason)
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
                 return
+        notify_committed(self._schema_name, elements)
         for path, count in written:
             self._files.inc()
             self._records.inc(count)
@@ -375,11 +505,23 @@ def _join_parts(key, parts: Iterable[EventBatch]) -> tuple[tuple[str, int], Even
     return key, EventBatch(parts[0].source if parts else "", events)
 
 
+class ArchiveOutputs(NamedTuple):
+    """What ``WriteRawEvents`` returns: ``files``, ``(path, record_count)`` per file written;
+    ``dead_letters``, ``DeadLetter`` of the events it could not write (taken out as not
+    encodable, or with ``dead_letter_failures`` still failing after the retries)."""
+
+    files: beam.PCollection
+    dead_letters: beam.PCollection
+
+
 class WriteRawEvents(beam.PTransform):
     """Archives redacted events as Avro, partitioned by event date and region.
 
     Input: PCollection[EventBatch] (the core's ``events``), bounded or unbounded, any windowing
-    and timestamps. Output: PCollection[(path, record_count)], one element per file written.
+    and timestamps. Output: ``ArchiveOutputs``: ``files``, PCollection[(path, record_count)],
+    one element per file written, and ``dead_letters``, PCollection[DeadLetter] of the events
+    not written: an event fastavro cannot encode against the contract is taken out of its file
+    (``internal_error:write_redacted_event``, the event as payload) and the rest is written.
 
     Layout: ``{output_root}/raw/event_date=YYYY-MM-DD/region=<region>/part-<hash>.avro``,
     schema ``redacted_event.avsc``, snappy. Unbounded input is flushed per partition and shard
@@ -393,8 +535,7 @@ class WriteRawEvents(beam.PTransform):
     Failures: by default a failed write fails the bundle (the runner retries it). With
     ``retry`` (the Google Cloud path) storage errors are retried with backoff first, and with
     ``dead_letter_failures`` too the records of a group that still fails become dead letters
-    (reason ``sink_failed:gcs``, the redacted event as payload); the transform then returns a
-    dict: ``files`` (the output above) and ``dead_letters`` (PCollection[DeadLetter]).
+    (reason ``sink_failed:gcs``, the redacted event as payload) on ``dead_letters``.
 
     Args:
         output_root: a local directory or a ``gs://bucket/prefix``.
@@ -417,7 +558,6 @@ class WriteRawEvents(beam.PTransform):
         dead_letter_failures: bool = False,
     ):
         super().__init__()
-        self._dead_letter_failures = dead_letter_failures
         self._writer = _WriteAvroPartitions(
             output_root,
             element_type=RedactedEvent,
@@ -432,11 +572,9 @@ class WriteRawEvents(beam.PTransform):
             batched=True,
         )
 
-    def expand(self, pcoll):
+    def expand(self, pcoll) -> ArchiveOutputs:
         outputs = pcoll | "WriteAvroPartitions" >> self._writer
-        if self._dead_letter_failures:
-            return {"files": outputs.files, "dead_letters": outputs[DEAD_LETTER_TAG]}
-        return outputs.files
+        return ArchiveOutputs(outputs.files, outputs[DEAD_LETTER_TAG])
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -448,7 +586,9 @@ class WriteDeadLetters(beam.PTransform):
     The records hold restricted (redacted) payloads: point ``output_root`` at an
     access-restricted location. Same flushing, naming and guarantees as ``WriteRawEvents``
     (files named by the hash of their sorted ``dead_letter_id``; a replayed input has the same id
-    and lands in a file of the same name only if the whole group is the same).
+    and lands in a file of the same name only if the whole group is the same). A record that
+    cannot be encoded is stored in its storable form (``storable_dead_letter``: texts made
+    valid Unicode, payload omitted), with the same id.
 
     Args:
         output_root: a local directory or a ``gs://bucket/prefix``.

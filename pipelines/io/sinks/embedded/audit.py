@@ -5,9 +5,14 @@ INTEGER, doubles as REAL, bytes as BLOB; timestamps as ISO-8601 UTC text with mi
 ``Z``, e.g. ``2026-01-27T10:00:05.000000Z``, which sorts in time order; dates as ``YYYY-MM-DD``;
 maps, arrays and records as JSON text with sorted keys). Non-nullable fields are NOT NULL.
 
-Idempotency: ``audit_id`` (a hash of the record's idempotency key) is the PRIMARY KEY, and
-``(event_id, outcome)`` is UNIQUE; rows are written with ``INSERT OR IGNORE``, so a replayed or
-retried record is a no-op and the first stored copy is kept.
+Idempotency: ``audit_id`` (a hash of the input's identity, ``transforms.audit``) is the
+PRIMARY KEY, so an input has one row; ``input_id`` is indexed. Rows are upserted: a record
+replaces the stored row of its ``audit_id`` only if its outcome ranks higher
+(``transforms.audit.OUTCOME_PRECEDENCE``: a redelivery recorded as a duplicate of itself never
+displaces ``written``), so a replayed or retried record is a no-op and the result does not
+depend on the order records arrive in. Migration: a table created with the former
+``UNIQUE (event_id, outcome)`` (which could hold only one duplicate of an event) is rebuilt
+without it, rows kept, by ``create_audit_log``.
 
 Concurrency: WAL journal (readers never block the writer), a busy timeout, and one short
 ``BEGIN IMMEDIATE`` transaction per flush; a flush that still finds the database locked is
@@ -31,7 +36,7 @@ row in SQLite and the sqlite3 module. Measured and not taken:
   bundles are acknowledged by then, so nothing would write those rows again. It saved no CPU
   at 10k-row flushes, and half the wall time only of 10-row commits. We keep the default FULL.
 * Sorting a flush by ``audit_id``: no fewer instructions or pages (every index page is touched
-  either way), and input order keeps the first-copy rule plain.
+  either way).
 
 Statements are prepared once per connection (the sqlite3 module's statement cache, kept warm
 by the writer's kept connection).
@@ -47,7 +52,7 @@ import logging
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
@@ -56,6 +61,8 @@ import pandas as pd
 from pipelines.io.sinks.embedded.tables import EmbeddedTable, WriteTable
 from pipelines.io.sinks.retry import retry_conflicts
 from schemas.contract import load_schema
+from transforms.audit import outcome_precedence_sql
+from transforms.deadletter import is_element_error
 from transforms.elements import AuditRecord
 
 __all__ = [
@@ -66,13 +73,15 @@ __all__ = [
     "create_audit_log",
     "insert_audit_records",
     "read_audit_log",
+    "unencodable_audit_records",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 AUDIT_TABLE = "audit_log"
 _PRIMARY_KEY = "audit_id"
-_UNIQUE_KEY = ("event_id", "outcome")
+# The key of release 1, dropped (see create_audit_log): one row per (event_id, outcome).
+_FORMER_UNIQUE_KEY = "UNIQUE (event_id, outcome)"
 
 # Larger transactions write each touched index page once for more rows (random keys): with this
 # and the kept connection, the audit write's share of a 100k-event backfill profile (py-spy) fell
@@ -129,17 +138,19 @@ def _columns() -> tuple[_Column, ...]:
     return tuple(_column(f) for f in load_schema("audit_record")["fields"])
 
 
-def audit_table_ddl() -> str:
-    """Returns the SQLite ``CREATE TABLE IF NOT EXISTS`` of ``audit_log``."""
+def audit_table_ddl(table: str = AUDIT_TABLE) -> str:
+    """Returns the SQLite ``CREATE TABLE IF NOT EXISTS`` of ``audit_log`` (or ``table``)."""
     columns = []
     for c in _columns():
         constraint = "" if c.nullable else " NOT NULL"
         if c.name == _PRIMARY_KEY:
             constraint += " PRIMARY KEY"
         columns.append(f"  {c.name} {c.sqlite_type}{constraint}")
-    columns.append(f"  UNIQUE ({', '.join(_UNIQUE_KEY)})")
     body = ",\n".join(columns)
-    return f"CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (\n{body}\n)"
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n{body}\n)"
+
+
+_INPUT_INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {AUDIT_TABLE}_input_id ON {AUDIT_TABLE} (input_id)"
 
 
 # Columns only dead-lettered and replayed records fill: NULL in the written and duplicate
@@ -153,7 +164,18 @@ _ROWS_PER_STATEMENT = 64
 @cache
 def _insert_sql(columns: tuple[str, ...], rows: int) -> str:
     values = ", ".join([f"({', '.join('?' for _ in columns)})"] * rows)
-    return f"INSERT OR IGNORE INTO {AUDIT_TABLE} ({', '.join(columns)}) VALUES {values}"
+    # Every column is set, the ones this statement leaves out included (to NULL): a row that
+    # replaces another replaces all of it.
+    updates = ", ".join(
+        f"{name} = " + (f"excluded.{name}" if name in columns else "NULL")
+        for name in _shapes().columns
+        if name != _PRIMARY_KEY
+    )
+    new_rank, old_rank = outcome_precedence_sql("excluded"), outcome_precedence_sql(AUDIT_TABLE)
+    return (
+        f"INSERT INTO {AUDIT_TABLE} ({', '.join(columns)}) VALUES {values} "
+        f"ON CONFLICT ({_PRIMARY_KEY}) DO UPDATE SET {updates} WHERE {new_rank} > {old_rank}"
+    )
 
 
 class _Shapes(NamedTuple):
@@ -178,9 +200,9 @@ def _shapes() -> _Shapes:
 def _insert_statements(rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
     """``(sql, parameters)`` of the INSERTs that store ``rows``, in the rows' order.
 
-    Each INSERT takes up to ``_ROWS_PER_STATEMENT`` consecutive rows (``INSERT OR IGNORE``
-    checks each row of a VALUES list against the rows before it, as separate statements do, so
-    the first of two conflicting rows is still the one kept). Runs of rows whose
+    Each INSERT takes up to ``_ROWS_PER_STATEMENT`` consecutive rows (an upsert checks each
+    row of a VALUES list against the rows before it, as separate statements do, so two rows of
+    one input in a flush end as the one of higher precedence). Runs of rows whose
     ``_DEAD_LETTER_COLUMNS`` are NULL leave those columns out (they have no default, so they
     are stored NULL): the sqlite3 module looks up an adapter for every None it binds, which
     costs more than binding a string. Chunk sizes are powers of two, so at most 14 statement
@@ -367,8 +389,26 @@ def _with_connection(
     )
 
 
+def _drop_former_key(con: sqlite3.Connection) -> None:
+    """Rebuilds a table created with the former ``UNIQUE (event_id, outcome)`` without it
+    (SQLite cannot drop a constraint in place), keeping its rows and their ids."""
+    (sql,) = con.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [AUDIT_TABLE]
+    ).fetchone()
+    if _FORMER_UNIQUE_KEY not in sql:
+        return
+    present = [row[1] for row in con.execute(f"PRAGMA table_info({AUDIT_TABLE})")]
+    kept = ", ".join(c.name for c in _columns() if c.name in present)
+    con.execute(f"ALTER TABLE {AUDIT_TABLE} RENAME TO {AUDIT_TABLE}_former")
+    con.execute(audit_table_ddl())
+    con.execute(f"INSERT INTO {AUDIT_TABLE} ({kept}) SELECT {kept} FROM {AUDIT_TABLE}_former")
+    con.execute(f"DROP TABLE {AUDIT_TABLE}_former")
+    _LOGGER.info("audit_log: dropped the former unique key on (event_id, outcome)")
+
+
 def create_audit_log(db_path: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
-    """Creates ``audit_log`` if missing and switches the database to WAL. Idempotent."""
+    """Creates ``audit_log`` if missing and switches the database to WAL. Idempotent. An
+    existing table gets the contract's new columns and loses the former unique key."""
     os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
 
     def create(con: sqlite3.Connection) -> None:
@@ -383,6 +423,8 @@ def create_audit_log(db_path: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEO
                     con.execute(
                         f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN {column.name} {column.sqlite_type}"
                     )
+            _drop_former_key(con)
+            con.execute(_INPUT_INDEX_DDL)
 
     _with_connection(
         db_path,
@@ -403,7 +445,8 @@ def insert_audit_records(
     on_retry: Callable[[], None] = lambda: None,
     connection: _Connection | None = None,
 ) -> int:
-    """Inserts ``records`` in one transaction, ignoring ones already stored; returns new rows.
+    """Upserts ``records`` in one transaction (a stored row is replaced only by a record of
+    higher outcome precedence); returns the rows inserted or replaced.
 
     The table must exist (``create_audit_log``). ``connection``: reuse it (the writer's).
     """
@@ -430,6 +473,24 @@ def insert_audit_records(
     )
 
 
+def unencodable_audit_records(records: Sequence[AuditRecord]) -> dict[int, Exception]:
+    """The records ``audit_log`` cannot hold, by position, with the error each raises when
+    inserted alone into an in-memory copy of the table (the same statement as a flush: a text
+    UTF-8 cannot encode, an integer beyond int64, a NULL in a required column)."""
+    bad: dict[int, Exception] = {}
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as con:
+        con.execute(audit_table_ddl())
+        for position, record in enumerate(records):
+            try:
+                for sql, parameters in _insert_statements([audit_row(record)]):
+                    con.execute(sql, parameters)
+            except Exception as error:
+                if not is_element_error(error):
+                    raise
+                bad[position] = error
+    return bad
+
+
 def read_audit_log(db_path: str) -> pd.DataFrame:
     """Returns ``audit_log`` as stored (text timestamps and JSON), ordered by ``audit_id``."""
     with contextlib.closing(sqlite3.connect(db_path, timeout=DEFAULT_BUSY_TIMEOUT_S)) as con:
@@ -439,9 +500,11 @@ def read_audit_log(db_path: str) -> pd.DataFrame:
 
 
 class AuditLogTable(EmbeddedTable):
-    """``audit_log`` in a SQLite file, for ``WriteTable``: inserts ignore rows already stored."""
+    """``audit_log`` in a SQLite file, for ``WriteTable``: one row per input (see the module
+    docstring for the upsert rule)."""
 
     name = "audit_log"
+    step = "write_audit_sqlite"
 
     def __init__(
         self,
@@ -473,6 +536,9 @@ class AuditLogTable(EmbeddedTable):
             self._connection.close()  # not kept across bundles (nor DoFn instances)
             self._connection = None
 
+    def unencodable(self, rows: list[AuditRecord]) -> dict[int, Exception]:
+        return unencodable_audit_records(rows)
+
     def write(self, rows: list[AuditRecord], on_retry: Callable[[], None]) -> int:
         return insert_audit_records(
             self.db_path,
@@ -492,10 +558,11 @@ class WriteAuditLog(WriteTable):
     """Writes ``AuditRecord`` elements to the SQLite table ``audit_log``, idempotently.
 
     Input: PCollection[AuditRecord], bounded or unbounded, any windowing. Output: an empty
-    PCollection. Guarantee: every record is stored once per ``audit_id``; replays and retried
-    bundles insert nothing new. Rows are committed when their bundle finishes (``WriteTable``);
-    a flush that cannot get the write lock after ``max_attempts`` fails the bundle, so nothing
-    is dropped silently. Keyword arguments: those of ``AuditLogTable``.
+    PCollection. Guarantee: one row per ``audit_id`` (per input), the record of highest outcome
+    precedence; replays and retried bundles change nothing. Rows are committed when their
+    bundle finishes (``WriteTable``); a flush that cannot get the write lock after
+    ``max_attempts`` fails the bundle, so nothing is dropped silently. Keyword arguments: those
+    of ``AuditLogTable``.
     """
 
     def __init__(self, db_path: str, **kwargs):

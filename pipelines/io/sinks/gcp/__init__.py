@@ -5,7 +5,8 @@ production services; only the sink classes differ, every transform before them i
 
 * ``events`` -> the raw archive, Avro, ``<raw_root>/raw/event_date=.../region=.../`` on Cloud
   Storage, through the same writer as the embedded default (``WriteRawEvents``);
-* ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key (``MetricsMergeSink``);
+* ``metrics`` -> BigQuery ``metrics_minute`` by MERGE, one row per key, with its rollups and
+  per-minute freshness (``MetricsMergeSink``); ``usage`` -> ``usage_hourly`` (``UsageMergeSink``);
 * ``audit`` -> PostgreSQL ``audit_log`` (``AuditInsertSink``) and BigQuery ``audit_log``
   (``AuditAppendSink``): dual-written, each with its own retries;
 * ``dead_letters`` -> Avro under ``<dead_letter_root>/dead_letter/dt=.../`` and, if configured,
@@ -16,10 +17,12 @@ composite, under the sink's ``step`` as label. Every sink retries with bounded e
 backoff (``SinkRetry``). Rows a sink still cannot
 write become dead letters with reason ``sink_failed:<gcs|bigquery|postgres>``, counted, and go to
 the same dead-letter outputs as the core's rejections, with the row as payload for a replay.
-If the dead-letter outputs themselves keep failing, the bundle fails and the runner retries it:
-nothing is dropped silently. Clients follow the usual environment: Application Default
-Credentials, and ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and
-``BIGQUERY_EMULATOR_HOST`` against the local stack (``tests/stack/local_stack.py``).
+Rows a sink cannot encode (``internal_error:<step>``) and the events the metrics left out
+(``metric_dead_letters``) join them. If the dead-letter outputs themselves keep failing, the
+bundle fails and the runner retries it: nothing is dropped silently. Clients follow the usual
+environment: Application Default Credentials, and ``PUBSUB_EMULATOR_HOST``,
+``STORAGE_EMULATOR_HOST`` and ``BIGQUERY_EMULATOR_HOST`` against the local stack
+(``tests/stack/local_stack.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ from apache_beam.transforms import window
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sinks.batches import BatchSink, SinkRetry, WriteInBatches
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
-from pipelines.io.sinks.gcp.bigquery import AuditAppendSink, MetricsMergeSink
+from pipelines.io.sinks.gcp.bigquery import (
+    USAGE_FLUSH_S,
+    AuditAppendSink,
+    MetricsMergeSink,
+    UsageMergeSink,
+)
 from pipelines.io.sinks.gcp.postgres import AuditInsertSink
 from pipelines.io.sinks.gcp.pubsub import DeadLetterTopicSink
 
@@ -65,8 +73,8 @@ class WriteGcp(beam.PTransform):
     Args:
       config: the ``GcpConfig``.
       archive: write ``events`` to the raw archive; False when replaying the archive itself.
-      metrics: merge ``metrics``; False for a dead-letter replay (the reconciliation of the
-        replayed days writes them).
+      metrics: merge ``metrics`` and ``usage``; False for a dead-letter replay (the
+        reconciliation of the replayed days writes them).
 
     Returns ``SinkOutputs``; its ``sink_dead_letters`` are also written with the other dead
     letters.
@@ -83,9 +91,11 @@ class WriteGcp(beam.PTransform):
         self._archive = archive
         self._metrics = metrics
 
-    def _batches(self, pcoll, sink: BatchSink):
+    def _batches(self, pcoll, sink: BatchSink, flush_s: int | None = None):
         c = self._config
-        return pcoll | sink.step >> WriteInBatches(sink, retry=c.retry, flush_s=c.flush_s)
+        return pcoll | sink.step >> WriteInBatches(
+            sink, retry=c.retry, flush_s=max(c.flush_s, flush_s or 0)
+        )
 
     def expand(self, outputs):
         c = self._config
@@ -95,10 +105,13 @@ class WriteGcp(beam.PTransform):
             raw = outputs.events | "WriteRawEvents" >> WriteRawEvents(
                 c.raw_root, flush_s=c.file_flush_s, retry=c.retry, dead_letter_failures=True
             )
-            raw_files = raw["files"]
-            failures.append(raw["dead_letters"])
+            raw_files = raw.files
+            failures.append(raw.dead_letters)
         if self._metrics:
+            failures.append(outputs.metric_dead_letters)
             failures.append(self._batches(outputs.metrics, MetricsMergeSink(c.bigquery_dataset)))
+            usage = UsageMergeSink(c.bigquery_dataset)
+            failures.append(self._batches(outputs.usage, usage, USAGE_FLUSH_S))
         failures.append(self._batches(outputs.audit, AuditInsertSink(c.audit_db_url)))
         failures.append(self._batches(outputs.audit, AuditAppendSink(c.bigquery_dataset)))
         # Each branch comes out of its own triggered global window: re-window before the

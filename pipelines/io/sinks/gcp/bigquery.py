@@ -3,28 +3,42 @@
 Tables are created from the Avro contract (``schemas.contract.bigquery_schema``), never from
 hand-written DDL:
 
-* ``metrics_minute`` (``metric_row.avsc``): day partitions of ``window_start`` (so
-  ``DATE(window_start)``) expiring after 365 days, clustered by ``model``, ``region``. Clustering is
-  set through the table API, not DDL (the emulator drops DDL clustering; the API works on both).
+* the warehouse tables of ``pipelines.io.sinks.warehouse_tables``: ``metrics_minute``
+  (``metric_row.avsc``), hour partitions of ``window_start`` expiring after
+  ``MINUTE_RETENTION_DAYS``, clustered by ``model``, ``region`` (hour partitions: each commit
+  reads and MERGEs only the hours it touches); ``metrics_rollup``, ``freshness_minute`` and
+  ``usage_hourly``, day partitions expiring after 365 days. Clustering is set through the table
+  API, not DDL (the emulator drops DDL clustering; the API works on both).
 * ``audit_log`` (``audit_record.avsc``): day partitions of ``recorded_at``, no expiry (audit
-  retention is a policy decision), clustered by ``outcome``, ``event_id``.
-* views: the metric views of ``pipelines/sql`` (``pipelines.views.VIEW_NAMES``: daily usage, latency
-  percentiles, model utilisation, policy-flag rates, freshness) and ``audit_log_unique``.
+  retention is a policy decision), clustered by ``outcome``, ``event_id``; one record per
+  input (``audit_id``), read through ``audit_log_unique``.
+* views: the metric views of ``pipelines/sql`` (``pipelines.views.VIEW_NAMES``) and
+  ``audit_log_unique``.
 
-``MergeMetrics``: exactly one row per ``(window_start, model, region)``. Each batch of panes is
-reduced to the newest pane per key and applied with one ``MERGE`` whose source is the batch itself,
-passed as an array-of-structs query parameter (no staging table, no load job). The rule is the
-embedded warehouse's: a pane replaces the stored row only if it has a larger ``pane_index``, or the
-same ``pane_index``, a later ``emitted_at`` and different metrics; so late panes correct a row,
-and retries, redeliveries and replays change nothing. Idempotency comes from this rule, not from
-insert ids (which the emulator does not implement and BigQuery applies only on a best-effort
-basis). The MERGE names the touched ``window_start`` range, so BigQuery prunes it to those
-partitions. Cost and the alternative (append plus a latest-pane view): README.
+``MetricsMergeSink``: the commit of ``metrics_commit``, as the embedded warehouse's. Per batch:
+one query fetches the minute rows of the hours it touches and one the hourly rollups of its
+days; ``plan_panes`` decides which panes win and measures the freshness of the events they make
+visible, and the rollups and per-minute freshness of every touched period are recomputed from
+the minute rows; then one ``MERGE`` per table writes them, its source the rows themselves as an
+array-of-structs query parameter (no staging table, no load job), naming the touched range so
+BigQuery prunes to those partitions.
+The minute rows are MERGEd first: a retry after a later statement failed finds them stored
+(nothing more becomes visible, so freshness is counted once) and recomputes the derived rows.
+Idempotency comes from the pane rule, not from insert ids (which the emulator does not
+implement and BigQuery applies only on a best-effort basis). One writer (one shard), so two
+commits never interleave. Cost: ADR 0007. ``UsageMergeSink``: the same pane rule for
+``usage_hourly`` (one query for the stored rows of the batch's users, one ``MERGE``).
 
 ``AppendAuditLog``: streaming inserts (``insert_rows_json``) with ``audit_id`` as the insert id.
 At least once: a batch retried after a lost response can store a record twice; the
-``audit_log_unique`` view shows one row per ``audit_id``. The exact, idempotent audit store is
-PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's copy is for analytics.
+``audit_log_unique`` view shows one row per ``audit_id`` (per input: ``audit_id`` is a hash of
+the input's identity), the record of highest outcome precedence, as PostgreSQL keeps it. The
+exact, idempotent audit store is PostgreSQL (``pipelines.io.sinks.gcp.postgres``); BigQuery's
+copy is for analytics.
+
+A batch that fails for a row BigQuery cannot take (an integer beyond INT64, a float that is not
+finite, a text UTF-8 cannot encode: ``unencodable`` checks each row against the schema) has those
+rows taken out as ``internal_error:<step>`` dead letters, and the rest is written.
 
 Both sinks retry transient errors (5xx, 429, connection and timeout errors, including an
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
@@ -36,7 +50,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -44,41 +60,65 @@ from importlib import resources
 from typing import Any
 
 from pipelines.io.sinks.batches import BatchSink
-from pipelines.io.sinks.embedded.warehouse import (
-    KEY_COLUMNS,
-    NOT_CONTENT,
-    latest_panes,
-    source_rank_sql,
-    warehouse_record,
+from pipelines.io.sinks.metrics_commit import (
+    USAGE_NOT_CONTENT,
+    CommitResult,
+    latest_records,
+    plan_panes,
+    recompute_freshness,
+    recompute_rollups,
+    record_freshness,
+    replaces,
+    touched_hours,
+)
+from pipelines.io.sinks.warehouse_tables import (
+    FRESHNESS,
+    METRICS,
+    ROLLUPS,
+    TABLES,
+    USAGE,
+    Table,
+    fields_of,
+    table_record,
 )
 from pipelines.views import VIEW_NAMES, bigquery_view_sql
 from schemas.contract import bigquery_schema, load_schema
-from transforms.elements import AuditRecord, MetricRow, to_record
+from transforms.deadletter import is_element_error, storable_text
+from transforms.elements import AuditRecord, MetricRow, UsageRow, to_record
 
 __all__ = [
     "AUDIT_TABLE",
     "AUDIT_VIEW",
     "METRICS_TABLE",
+    "MINUTE_RETENTION_DAYS",
     "PARTITION_EXPIRATION_DAYS",
+    "USAGE_FLUSH_S",
     "AuditAppendSink",
     "MetricsMergeSink",
+    "UsageMergeSink",
     "audit_json_row",
     "audit_table",
     "bigquery_client",
     "create_bigquery_objects",
     "insert_audit_rows",
     "merge_metric_rows",
-    "metrics_merge_sql",
+    "merge_sql",
+    "merge_usage_rows",
     "metrics_table",
     "split_dataset",
+    "warehouse_table",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
-METRICS_TABLE = "metrics_minute"
+METRICS_TABLE = METRICS.name
 AUDIT_TABLE = "audit_log"
 AUDIT_VIEW = "audit_log_unique"
-PARTITION_EXPIRATION_DAYS = 365
+PARTITION_EXPIRATION_DAYS = 365  # rollups, per-minute freshness, usage: a year
+MINUTE_RETENTION_DAYS = 30  # minute rows (the Terraform variable metrics_minute_retention_days)
+# Usage panes fire every --usage_firing_s (300 s): batching them for a minute at least keeps the
+# MERGEs on usage_hourly few whatever --sink_flush_s is.
+USAGE_FLUSH_S = 60
 REQUEST_TIMEOUT_S = 30.0
 _MS_PER_DAY = 86_400_000
 _READY: set[str] = set()  # datasets whose objects this process created
@@ -110,19 +150,33 @@ def _schema(name: str) -> list:
     return [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(name)]
 
 
-def metrics_table(dataset: str):
-    """The ``metrics_minute`` table definition (not created)."""
+# Per table: (partition column, partition type, days kept, clustering).
+_LAYOUT = {
+    METRICS.name: ("window_start", "HOUR", MINUTE_RETENTION_DAYS, ["model", "region"]),
+    ROLLUPS.name: ("period_start", "DAY", PARTITION_EXPIRATION_DAYS, ["grain", "model", "region"]),
+    FRESHNESS.name: ("window_start", "DAY", PARTITION_EXPIRATION_DAYS, None),
+    USAGE.name: ("hour_start", "DAY", PARTITION_EXPIRATION_DAYS, ["user_key", "model"]),
+}
+
+
+def warehouse_table(dataset: str, table: Table):
+    """The definition (not created) of a warehouse table: schema from its contract, time
+    partitions that expire, clustering (``_LAYOUT``)."""
     from google.cloud import bigquery
 
-    table = bigquery.Table(f"{dataset}.{METRICS_TABLE}", schema=_schema("metric_row"))
-    table.description = load_schema("metric_row")["doc"]
-    table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY,
-        field="window_start",
-        expiration_ms=PARTITION_EXPIRATION_DAYS * _MS_PER_DAY,
+    column, kind, days, clustering = _LAYOUT[table.name]
+    definition = bigquery.Table(f"{dataset}.{table.name}", schema=_schema(table.schema))
+    definition.description = load_schema(table.schema)["doc"]
+    definition.time_partitioning = bigquery.TimePartitioning(
+        type_=kind, field=column, expiration_ms=days * _MS_PER_DAY
     )
-    table.clustering_fields = ["model", "region"]
-    return table
+    definition.clustering_fields = clustering
+    return definition
+
+
+def metrics_table(dataset: str):
+    """The ``metrics_minute`` table definition (not created)."""
+    return warehouse_table(dataset, METRICS)
 
 
 def audit_table(dataset: str):
@@ -144,7 +198,9 @@ def _audit_view_sql(dataset: str) -> str:
     return f"CREATE OR REPLACE VIEW `{dataset}.{AUDIT_VIEW}` AS\n{body}"
 
 
-def _run(client, sql: str, parameters: Sequence[Any] = ()) -> None:
+def _run(client, sql: str, parameters: Sequence[Any] = ()):
+    """Runs one query job (no client-side retries: the sink's own backoff decides); returns its
+    rows."""
     from google.cloud import bigquery
 
     job = client.query(
@@ -154,7 +210,7 @@ def _run(client, sql: str, parameters: Sequence[Any] = ()) -> None:
         job_retry=None,
         timeout=REQUEST_TIMEOUT_S,
     )
-    job.result(retry=None, job_retry=None, timeout=REQUEST_TIMEOUT_S * 4)
+    return job.result(retry=None, job_retry=None, timeout=REQUEST_TIMEOUT_S * 4)
 
 
 def create_bigquery_objects(client, dataset: str) -> None:
@@ -165,7 +221,7 @@ def create_bigquery_objects(client, dataset: str) -> None:
     client.create_dataset(
         bigquery.Dataset(dataset), exists_ok=True, retry=None, timeout=REQUEST_TIMEOUT_S
     )
-    for table in (metrics_table(dataset), audit_table(dataset)):
+    for table in (*(warehouse_table(dataset, t) for t in TABLES), audit_table(dataset)):
         client.create_table(table, exists_ok=True, retry=None, timeout=REQUEST_TIMEOUT_S)
     for name in VIEW_NAMES:
         _run(client, bigquery_view_sql(name, dataset))
@@ -187,48 +243,7 @@ def _forget_objects(dataset: str) -> None:
         _READY.discard(dataset)
 
 
-# --- metrics: MERGE ------------------------------------------------------------------------
-
-
-@cache
-def _metric_fields() -> tuple[dict[str, Any], ...]:
-    return tuple(bigquery_schema("metric_row"))
-
-
-def _differs(field: dict[str, Any]) -> str:
-    name = field["name"]
-    if field["mode"] == "REPEATED" or field["type"] == "RECORD":
-        # Arrays have no equality in BigQuery; their JSON text is deterministic.
-        return f"TO_JSON_STRING(s.`{name}`) != TO_JSON_STRING(t.`{name}`)"
-    return f"s.`{name}` IS DISTINCT FROM t.`{name}`"
-
-
-def metrics_merge_sql(dataset: str) -> str:
-    """The MERGE of a batch (``@rows``, one row per key) into ``metrics_minute``."""
-    names = [f["name"] for f in _metric_fields()]
-    content = [f for f in _metric_fields() if f["name"] not in (*KEY_COLUMNS, *NOT_CONTENT)]
-    on = " AND ".join(f"t.`{c}` = s.`{c}`" for c in KEY_COLUMNS)
-    updates = ", ".join(f"`{n}` = s.`{n}`" for n in names if n not in KEY_COLUMNS)
-    columns = ", ".join(f"`{n}`" for n in names)
-    values = ", ".join(f"s.`{n}`" for n in names)
-    differs = " OR ".join(_differs(f) for f in content)
-    # The warehouse's upsert rule (pipelines.io.sinks.embedded.warehouse): a backfill row
-    # outranks a streaming one (or one from before the column existed), then the newest pane
-    # wins, and a replay of the same pane with the same values changes nothing.
-    new_rank, old_rank = source_rank_sql("s"), source_rank_sql("t")
-    # Columns named one by one: the emulator does not expand `SELECT *` over an array of structs.
-    source = ", ".join(_source_column(f) for f in _metric_fields())
-    return (
-        f"MERGE `{dataset}.{METRICS_TABLE}` AS t\n"
-        f"USING (SELECT {source} FROM UNNEST(@rows) AS r) AS s\n"
-        # The constant range lets BigQuery prune the target to the touched partitions.
-        f"ON {on} AND t.window_start BETWEEN @min_window_start AND @max_window_start\n"
-        f"WHEN MATCHED AND ({new_rank} > {old_rank} OR ({new_rank} = {old_rank} AND "
-        "(s.pane_index > t.pane_index OR (s.pane_index = t.pane_index AND "
-        f"s.emitted_at > t.emitted_at AND ({differs}))))) THEN\n"
-        f"  UPDATE SET {updates}\n"
-        f"WHEN NOT MATCHED THEN\n  INSERT ({columns}) VALUES ({values})"
-    )
+# --- metrics and usage: fetch, commit, MERGE -----------------------------------------------
 
 
 def _source_column(field: dict[str, Any]) -> str:
@@ -236,6 +251,28 @@ def _source_column(field: dict[str, Any]) -> str:
     if field["type"] == "BYTES" and field["mode"] != "REPEATED":
         return f"FROM_BASE64(r.`{name}`) AS `{name}`"
     return f"r.`{name}` AS `{name}`"
+
+
+def merge_sql(dataset: str, table: Table) -> str:
+    """The MERGE of ``@rows`` (one per key, each to be stored as it is) into ``table``. The
+    constant range ``@min_time``..``@max_time`` on the partition column lets BigQuery prune
+    the target to the touched partitions."""
+    fields = fields_of(table)
+    names = [f["name"] for f in fields]
+    partition = _LAYOUT[table.name][0]
+    on = " AND ".join(f"t.`{c}` = s.`{c}`" for c in table.key)
+    updates = ", ".join(f"`{n}` = s.`{n}`" for n in names if n not in table.key)
+    columns = ", ".join(f"`{n}`" for n in names)
+    values = ", ".join(f"s.`{n}`" for n in names)
+    # Columns named one by one: the emulator does not expand `SELECT *` over an array of structs.
+    source = ", ".join(_source_column(f) for f in fields)
+    return (
+        f"MERGE `{dataset}.{table.name}` AS t\n"
+        f"USING (SELECT {source} FROM UNNEST(@rows) AS r) AS s\n"
+        f"ON {on} AND t.`{partition}` BETWEEN @min_time AND @max_time\n"
+        f"WHEN MATCHED THEN\n  UPDATE SET {updates}\n"
+        f"WHEN NOT MATCHED THEN\n  INSERT ({columns}) VALUES ({values})"
+    )
 
 
 def _param_type(field: dict[str, Any]):
@@ -266,7 +303,7 @@ def _param(field: dict[str, Any], value: Any, name: str | None, repeated: bool):
 
     if repeated:
         return query.ArrayQueryParameter(
-            name, _param_type(field), [_param(field, v, None, False) for v in value]
+            name, _param_type(field), [_param(field, v, None, False) for v in value or ()]
         )
     if field["type"] == "RECORD":
         return query.StructQueryParameter(
@@ -284,35 +321,137 @@ def _param(field: dict[str, Any], value: Any, name: str | None, repeated: bool):
     return query.ScalarQueryParameter(name, field["type"], value)
 
 
-def _rows_parameter(rows: Sequence[MetricRow]):
+def _rows_parameter(records: Sequence[Any], table: Table = METRICS):
+    """Records (or elements) of ``table`` as the ``@rows`` array-of-structs parameter."""
     record_field = {
         "name": "rows",
         "type": "RECORD",
         "mode": "NULLABLE",
-        "fields": _metric_fields(),
+        "fields": fields_of(table),
     }
-    return _param(record_field, [warehouse_record(r) for r in rows], "rows", True)
+    records = [r if isinstance(r, dict) else table_record(table, r) for r in records]
+    return _param(record_field, records, "rows", True)
 
 
-def merge_metric_rows(client, dataset: str, rows: Sequence[MetricRow]) -> int:
-    """MERGEs ``rows`` into ``metrics_minute`` (tables created if missing); returns keys merged."""
+def _merge(client, dataset: str, table: Table, records: Sequence[dict[str, Any]]) -> None:
     from google.cloud.bigquery import query
 
-    newest = latest_panes(rows)
-    if not newest:
-        return 0
-    _ensure_objects(client, dataset)
-    starts = [r.window_start for r in newest]
+    if not records:
+        return
+    partition = _LAYOUT[table.name][0]
+    times = [r[partition] for r in records]
     _run(
         client,
-        metrics_merge_sql(dataset),
+        merge_sql(dataset, table),
         [
-            _rows_parameter(newest),
-            query.ScalarQueryParameter("min_window_start", "TIMESTAMP", min(starts)),
-            query.ScalarQueryParameter("max_window_start", "TIMESTAMP", max(starts)),
+            _rows_parameter(records, table),
+            query.ScalarQueryParameter("min_time", "TIMESTAMP", min(times)),
+            query.ScalarQueryParameter("max_time", "TIMESTAMP", max(times)),
         ],
     )
-    return len(newest)
+
+
+def _fetch(client, sql: str, parameters: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dict(row.items()) for row in _run(client, sql, parameters)]
+
+
+def _hour(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _touched_rows(client, dataset: str, rows: Sequence[MetricRow]) -> tuple[list, list]:
+    """The stored minute rows of the hours ``rows`` touch, and the hourly rollups of their
+    days: what a commit reads."""
+    from google.cloud.bigquery import query
+
+    hours = sorted({_hour(r.window_start) for r in rows})
+    days = sorted({h.replace(hour=0) for h in hours})
+    minute_rows = _fetch(
+        client,
+        f"SELECT * FROM `{dataset}.{METRICS.name}` WHERE window_start >= @low "
+        "AND window_start < @high AND TIMESTAMP_TRUNC(window_start, HOUR) IN UNNEST(@hours)",
+        [
+            query.ScalarQueryParameter("low", "TIMESTAMP", hours[0]),
+            query.ScalarQueryParameter("high", "TIMESTAMP", hours[-1] + dt.timedelta(hours=1)),
+            query.ArrayQueryParameter("hours", "TIMESTAMP", hours),
+        ],
+    )
+    hour_rollups = _fetch(
+        client,
+        f"SELECT * FROM `{dataset}.{ROLLUPS.name}` WHERE grain = 'hour' "
+        "AND period_start >= @low AND period_start < @high "
+        "AND TIMESTAMP_TRUNC(period_start, DAY) IN UNNEST(@days)",
+        [
+            query.ScalarQueryParameter("low", "TIMESTAMP", days[0]),
+            query.ScalarQueryParameter("high", "TIMESTAMP", days[-1] + dt.timedelta(days=1)),
+            query.ArrayQueryParameter("days", "TIMESTAMP", days),
+        ],
+    )
+    return minute_rows, hour_rollups
+
+
+def merge_metric_rows(
+    client,
+    dataset: str,
+    rows: Sequence[MetricRow],
+    clock=lambda: dt.datetime.now(dt.UTC),
+) -> CommitResult | None:
+    """Commits metric panes to BigQuery (see the module docstring); returns what it wrote
+    (None for an empty batch). ``clock``: the commit time freshness is measured to, read just
+    before the minute rows are MERGEd."""
+    incoming = latest_records(METRICS, (table_record(METRICS, r) for r in rows))
+    if not incoming:
+        return None
+    _ensure_objects(client, dataset)
+    minute_rows, hour_rollups = _touched_rows(client, dataset, rows)
+    current = {tuple(r[c] for c in METRICS.key): r for r in minute_rows}
+    now = clock()
+    plan = plan_panes(incoming, current, now)
+    current.update({tuple(r[c] for c in METRICS.key): r for r in plan.winners})
+    # Every period the batch touches is recomputed, winners or not: a retried batch whose rows
+    # are already stored still repairs derived rows an earlier attempt failed to write.
+    rollups = recompute_rollups(current.values(), hour_rollups, touched_hours(incoming), now)
+    windows = {r["window_start"] for r in incoming}
+    freshness = recompute_freshness(current.values(), windows, now)
+    _merge(client, dataset, METRICS, plan.winners)
+    record_freshness(plan.visible)  # once: a retry finds these rows stored
+    _merge(client, dataset, ROLLUPS, rollups)
+    _merge(client, dataset, FRESHNESS, freshness)
+    return CommitResult(plan.winners, rollups, freshness, plan.visible)
+
+
+def merge_usage_rows(client, dataset: str, rows: Sequence[UsageRow]) -> int:
+    """MERGEs usage panes into ``usage_hourly``, each replacing the stored row of its key only
+    under the pane rule; returns the rows that did."""
+    from google.cloud.bigquery import query
+
+    incoming = latest_records(USAGE, (table_record(USAGE, r) for r in rows))
+    if not incoming:
+        return 0
+    _ensure_objects(client, dataset)
+    hours = [r["hour_start"] for r in incoming]
+    stored = {
+        tuple(r[c] for c in USAGE.key): r
+        for r in _fetch(
+            client,
+            f"SELECT * FROM `{dataset}.{USAGE.name}` WHERE hour_start BETWEEN @low AND @high "
+            "AND user_key IN UNNEST(@users)",
+            [
+                query.ScalarQueryParameter("low", "TIMESTAMP", min(hours)),
+                query.ScalarQueryParameter("high", "TIMESTAMP", max(hours)),
+                query.ArrayQueryParameter(
+                    "users", "STRING", sorted({r["user_key"] for r in incoming})
+                ),
+            ],
+        )
+    }
+    winners = [
+        r
+        for r in incoming
+        if replaces(r, stored.get(tuple(r[c] for c in USAGE.key)), USAGE_NOT_CONTENT, USAGE.key)
+    ]
+    _merge(client, dataset, USAGE, winners)
+    return len(winners)
 
 
 # --- audit: streaming inserts --------------------------------------------------------------
@@ -364,6 +503,63 @@ def insert_audit_rows(client, dataset: str, records: Sequence[AuditRecord]) -> i
     if errors:
         raise RowsRejected(f"{len(errors)} of {len(records)} rows refused")
     return len(records)
+
+
+# --- what BigQuery cannot take ---------------------------------------------------------------
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _value_problem(field: dict[str, Any], value: Any) -> str | None:
+    """Why BigQuery cannot take ``value`` for ``field`` (a BigQuery schema field), or None:
+    an integer beyond INT64, a float that is not finite, a text UTF-8 cannot encode."""
+    if value is None:
+        return None if field["mode"] != "REQUIRED" else f"{field['name']} is required"
+    if field["mode"] == "REPEATED":
+        inner = {**field, "mode": "NULLABLE"}
+        for item in value:
+            problem = _value_problem(inner, item)
+            if problem:
+                return problem
+        return None
+    kind = field["type"]
+    if kind == "RECORD":
+        return _record_problem(field["fields"], value)
+    if kind == "INT64" and not (isinstance(value, int) and _INT64[0] <= value <= _INT64[1]):
+        return f"{field['name']} is not an INT64"
+    if kind == "FLOAT64" and not (isinstance(value, int | float) and math.isfinite(value)):
+        return f"{field['name']} is not a finite FLOAT64"
+    if kind == "STRING" and (not isinstance(value, str) or storable_text(value) is not value):
+        return f"{field['name']} is not valid Unicode text"
+    return None
+
+
+def _record_problem(fields: Sequence[dict[str, Any]], record: dict[str, Any]) -> str | None:
+    for field in fields:
+        problem = _value_problem(field, record.get(field["name"]))
+        if problem:
+            return problem
+    return None
+
+
+class NotEncodable(ValueError):
+    """A row BigQuery cannot take (the message names the field, never the value)."""
+
+
+def _unencodable(rows: Sequence[Any], schema: str, convert) -> dict[int, Exception]:
+    fields = bigquery_schema(schema)
+    bad: dict[int, Exception] = {}
+    for position, row in enumerate(rows):
+        try:
+            problem = _record_problem(fields, convert(row))
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            bad[position] = error
+            continue
+        if problem:
+            bad[position] = NotEncodable(problem)
+    return bad
 
 
 # --- Beam adapters -------------------------------------------------------------------------
@@ -432,14 +628,30 @@ class _BigQuerySink(BatchSink):
 
 
 class MetricsMergeSink(_BigQuerySink):
-    """MERGEs ``MetricRow`` panes into ``metrics_minute`` (see the module docstring): one writer
-    (one shard), so MERGEs on the table never run concurrently."""
+    """Commits ``MetricRow`` panes to the BigQuery metric tables (see the module docstring): one
+    writer (one shard), so commits on the tables never run concurrently."""
 
     step = "write_metrics_bigquery"
     id_field = "model"
 
     def _write(self, batch: Sequence[MetricRow]) -> None:
         merge_metric_rows(self._client, self._dataset, batch)
+
+    def unencodable(self, batch: Sequence[MetricRow]) -> dict[int, Exception]:
+        return _unencodable(batch, "metric_row", lambda row: table_record(METRICS, row))
+
+
+class UsageMergeSink(_BigQuerySink):
+    """MERGEs ``UsageRow`` panes into ``usage_hourly`` (see the module docstring); one writer."""
+
+    step = "write_usage_bigquery"
+    id_field = "user_key"
+
+    def _write(self, batch: Sequence[UsageRow]) -> None:
+        merge_usage_rows(self._client, self._dataset, batch)
+
+    def unencodable(self, batch: Sequence[UsageRow]) -> dict[int, Exception]:
+        return _unencodable(batch, "usage_row", lambda row: table_record(USAGE, row))
 
 
 class AuditAppendSink(_BigQuerySink):
@@ -451,3 +663,13 @@ class AuditAppendSink(_BigQuerySink):
 
     def _write(self, batch: Sequence[AuditRecord]) -> None:
         insert_audit_rows(self._client, self._dataset, batch)
+
+    def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
+        return _unencodable(batch, "audit_record", _audit_row_values)
+
+
+def _audit_row_values(record: AuditRecord) -> dict[str, Any]:
+    # audit_json_row with the times as they are (TIMESTAMP takes any datetime): its checks.
+    row = audit_json_row(record)
+    json.dumps(row)  # what the client sends
+    return row

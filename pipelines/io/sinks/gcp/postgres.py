@@ -1,15 +1,17 @@
 """The audit log in PostgreSQL (Cloud SQL in production), written with psycopg 3.
 
 Table ``audit_log``: one column per field of ``audit_record.avsc`` (strings TEXT, longs BIGINT,
-timestamps TIMESTAMPTZ, maps JSONB), NOT NULL where the contract says so, ``audit_id`` the
-PRIMARY KEY and ``(event_id, outcome)`` UNIQUE, plus an index on ``recorded_at``. The DDL is
-derived from the Avro schema (``audit_table_ddl``).
+timestamps TIMESTAMPTZ, maps JSONB), NOT NULL where the contract says so, ``audit_id`` (a hash
+of the input's identity, ``transforms.audit``) the PRIMARY KEY, plus indexes on ``recorded_at``
+and ``input_id``. The DDL is derived from the Avro schema (``audit_table_ddl``).
 
-Idempotency: rows are inserted with ``INSERT ... ON CONFLICT DO NOTHING``, batched
-(``executemany``, pipelined by psycopg) in one transaction per batch. The conflict target is left
-out on purpose: it then covers both unique keys, so a replayed record is a no-op whichever key
-it meets first (``audit_id`` for dead-lettered inputs without an event id, ``(event_id,
-outcome)`` otherwise); the first stored copy is kept.
+Idempotency: one row per input. Rows are upserted, batched (``executemany``, pipelined by
+psycopg) in one transaction per batch: ``INSERT ... ON CONFLICT (audit_id) DO UPDATE ... WHERE``
+the record's outcome ranks higher than the stored one's
+(``transforms.audit.OUTCOME_PRECEDENCE``), so a replayed or retried record is a no-op and the
+row does not depend on the order records arrive in. Migration: ``create_audit_table`` drops the
+former ``UNIQUE (event_id, outcome)`` (which could hold only one duplicate of an event) from a
+table created with it; rows keep their ids.
 
 Connection: ``--audit_db_url`` is a reference, resolved on the worker, so a password never
 appears in pipeline options or logs: ``env:NAME`` (a variable holding the URL), ``file:PATH``
@@ -18,11 +20,15 @@ authentication through the Auth Proxy). One connection per worker thread, reopen
 error. Errors a retry may cure are transient: ``OperationalError`` (server down, restarted,
 unreachable; serialization failures and deadlocks) and a missing table (created again by the
 next attempt); the batch is retried with backoff and then dead-lettered
-(``sink_failed:postgres``).
+(``sink_failed:postgres``). A record PostgreSQL cannot hold (a NUL character in a text, which
+SQLite and Avro store but PostgreSQL refuses; a text UTF-8 cannot encode; an integer beyond
+BIGINT) is taken out of its batch as an ``internal_error:write_audit_postgres`` dead letter
+(``unencodable_audit_rows``) and the rest is written.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Sequence
@@ -31,6 +37,8 @@ from typing import Any
 
 from pipelines.io.sinks.batches import BatchSink
 from schemas.contract import load_schema
+from transforms.audit import outcome_precedence_sql
+from transforms.deadletter import storable_text
 from transforms.elements import AuditRecord, to_record
 
 __all__ = [
@@ -41,13 +49,15 @@ __all__ = [
     "describe_db_url",
     "insert_audit_rows",
     "resolve_db_url",
+    "unencodable_audit_rows",
 ]
 
 AUDIT_TABLE = "audit_log"
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
 _PRIMARY_KEY = "audit_id"
-_UNIQUE_KEY = ("event_id", "outcome")
+# The constraint release 1 created (PostgreSQL's name for UNIQUE (event_id, outcome)), dropped.
+_FORMER_UNIQUE_KEY = f"{AUDIT_TABLE}_event_id_outcome_key"
 _PRIMITIVE_TO_POSTGRES = {
     "string": "TEXT",
     "bytes": "BYTEA",
@@ -123,7 +133,6 @@ def audit_table_ddl() -> str:
         if name == _PRIMARY_KEY:
             constraint += " PRIMARY KEY"
         lines.append(f"  {name} {pg_type}{constraint}")
-    lines.append(f"  UNIQUE ({', '.join(_UNIQUE_KEY)})")
     body = ",\n".join(lines)
     return (
         f"CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (\n{body}\n);\n"
@@ -131,11 +140,23 @@ def audit_table_ddl() -> str:
     )
 
 
+# Run after the columns are in place: indexes input_id, which release 1 did not have.
+_MIGRATIONS = (
+    f"ALTER TABLE {AUDIT_TABLE} DROP CONSTRAINT IF EXISTS {_FORMER_UNIQUE_KEY}",
+    f"CREATE INDEX IF NOT EXISTS {AUDIT_TABLE}_input_id ON {AUDIT_TABLE} (input_id)",
+)
+
+
 @cache
 def _insert_sql() -> str:
     names = [c[0] for c in _columns()]
     marks = ", ".join("%s" for _ in names)
-    return f"INSERT INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n != _PRIMARY_KEY)
+    new_rank, old_rank = outcome_precedence_sql("EXCLUDED"), outcome_precedence_sql(AUDIT_TABLE)
+    return (
+        f"INSERT INTO {AUDIT_TABLE} ({', '.join(names)}) VALUES ({marks}) "
+        f"ON CONFLICT ({_PRIMARY_KEY}) DO UPDATE SET {updates} WHERE {new_rank} > {old_rank}"
+    )
 
 
 def _row(record: AuditRecord) -> tuple[Any, ...]:
@@ -160,10 +181,13 @@ def create_audit_table(conn) -> None:
         for name, pg_type, nullable, _ in _columns():
             if nullable:
                 conn.execute(f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN IF NOT EXISTS {name} {pg_type}")
+        for statement in _MIGRATIONS:
+            conn.execute(statement)
 
 
 def insert_audit_rows(conn, records: Sequence[AuditRecord]) -> int:
-    """Inserts ``records`` in one transaction; returns how many were new."""
+    """Upserts ``records`` in one transaction; returns how many rows were inserted or
+    replaced."""
     if not records:
         return 0
     with conn.transaction(), conn.cursor() as cursor:
@@ -205,8 +229,8 @@ def _drop_connection(url: str) -> None:
 
 
 class AuditInsertSink(BatchSink):
-    """Inserts ``AuditRecord`` rows into PostgreSQL ``audit_log``, idempotently: one row per
-    ``audit_id``; replays and retries insert nothing new."""
+    """Upserts ``AuditRecord`` rows into PostgreSQL ``audit_log``, idempotently: one row per
+    ``audit_id`` (per input); replays and retries change nothing."""
 
     name = "postgres"
     step = "write_audit_postgres"
@@ -236,3 +260,56 @@ class AuditInsertSink(BatchSink):
         import psycopg
 
         return isinstance(error, psycopg.OperationalError | psycopg.errors.UndefinedTable)
+
+    def unencodable(self, batch: Sequence[AuditRecord]) -> dict[int, Exception]:
+        return unencodable_audit_rows(batch)
+
+
+_BIGINT = (-(1 << 63), (1 << 63) - 1)
+
+
+class NotEncodable(ValueError):
+    """A row PostgreSQL cannot take (the message names the column, never the value)."""
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why PostgreSQL cannot store ``value`` (a column's, or inside a JSONB one), or None: a
+    text with a NUL character or one UTF-8 cannot encode, an integer beyond BIGINT."""
+    if isinstance(value, str):
+        if "\x00" in value or storable_text(value) is not value:
+            return "a text with a NUL character or not valid Unicode"
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, float | dt.datetime):
+        return None
+    if isinstance(value, int):
+        return None if _BIGINT[0] <= value <= _BIGINT[1] else "an integer beyond BIGINT"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _value_problem(str(key)) or _value_problem(item)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for item in value:
+            problem = _value_problem(item)
+            if problem:
+                return problem
+        return None
+    return f"a value of type {type(value).__name__}"
+
+
+def unencodable_audit_rows(records: Sequence[AuditRecord]) -> dict[int, Exception]:
+    """The records ``audit_log`` in PostgreSQL cannot hold, by position (see
+    ``_value_problem``; NULL in a required column too), checked without a connection."""
+    bad: dict[int, Exception] = {}
+    for position, record in enumerate(records):
+        values = to_record(record)
+        for name, _, nullable, _ in _columns():
+            value = values.get(name)
+            problem = (
+                f"{name} is required" if value is None and not nullable else _value_problem(value)
+            )
+            if problem:
+                bad[position] = NotEncodable(f"{name}: {problem}")
+                break
+    return bad

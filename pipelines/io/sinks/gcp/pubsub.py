@@ -8,6 +8,7 @@ from functools import cache
 
 from pipelines.io.sinks.batches import BatchSink, record_json
 from pipelines.io.sources.pubsub import is_topic_path
+from transforms.deadletter import storable_dead_letter
 from transforms.elements import DeadLetter
 
 __all__ = ["PUBLISH_TIMEOUT_S", "DeadLetterTopicSink", "publisher_client"]
@@ -49,6 +50,9 @@ class DeadLetterTopicSink(BatchSink):
         self._publisher = publisher_client()
 
     def write(self, batch: Sequence[DeadLetter]) -> None:
+        # The storable form (valid Unicode attributes): a dead letter has nowhere further to
+        # go, so one that cannot be published as it is goes as the files store it.
+        letters = [storable_dead_letter(letter) for letter in batch]
         futures = [
             self._publisher.publish(
                 self._topic,
@@ -57,7 +61,7 @@ class DeadLetterTopicSink(BatchSink):
                 reason=letter.reason,
                 step=letter.step,
             )
-            for letter in batch
+            for letter in letters
         ]
         for future in futures:
             future.result(timeout=PUBLISH_TIMEOUT_S)
