@@ -422,7 +422,6 @@ class _RedactBatchFn(beam.DoFn):
             message=f"the redaction engine could not redact the text fields or identifiers "
             f"({error}); text omitted",
             replace=replace,
-            request_id_clean="request_id" not in replace,
         )
 
     def _pii_in_field(
@@ -450,7 +449,6 @@ class _RedactBatchFn(beam.DoFn):
             message=f"{field} holds {', '.join(sorted(found))} (found by the "
             f"{self._engine.name} engine); the value is redacted in the payload",
             replace=replace,
-            request_id_clean="request_id" not in replace,
         )
 
     def _output(
@@ -462,8 +460,9 @@ class _RedactBatchFn(beam.DoFn):
         error_type: str,
         message: str,
         replace: dict[str, object],
-        request_id_clean: bool,
     ):
+        """The dead letter of ``event``; ``replace`` as ``_metadata_payload`` takes it. The
+        request id is kept only when it passed (not replaced by its redaction or left out)."""
         full, payload = _metadata_payload(event, self._key, replace)
         record = make_dead_letter(
             raw=full,
@@ -474,7 +473,7 @@ class _RedactBatchFn(beam.DoFn):
             payload=payload,
             failed_at=now,
             event_id=event.event_id,
-            request_id=event.request_id if request_id_clean else None,
+            request_id=None if "request_id" in replace else event.request_id,
             input_sha256=event.input_sha256,
             input_id=event.input_id,
         )

@@ -13,8 +13,8 @@ import json
 import logging
 
 from pipelines import backfill
-from pipelines.launch import configure_logging
 from tests.support.core_inputs import PII_PROMPT, PII_VALUES, document
+from tests.support.logs import everything_at_debug
 
 PLANTED_IDS = (
     "user-plant-9f2c71",  # a user id
@@ -54,17 +54,6 @@ def _inputs() -> bytes:
     ]
     lines = [json.dumps(d).encode() for d in documents] + [BROKEN]
     return b"\n".join(lines) + b"\n"
-
-
-def everything_at_debug() -> None:
-    """Logging as the commands configure it (``configure_logging``, as their ``__main__``
-    does), then every logger at DEBUG."""
-    configure_logging()
-    logging.getLogger().setLevel(logging.DEBUG)
-    for name in list(logging.root.manager.loggerDict):
-        logger = logging.getLogger(name)
-        if logger.level > logging.DEBUG:
-            logger.setLevel(logging.DEBUG)
 
 
 def test_no_field_value_in_any_log_record_at_debug(tmp_path, caplog, capsys, monkeypatch):

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipelines import backfill
-from pipelines.launch import configure_logging
 from tests.support.core_inputs import document
+from tests.support.logs import everything_at_debug
 from tests.support.pii_strategies import planted, planted_in_shape
 
 _IDENTIFIER_FIELDS = ("request_id", "model", "model_version")
@@ -76,15 +76,6 @@ def _outputs(root: pathlib.Path) -> str:
     return "\n".join(parts)
 
 
-def _debug_everywhere() -> None:
-    configure_logging()
-    logging.getLogger().setLevel(logging.DEBUG)
-    for name in list(logging.root.manager.loggerDict):
-        logger = logging.getLogger(name)
-        if logger.level > logging.DEBUG:
-            logger.setLevel(logging.DEBUG)
-
-
 # Each example is a pipeline run (~10 s): a few examples, no shrinking (it would rerun the
 # pipeline dozens of times; the failing example is reported as generated), no database.
 @settings(
@@ -102,7 +93,7 @@ def test_no_planted_value_in_any_output(tmp_path_factory, caplog, capsys, monkey
     monkeypatch.setenv("PROPERTY_KEY", "k" * 32)
     caplog.clear()
     caplog.set_level(logging.DEBUG)
-    _debug_everywhere()
+    everything_at_debug()
     args = ["--input", str(root / "in.jsonl"), "--output_root", str(root / "out")]
     assert backfill.run([*args, "--pseudonym_key", "env:PROPERTY_KEY"]) == 0
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
