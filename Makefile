@@ -42,9 +42,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 # Headless Chromium (Debian's package) for the test that opens the HTML report
-# (tests/e2e/test_report.py): installed when missing, so a fresh machine and CI have it.
+# (tests/e2e/test_report.py): installed when missing (after an apt-get update if the package
+# lists are stale), so a fresh machine and CI have it.
 chromium:
-	@command -v chromium > /dev/null || apt-get install -y chromium
+	@command -v chromium > /dev/null || apt-get install -y -q chromium > /dev/null \
+		|| { apt-get update -q > /dev/null && apt-get install -y -q chromium > /dev/null; }
 
 # Unit and integration tests. Starts the local Google Cloud stand-ins unless they already run
 # (then they are left running), and stops what it started even when a test fails.

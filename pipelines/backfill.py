@@ -18,9 +18,10 @@ input falls in, so the main pass never shuffles events between workers; each chu
 one partition become archive files of their own, the same ones on a re-run. Event times are
 checked against the run's reference clock (``--now``, ``pipelines.clock``), so a re-run gives
 every line the same outcome. Metrics are a function of the archive: once the archive is
-written, the same pipeline recomputes every (event_date, region) partition it wrote into from
-the whole archive and upserts those rows (``RecomputeTouchedMetrics``), so a backfill never
-replaces a window with the count of its own input alone
+written, the same pipeline upserts the rows of every day it wrote into as the whole archive
+gives them (``RecomputeTouchedMetrics``: its own rows for a day that held nothing before, rows
+recomputed from the archive for the others), so a backfill never replaces a window with the
+count of its own input alone
 (``docs/adr/0014-metrics-are-recomputed-from-the-archive.md``).
 
 With ``avro``, ``--input`` is the root holding ``raw/`` (a directory or ``gs://``) and only
@@ -44,13 +45,13 @@ import datetime as dt
 import os
 import re
 import sys
-import urllib.parse
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.clock import add_now_option, now_problems, reference_now
+from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sources.archive import ReadArchivedEvents, partition_pattern
 from pipelines.io.sources.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
 from pipelines.launch import configure_logging, launch, parse_options
@@ -82,7 +83,6 @@ __all__ = [
     "partition_patterns",
     "partitions",
     "run",
-    "touched_partition",
     "validate",
 ]
 
@@ -201,62 +201,149 @@ def archive_root(options) -> str:
     return gcp_config(options).raw_root if options.sink == "gcp" else options.output_root
 
 
-_TOUCHED = re.compile(r"/event_date=([^/]+)/region=([^/]+)/[^/]+$")
+_TOUCHED = re.compile(r"/event_date=([^/]+)/region=([^/]+)/([^/]+)$")
 
 
-def touched_partition(written: tuple[str, int]) -> tuple[str, str]:
-    """The (event_date, region) of an archive file written, from its path."""
-    match = _TOUCHED.search(written[0].replace("\\", "/"))
+def _file_in_day(path: str) -> tuple[str, str]:
+    """``(event_date, "region=R/name")`` of an archive file's path: the part that names it
+    within its day, whatever the form of the root (relative, absolute, ``gs://``)."""
+    match = _TOUCHED.search(path.replace("\\", "/"))
     if match is None:
-        raise ValueError(f"not an archive file: {written[0]}")
-    return match.group(1), urllib.parse.unquote(match.group(2))
+        raise ValueError(f"not an archive file: {path}")
+    return match.group(1), f"region={match.group(2)}/{match.group(3)}"
 
 
-def touched_date(written: tuple[str, int]) -> tuple[str, str]:
-    """The partitions to recompute for an archive file written: its whole ``event_date``, every
-    region (``usage_hourly`` rows are per user, model and hour, not per region)."""
-    return touched_partition(written)[0], "*"
+_RECOMPUTE = "recompute"
+_ARCHIVE_WRITER = ":write_redacted_event"  # the step of the archive writer's dead letters
+
+
+class _SortDaysFn(beam.DoFn):
+    """``(event_date, files this run wrote there)`` -> the date, when the day's archive holds
+    exactly this run's files (the run's own panes are then the day's rows), else the date on
+    ``_RECOMPUTE``: the day held files before, another writer added some, or the archive
+    writer could not encode some of this run's events (``unarchived`` > 0), so the run's panes
+    count events the archive does not hold."""
+
+    def __init__(self, root: str):
+        self._root = root
+
+    def process(self, day: tuple[str, list[str]], unarchived: int):
+        event_date, ours = day
+        if unarchived:
+            yield beam.pvalue.TaggedOutput(_RECOMPUTE, event_date)
+            return
+        pattern = partition_pattern(self._root, event_date, "*")
+        listed = {
+            _file_in_day(found.path)[1]
+            for result in FileSystems.match([pattern])
+            for found in result.metadata_list
+        }
+        if listed <= set(ours):
+            yield event_date
+        else:
+            yield beam.pvalue.TaggedOutput(_RECOMPUTE, event_date)
+
+
+def _in_days(day_of, days) -> bool:
+    return day_of.date().isoformat() in set(days)
 
 
 class RecomputeTouchedMetrics(beam.PTransform):
-    """Recomputes the metrics and usage of every day a run wrote into, from the whole archive,
-    and writes them.
+    """Writes the metrics and usage of every day a run wrote into as the whole archive gives
+    them: the run's own rows for a day whose archive holds only this run's files, the rows
+    recomputed from the archive for the others.
 
-    Input: the archive writer's output, PCollection[(path, record_count)], bounded. The
-    days are gathered in one combine, which in a batch pipeline completes only when every
-    file is written: the read that follows sees this run's files too. Each ``event_date`` is
-    read whole, every region (``ReadArchivedEvents``), deduplicated by the archive's rule and
-    aggregated (``AnalyzeEvents`` on ``redacted`` input), and its metric and usage rows are
-    upserted (``source = backfill``): the same rows a reconciliation of those days would write.
+    Input: the archive writer's output, PCollection[(path, record_count)], bounded. The days
+    are gathered by a grouping, which in a batch pipeline completes only when every file is
+    written: what follows sees this run's files too. A day the archive held files of before
+    (or that another writer added to) is read whole, every region (``ReadArchivedEvents``;
+    ``usage_hourly`` rows are per user, model and hour across regions), deduplicated by the
+    archive's rule and aggregated (``AnalyzeEvents`` on ``redacted`` input): the rows a
+    reconciliation of that day would write. A day that held nothing but this run's files is
+    exactly this run's events, so the run's own panes (``core``) are its rows and the read is
+    skipped. Rows are upserted with ``source = backfill``.
+
+    Returns ``CoreOutputs`` holding the rows written (``metrics``, ``usage``) and this run's
+    ``metric_dead_letters`` (a recomputation's would repeat earlier runs'), the other outputs
+    empty, and the ``SinkOutputs`` of writing them.
     """
 
-    def __init__(self, options, config: CoreConfig):
+    def __init__(self, options, config: CoreConfig, core: CoreOutputs, sink_dead_letters=None):
         super().__init__()
         self._options = options
         self._config = config
+        self._core = core
+        self._sink_dead_letters = sink_dead_letters
 
     def expand(self, raw_files):
-        recomputed = (
+        root = archive_root(self._options)
+        pipeline = raw_files.pipeline
+        failed = self._sink_dead_letters
+        if failed is None:
+            failed = pipeline | "NoSinkDeadLetters" >> beam.Create([])
+        unarchived = (
+            failed
+            | "Unarchived" >> beam.Filter(lambda d: d.reason.endswith(_ARCHIVE_WRITER))
+            | "CountUnarchived" >> beam.combiners.Count.Globally()
+        )
+        days = (
             raw_files
-            | "TouchedDays" >> beam.Map(touched_date).with_output_types(tuple[str, str])
-            | "AllWritten" >> beam.combiners.ToSet()
-            | "EachPartition" >> beam.FlatMap(sorted).with_output_types(tuple[str, str])
-            | "ReadArchived" >> ReadArchivedEvents(archive_root(self._options))
+            | "FileByDay" >> beam.Map(lambda written: _file_in_day(written[0]))
+            | "FilesOfEachDay" >> beam.GroupByKey()
+            | "SortDays"
+            >> beam.ParDo(_SortDaysFn(root), beam.pvalue.AsSingleton(unarchived)).with_outputs(
+                _RECOMPUTE, main="own"
+            )
+        )
+        own = beam.pvalue.AsList(days.own)
+        recomputed = (
+            days[_RECOMPUTE]
+            | "EveryRegion" >> beam.Map(lambda day: (day, "*")).with_output_types(tuple[str, str])
+            | "ReadArchived" >> ReadArchivedEvents(root)
             | "AnalyzeArchived" >> AnalyzeEvents(self._config, input_format="redacted")
         )
-        pipeline = raw_files.pipeline
-        nothing = [pipeline | f"No{name}" >> beam.Create([]) for name in ("Events", "Audit")]
-        metrics_only = CoreOutputs(
+        core = self._core
+        metrics = (
+            core.metrics
+            | "OwnDayMetrics" >> beam.Filter(lambda r, d: _in_days(r.window_start, d), own),
+            recomputed.metrics,
+        ) | "Metrics" >> beam.Flatten()
+        usage = (
+            core.usage | "OwnDayUsage" >> beam.Filter(lambda r, d: _in_days(r.hour_start, d), own),
+            recomputed.usage,
+        ) | "Usage" >> beam.Flatten()
+        nothing = [
+            pipeline | f"No{name}" >> beam.Create([])
+            for name in ("Events", "Audit", "Duplicates", "Conflicts", "DeadLetters")
+        ]
+        rows = CoreOutputs(
             events=nothing[0],
-            duplicates=recomputed.duplicates,
-            metrics=recomputed.metrics,
+            duplicates=nothing[2],
+            metrics=metrics,
             audit=nothing[1],
-            dead_letters=recomputed.dead_letters,
-            usage=recomputed.usage,
-            metric_dead_letters=recomputed.metric_dead_letters,
-            conflicts=recomputed.conflicts,
+            dead_letters=nothing[4],
+            usage=usage,
+            metric_dead_letters=core.metric_dead_letters,
+            conflicts=nothing[3],
         )
-        return write_outputs(metrics_only, self._options, archive=False)
+        return rows, write_outputs(rows, self._options, archive=False)
+
+
+def _merged(first: SinkOutputs, second: SinkOutputs) -> SinkOutputs:
+    """The sink outputs of the core's write and the metrics' write, as one run's."""
+
+    def both(name: str, a, b):
+        present = [p for p in (a, b) if p is not None]
+        if len(present) < 2:
+            return present[0] if present else None
+        return present | f"Merge{name}" >> beam.Flatten()
+
+    return SinkOutputs(
+        first.raw_files,
+        both("DeadLetterFiles", first.dead_letter_files, second.dead_letter_files),
+        both("SinkDeadLetters", first.sink_dead_letters, second.sink_dead_letters),
+        both("Freshness", first.freshness, second.freshness),
+    )
 
 
 def _launch_time() -> dt.datetime:
@@ -294,11 +381,14 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
             copies_from=again,
             read_archived=ReadArchivedEvents(archive_root(options)),
         )
-        # The core's own metric panes count this run's events only: the archive's partitions
-        # are recomputed instead, once written (the run totals still count the core's panes).
+        # The core's own panes count this run's events only: they are written for the days
+        # whose archive is this run's alone, the other days' rows are recomputed (ADR 0014).
         sinks = write_outputs(core, options, metrics=False)
-        _ = sinks.raw_files | "RecomputeTouchedMetrics" >> RecomputeTouchedMetrics(options, config)
-        return PipelineOutputs(raw, core, sinks)
+        rows, written = sinks.raw_files | "RecomputeTouchedMetrics" >> RecomputeTouchedMetrics(
+            options, config, core, sinks.sink_dead_letters
+        )
+        core = core._replace(metrics=rows.metrics, usage=rows.usage)
+        return PipelineOutputs(raw, core, _merged(sinks, written))
     raw = _read_archive(pipeline, options)
     core = raw | "AnalyzeEvents" >> AnalyzeEvents(config, input_format="redacted")
     if options.regions:
