@@ -7,13 +7,15 @@ emulator), which enforces DLP's per-request limits and records every request, in
 ``--batch-events`` events per engine call, as ``RedactPii`` calls the engine with up to
 ``--redaction_batch_size`` events (fewer when a bundle ends first).
 
-Prints, for ``dlp`` (every text) and ``hybrid`` (only texts the offline engine found
-something in): the share of texts and of bytes sent to DLP, the requests made and their mean
-size, and projected from these, the requests per minute and GB per 30-day month at 1,000 and
-5,000 events/s, to compare with DLP's documented quotas: 600 requests/min per region through the
-global endpoint, 100/min per region through a regional (REP) endpoint, 10,000/min per
-project. Bytes are UTF-8 bytes of the texts sent (the offline engine's output: its
-placeholders are slightly longer than most values they replace).
+Prints, for ``dlp`` (every text with the inspect template) and ``hybrid`` (the texts the
+offline engine found something in with the template, every other text for names and street
+addresses only): the share of texts and of bytes sent to DLP (and the share sent for names
+and addresses only), the requests made and their mean size, and projected from these, the
+requests per minute and GB per 30-day month at 1,000 and 5,000 events/s, to compare with DLP's
+documented quotas: 600 requests/min per region through the global endpoint, 100/min per
+region through a regional (REP) endpoint, 10,000/min per project. Bytes are UTF-8 bytes of
+the texts sent (the offline engine's output: its placeholders are slightly longer than most
+values they replace).
 
     python benchmarks/dlp_hybrid.py [--events 5000] [--seed 1] [--batch-events 64 232 1856]
         [--price-per-gb USD]
@@ -63,6 +65,7 @@ def run_engine(engine_class, texts_per_call: list[list[str]]) -> dict[str, float
         "texts": stats.texts,
         "bytes": stats.bytes,
         "texts_sent": stats.texts_sent,
+        "names_texts_sent": stats.names_texts_sent,
         "bytes_sent": stats.bytes_sent,
         "requests": stats.requests,
         "rejected": rejected,
@@ -103,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sent = run_engine(engine_class, calls)
             if batch_events == args.batch_events[0]:
                 print(
-                    f"{label}: sends {sent['texts_sent'] / sent['texts']:.1%} of texts, "
-                    f"{sent['bytes_sent'] / sent['bytes']:.1%} of bytes "
+                    f"{label}: sends {sent['texts_sent'] / sent['texts']:.1%} of texts "
+                    f"({sent['names_texts_sent'] / sent['texts']:.1%} for names and addresses "
+                    f"only), {sent['bytes_sent'] / sent['bytes']:.1%} of bytes "
                     f"({sent['bytes_sent']:,} of {sent['bytes']:,})"
                 )
             per_event = sent["requests"] / len(events)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from transforms.pii import logs as log_hygiene
+
 __all__ = [
     "WORKER_LOGGER",
     "configure_logging",
@@ -52,7 +54,9 @@ class _DropWorkerStartNoise(logging.Filter):
 
 def configure_logging() -> None:
     """INFO for this project's loggers, WARNING for the rest (Beam is chatty at INFO), without
-    the start-up warnings of local worker processes."""
+    the start-up warnings of local worker processes, and no field value in any record at any
+    level (``transforms.pii.logs``)."""
+    log_hygiene.install()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     for name in ("pipelines", "transforms", "schemas"):
         logging.getLogger(name).setLevel(logging.INFO)

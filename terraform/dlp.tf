@@ -1,12 +1,14 @@
-# Cloud DLP (Sensitive Data Protection) templates for --redaction_engine dlp: inspect for the
-# info types the offline engine redacts, and replace every finding with [INFO_TYPE], the
-# placeholder the offline engine writes, so metrics and classification do not depend on the
-# engine that ran.
+# Cloud DLP (Sensitive Data Protection) templates for --redaction_engine dlp and hybrid: inspect
+# for the info types the offline engine redacts and for those only DLP finds (names, street
+# addresses), and replace every finding with [INFO_TYPE], the placeholder the offline engine
+# writes, so metrics and classification do not depend on the engine that ran. (hybrid inspects
+# the texts the offline engine found clean for names and addresses only, with an inline
+# configuration; it uses this de-identify template for them too.)
 
 locals {
   dlp_location = coalesce(var.dlp_location, var.region)
   dlp_parent   = "projects/${var.project_id}/locations/${local.dlp_location}"
-  # transforms/pii/engine.py INFO_TYPES (a test keeps them equal).
+  # transforms/pii/engine.py INFO_TYPES, then DLP_ONLY_INFO_TYPES (a test keeps them equal).
   dlp_info_types = [
     "EMAIL_ADDRESS",
     "PHONE_NUMBER",
@@ -19,6 +21,8 @@ locals {
     "JSON_WEB_TOKEN",
     "ENCRYPTION_KEY",
     "AUTH_TOKEN",
+    "PERSON_NAME",
+    "STREET_ADDRESS",
   ]
 }
 
@@ -26,7 +30,7 @@ resource "google_data_loss_prevention_inspect_template" "pii" {
   parent       = local.dlp_parent
   template_id  = "${var.name_prefix}-pii-inspect"
   display_name = "GenAI gateway PII and secrets"
-  description  = "Info types redacted from prompts and responses (transforms/pii/engine.py INFO_TYPES)."
+  description  = "Info types redacted from prompts and responses (transforms/pii/engine.py INFO_TYPES and DLP_ONLY_INFO_TYPES)."
 
   inspect_config {
     min_likelihood = var.dlp_min_likelihood

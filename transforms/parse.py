@@ -410,6 +410,13 @@ def _ids_of(raw: bytes, engine: RedactionEngine) -> tuple[str | None, str | None
     return event_id, (None if has_findings else request_id)
 
 
+def _withheld_fields(reason: str) -> tuple[str, ...]:
+    """The field whose value a dead letter's payload leaves out: one that failed its grammar
+    or type may hold anything, including what the redaction engine does not recognise."""
+    kind, _, field = reason.partition(":")
+    return (field,) if kind in ("bad_value", "bad_type") and field else ()
+
+
 def _ingestion_times(chunk: LineChunk) -> list[dt.datetime | None]:
     """Each line's ingestion time: per line, one for the whole chunk, or unknown."""
     times = chunk.ingested_us
@@ -484,10 +491,11 @@ class _ParseChunkFn(beam.DoFn):
                 _GLOBAL,
             )
 
-    def _payload(self, raw: bytes) -> str | None:
+    def _payload(self, raw: bytes, withhold: tuple[str, ...] = ()) -> str | None:
         """``raw`` redacted for its dead letter (without a byte-order mark, which is not part of
-        the event), or None (omitted) when that fails: whatever the payload redaction raises
-        for this input, the input is still dead-lettered."""
+        the event; the values of the fields ``withhold`` names left out), or None (omitted)
+        when that fails: whatever the payload redaction raises for this input, the input is
+        still dead-lettered."""
         try:
             return redact_payload(
                 raw.removeprefix(_BOM),
@@ -495,6 +503,7 @@ class _ParseChunkFn(beam.DoFn):
                 self._key,
                 max_bytes=self._limits.max_event_bytes,
                 keep_pseudonyms=self._replay,
+                withhold=withhold,
             )
         except Exception as error:
             if not is_element_error(error):
@@ -519,7 +528,7 @@ class _ParseChunkFn(beam.DoFn):
             error_type=type(error).__name__,
             error_message=error.message,
             step="parse",
-            payload=self._payload(raw),
+            payload=self._payload(raw, withhold=_withheld_fields(error.reason)),
             failed_at=now,
             event_id=event_id,
             request_id=request_id,

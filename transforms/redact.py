@@ -5,6 +5,15 @@ keyed pseudonym ``user_key``; the data class follows from the findings and the p
 Version 1 of the contract has exactly these two free-text fields, and fields outside the
 contract were already dropped by parsing, so no other text reaches the outputs.
 
+Every other stored string is an identifier (``IDENTIFIER_FIELDS``: ``request_id``, ``model``,
+``model_version``, each policy flag), stored as given: in the archive, the audit log, the
+metrics' keys. Parsing held them to their grammar (``transforms.grammar``); here the engine
+also scans them, in the same call as the texts, since a grammar cannot tell a phone number or
+an e-mail address from an id. An event with a finding in an identifier is a dead letter
+``pii_in_field:<field>`` (the first such field, in that order): its message names the field
+and the info types, never the value, and its payload holds the identifiers and texts
+redacted. ``region`` is not scanned: it is one of the configured regions.
+
 Fail closed: when the engine cannot redact an event, that event goes to the dead-letter output
 with its metadata only (no text, user id pseudonymised) and the engine's reason:
 ``redaction_failed``, or ``redaction_failed:<cause>`` from a service engine
@@ -43,9 +52,19 @@ from transforms.pii.engine import Redaction, RedactionEngine, RedactionError, re
 from transforms.pii.pseudonym import PSEUDONYM_FIELD, pseudonymize
 from transforms.pii.settings import NO_ESCALATION, RedactionSettings
 
-__all__ = ["TEXT_FIELDS", "RedactPii", "classify_and_redact", "redact_event", "texts_of"]
+__all__ = [
+    "IDENTIFIER_FIELDS",
+    "TEXT_FIELDS",
+    "RedactPii",
+    "classify_and_redact",
+    "identifiers_of",
+    "redact_event",
+    "texts_of",
+]
 
 TEXT_FIELDS: tuple[str, ...] = ("prompt", "response")
+IDENTIFIER_FIELDS: tuple[str, ...] = ("request_id", "model", "model_version", "policy_flags")
+PII_IN_FIELD = "pii_in_field"
 
 
 _GLOBAL = (window.GlobalWindow(),)
@@ -147,6 +166,16 @@ def texts_of(event: Event) -> list[str]:
     return [text for name in TEXT_FIELDS if (text := getattr(event, name)) is not None]
 
 
+def identifiers_of(event: Event) -> list[tuple[str, str]]:
+    """``(field, value)`` of every identifier of ``event`` the engine scans, in the order of
+    ``IDENTIFIER_FIELDS`` (one per policy flag)."""
+    found = [("request_id", event.request_id), ("model", event.model)]
+    if event.model_version is not None:
+        found.append(("model_version", event.model_version))
+    found += [("policy_flags", flag) for flag in event.policy_flags]
+    return found
+
+
 _REPLAY_FIELDS = ("user_key", "input_sha256")
 # Contract 1.1's optional fields and the drift names: hashed only when set, so an event without
 # them keeps the ids it had before they existed.
@@ -154,8 +183,14 @@ _LATER_FIELDS = ("ttft_ms", "cached_tokens", "reasoning_tokens", "tenant_id", "u
 _ORIGIN_FIELDS = ("input_id", "ingested_at")  # where the event came from, not its content
 
 
-def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
-    """(bytes to hash, payload JSON without text and with the user id pseudonymised)."""
+def _metadata_payload(
+    event: Event, key: bytes, replace: dict[str, object] | None = None
+) -> tuple[bytes, str]:
+    """(bytes to hash, payload JSON without text and with the user id pseudonymised).
+
+    ``replace``: fields to write as given instead (redacted texts and identifiers), or to
+    leave out (None).
+    """
     document = event._asdict()
     for name in _ORIGIN_FIELDS:  # not content: a redelivered input hashes the same
         document.pop(name)
@@ -168,7 +203,38 @@ def _metadata_payload(event: Event, key: bytes) -> tuple[bytes, str]:
     for name in (*TEXT_FIELDS, *_REPLAY_FIELDS, "unknown_field_count", "unknown_fields"):
         document.pop(name, None)
     document["user_id"] = {PSEUDONYM_FIELD: _user_key(event, key)}
+    for name, value in (replace or {}).items():
+        if value is None:
+            document.pop(name, None)
+        else:
+            document[name] = value
     return full, msgspec.json.encode(document).decode("utf-8")
+
+
+_Scan = Redaction | RedactionError
+_UNSCANNED: dict[str, object] = dict.fromkeys(IDENTIFIER_FIELDS)  # each left out
+
+
+def _shown(value: str, scan: _Scan) -> str | None:
+    """An identifier as a dead-letter payload holds it: redacted when the engine found
+    something, None (left out) when the engine failed."""
+    if isinstance(scan, RedactionError):
+        return None
+    return scan.text if scan.counts else value
+
+
+def _identifier_payload(identifiers: list[tuple[str, str, _Scan]]) -> dict[str, object]:
+    """The payload fields to replace (``_metadata_payload``) for these scanned identifiers."""
+    replace: dict[str, object] = {}
+    for field, value, scan in identifiers:
+        if field != "policy_flags" and _shown(value, scan) != value:
+            replace[field] = _shown(value, scan)
+    flags = [(value, scan) for field, value, scan in identifiers if field == "policy_flags"]
+    if any(_shown(value, scan) != value for value, scan in flags):
+        replace["policy_flags"] = [
+            shown for value, scan in flags if (shown := _shown(value, scan)) is not None
+        ]
+    return replace
 
 
 class _RedactBatchFn(beam.DoFn):
@@ -251,8 +317,9 @@ class _RedactBatchFn(beam.DoFn):
         return outcome
 
     def _internal_error(self, event: Event, now: dt.datetime, error: Exception):
+        # The identifiers were not (all) scanned: left out, like the texts.
         try:
-            full, payload = _metadata_payload(event, self._key)
+            full, payload = _metadata_payload(event, self._key, _UNSCANNED)
         except Exception as payload_error:
             if not is_element_error(payload_error):
                 raise
@@ -264,35 +331,60 @@ class _RedactBatchFn(beam.DoFn):
             payload=payload,
             identity=full,
             event_id=event.event_id,
-            request_id=event.request_id,
+            request_id=self._clean(event.request_id),
             input_id=event.input_id,
             input_sha256=event.input_sha256,
         )
         timestamp = _event_timestamp(event)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, _GLOBAL))
 
+    def _clean(self, request_id: str) -> str | None:
+        """``request_id`` when the engine finds nothing in it, else None (also when the engine
+        fails on it): a dead letter keeps only a request id that passed."""
+        try:
+            (scan,) = redact_each(self._engine, [request_id])
+        except Exception as error:
+            if not is_element_error(error):
+                raise
+            return None
+        return request_id if isinstance(scan, Redaction) and not scan.counts else None
+
     def _redact(self, events: tuple[Event, ...], now: dt.datetime, findings: dict[str, int]):
-        """One outcome per event, in order: its ``RedactedEvent`` or a dead-letter output."""
+        """One outcome per event, in order: its ``RedactedEvent`` or a dead-letter output.
+
+        One engine call for the texts of every event and each distinct identifier value (a
+        batch has few models and flags)."""
         texts_per_event = [texts_of(event) for event in events]
+        ids_per_event = [identifiers_of(event) for event in events]
+        distinct = list(dict.fromkeys(value for ids in ids_per_event for _, value in ids))
+        texts = [t for event_texts in texts_per_event for t in event_texts]
         escalate = [
             self._escalates(event)
-            for event, texts in zip(events, texts_per_event, strict=True)
-            for _ in texts
+            for event, event_texts in zip(events, texts_per_event, strict=True)
+            for _ in event_texts
         ]
         flat = redact_each(
             self._engine,
-            [t for texts in texts_per_event for t in texts],
-            escalate=escalate if any(escalate) else None,
+            texts + distinct,
+            escalate=escalate + [False] * len(distinct) if any(escalate) else None,
         )
+        scans = dict(zip(distinct, flat[len(texts) :], strict=True))
         position = 0
-        for event, texts in zip(events, texts_per_event, strict=True):
-            outcomes = flat[position : position + len(texts)]
-            position += len(texts)
-            failed = [o for o in outcomes if isinstance(o, RedactionError)]
+        for event, event_texts, ids in zip(events, texts_per_event, ids_per_event, strict=True):
+            outcomes = flat[position : position + len(event_texts)]
+            position += len(event_texts)
+            identifiers = [(field, value, scans[value]) for field, value in ids]
+            failed = [
+                o
+                for o in [*outcomes, *(scan for _, _, scan in identifiers)]
+                if isinstance(o, RedactionError)
+            ]
             if failed:
-                yield self._dead_letter(event, now, failed[0])
-                continue
-            yield self._assemble(event, outcomes, now, findings)
+                yield self._dead_letter(event, now, failed[0], identifiers)
+            elif any(scan.counts for _, _, scan in identifiers):
+                yield self._pii_in_field(event, now, outcomes, identifiers)
+            else:
+                yield self._assemble(event, outcomes, now, findings)
 
     def _escalates(self, event: Event) -> bool:
         if self._escalation is None:
@@ -321,20 +413,75 @@ class _RedactBatchFn(beam.DoFn):
             findings[info_type] = findings.get(info_type, 0) + n
         return redacted
 
-    def _dead_letter(self, event: Event, now: dt.datetime, error: RedactionError):
-        full, payload = _metadata_payload(event, self._key)
-        record = make_dead_letter(
-            raw=full,
+    def _dead_letter(
+        self,
+        event: Event,
+        now: dt.datetime,
+        error: RedactionError,
+        identifiers: list[tuple[str, str, _Scan]],
+    ):
+        replace = _identifier_payload(identifiers)
+        return self._output(
+            event,
+            now,
             reason=error.reason,
             error_type=type(error).__name__,
             # Engine messages name positions and causes, never text (RedactionError's rule).
-            error_message=f"the redaction engine could not redact the text fields ({error}); "
-            "text omitted",
+            message=f"the redaction engine could not redact the text fields or identifiers "
+            f"({error}); text omitted",
+            replace=replace,
+        )
+
+    def _pii_in_field(
+        self,
+        event: Event,
+        now: dt.datetime,
+        texts: list[Redaction],
+        identifiers: list[tuple[str, str, _Scan]],
+    ):
+        field, found = next(
+            (field, scan.counts)
+            for field, _, scan in identifiers
+            if isinstance(scan, Redaction) and scan.counts
+        )
+        replace = _identifier_payload(identifiers)
+        redacted = iter(texts)
+        for name in TEXT_FIELDS:
+            if getattr(event, name) is not None:
+                replace[name] = next(redacted).text
+        return self._output(
+            event,
+            now,
+            reason=f"{PII_IN_FIELD}:{field}",
+            error_type="InvalidEvent",
+            message=f"{field} holds {', '.join(sorted(found))} (found by the "
+            f"{self._engine.name} engine); the value is redacted in the payload",
+            replace=replace,
+        )
+
+    def _output(
+        self,
+        event: Event,
+        now: dt.datetime,
+        *,
+        reason: str,
+        error_type: str,
+        message: str,
+        replace: dict[str, object],
+    ):
+        """The dead letter of ``event``; ``replace`` as ``_metadata_payload`` takes it. The
+        request id is kept only when it passed (not replaced by its redaction or left out)."""
+        full, payload = _metadata_payload(event, self._key, replace)
+        record = make_dead_letter(
+            raw=full,
+            reason=reason,
+            error_type=error_type,
+            error_message=message,
             step="redact",
             payload=payload,
             failed_at=now,
             event_id=event.event_id,
-            request_id=event.request_id,
+            request_id=None if "request_id" in replace else event.request_id,
             input_sha256=event.input_sha256,
             input_id=event.input_id,
         )

@@ -83,15 +83,16 @@ def mostly_rejected(
     rejected: int = 1600, valid: int = 200, seed: int = 21
 ) -> tuple[list[dict], dict[str, int]]:
     """Lines like the issue's 206,072 (scaled down by default; ``rejected=83_000,
-    valid=2_600`` is about its size): most carry schema_version "1.0" or "1.1"
-    (dead-lettered), many of those repeated exactly; a few valid events, with redeliveries
+    valid=2_600`` is about its size): most carry a schema_version of a major version the
+    pipeline has no converter for, "2.0" or "3" (dead-lettered; the issue's "1.0" and "1.1" are
+    minor versions, accepted since), many of those repeated exactly; a few valid events, with redeliveries
     (third copies included) and, for one in ten, a copy with other content. Returns the lines
     and how many of each outcome they must give."""
     rng = random.Random(seed)
     lines, expected = [], {"written": 0, "duplicate": 0, "duplicate_conflict": 0}
     other_content = []
     for n in range(1, rejected + 1):
-        line = event(n, rng.randrange(60), schema_version=rng.choice(("1.0", "1.1")))
+        line = event(n, rng.randrange(60), schema_version=rng.choice(("2.0", "3")))
         lines += [line] * rng.choice((1, 1, 2, 3, 5))  # exact copies of a rejected line
     expected["dead_lettered"] = len(lines)
     for n in range(rejected + 1, rejected + valid + 1):

@@ -326,37 +326,52 @@ def test_engine_waits_for_the_limiter_before_every_attempt(fake):
 # ------------------------------------------------------------------------------ hybrid
 
 
-def test_hybrid_sends_only_candidates_and_escalated_texts(fake):
+def test_hybrid_sends_every_text_and_clean_ones_for_names_and_addresses_only(fake):
     engine = make_engine(fake, HybridEngine)
     texts = [
         "Summarise the quarterly report.",
         EMAIL_TEXT + " Cc Dr. Okafor.",
-        "Dr. Okafor says hi.",  # a name only DLP knows: not sent, left as is
-        "Mr. Brown asked again.",  # escalated by the caller: sent
+        "Dr. Okafor lives at 12 Baker Street.",  # clean for the offline engine
+        "Mr. Brown asked again.",  # escalated by the caller: the full inspection
         "",
     ]
     outcomes = engine.redact_partial(texts, escalate=[False, False, False, True, True])
-    assert fake.texts_received == [EMAIL_TEXT_REDACTED + " Cc Dr. Okafor.", texts[3]]
+    full = [r for r in fake.requests if r.inspect_template]
+    names = [r for r in fake.requests if not r.inspect_template]
+    assert [t for r in full for t in r.texts] == [EMAIL_TEXT_REDACTED + " Cc Dr. Okafor.", texts[3]]
+    assert [t for r in names for t in r.texts] == [
+        texts[0],
+        texts[2],
+    ]
+    assert {r.inline_info_types for r in names} == {("PERSON_NAME", "STREET_ADDRESS")}
     assert outcomes == [
         Redaction(texts[0], {}),
         Redaction(
             EMAIL_TEXT_REDACTED + " Cc [PERSON_NAME].", {"EMAIL_ADDRESS": 1, "PERSON_NAME": 1}
         ),
-        Redaction(texts[2], {}),
+        Redaction(
+            "[PERSON_NAME] lives at [STREET_ADDRESS].", {"PERSON_NAME": 1, "STREET_ADDRESS": 1}
+        ),
         Redaction("[PERSON_NAME] asked again.", {"PERSON_NAME": 1}),
         Redaction("", {}),
     ]
-    assert engine.stats.texts == 5 and engine.stats.texts_sent == 2
-    assert engine.stats.bytes_sent == len(fake.texts_received[0]) + len(texts[3])
+    assert engine.stats.texts == 5 and engine.stats.texts_sent == 4
+    assert engine.stats.names_texts_sent == 2
     assert engine.stats.bytes == sum(len(t) for t in texts)
 
 
-def test_hybrid_with_nothing_to_send_makes_no_request(fake):
+def test_hybrid_names_requests_are_sized_exactly(fake):
     engine = make_engine(fake, HybridEngine)
-    assert engine.redact(["plain", "also plain"]) == [
-        Redaction("plain", {}),
-        Redaction("also plain", {}),
-    ]
+    texts = ["plain", "also plain, Mrs. Adler"]
+    engine.redact(texts)
+    (received,) = fake.requests
+    assert received.inline_info_types == ("PERSON_NAME", "STREET_ADDRESS")
+    assert received.request_bytes == engine.request_bytes(texts, names_only=True)
+
+
+def test_hybrid_with_only_empty_texts_makes_no_request(fake):
+    engine = make_engine(fake, HybridEngine)
+    assert engine.redact(["", ""]) == [Redaction("", {}), Redaction("", {})]
     assert fake.requests == []
 
 

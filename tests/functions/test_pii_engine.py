@@ -7,6 +7,8 @@ import random
 import pytest
 
 from pipelines.local.texts import make_text, new_faker
+from tests.support import adversarial
+from tests.support.recall_corpus import make_corpus
 from transforms.pii import detectors, offline
 from transforms.pii.detectors import Finding
 from transforms.pii.engine import (
@@ -302,7 +304,14 @@ def _corpus(n, seed):
 
 @pytest.fixture(scope="module")
 def mixed_texts():
-    return _adversarial_texts() + _corpus(150, seed=11)
+    # The hand-written edge cases, the adversarial corpus, held-out samples (every detector,
+    # every shape, normalised views) and the load generator's texts.
+    return (
+        _adversarial_texts()
+        + [case.text for case in adversarial.cases()]
+        + [sample.text for sample in make_corpus(5, 400)]
+        + _corpus(150, seed=11)
+    )
 
 
 def test_prefilters_give_identical_output(mixed_texts):

@@ -138,3 +138,88 @@ def test_short_secret_is_rejected_without_echoing_it(fake_secret_manager):
     with pytest.raises(ValueError, match="11 bytes") as caught:
         load_key(f"secret:{SECRET}")
     assert "tiny-secret" not in str(caught.value)
+
+
+# ------------------------------------------------- dead-letter payloads in every shape
+
+USER = "alice-42"
+PSEUDO = {"pseudonym": pseudonymize(USER, KEY)}
+
+
+def _redacted(raw: bytes, **options) -> str | None:
+    return redact_payload(raw, ENGINE, KEY, max_bytes=1_000_000, **options)
+
+
+@pytest.mark.parametrize(
+    "spelling", ["user_id", "userId", "USER_ID", "user-id", "UserID", "userid", "uid", "user"]
+)
+def test_user_id_is_pseudonymised_under_any_common_spelling_at_any_depth(spelling):
+    raw = json.dumps({"data": {"items": [{spelling: USER, "note": "x"}]}}).encode()
+    text = _redacted(raw)
+    assert json.loads(text) == {"data": {"items": [{spelling: PSEUDO, "note": "x"}]}}
+    assert USER not in text
+
+
+def test_top_level_array_and_envelopes_are_redacted_structurally():
+    raw = json.dumps([{"user_id": USER, "prompt": "mail bob@example.com"}, [USER]]).encode()
+    text = _redacted(raw)
+    assert json.loads(text) == [{"user_id": PSEUDO, "prompt": "mail [EMAIL_ADDRESS]"}, [USER]]
+    # ...the second USER is not under a user-id key: an opaque string, kept (not PII-shaped).
+
+
+def test_keys_are_redacted_and_kept_apart():
+    raw = json.dumps({"carol@example.com": 1, "dave@example.com": 2, "ok": 3}).encode()
+    assert json.loads(_redacted(raw)) == {"[EMAIL_ADDRESS]": 1, "[EMAIL_ADDRESS]#2": 2, "ok": 3}
+
+
+def test_integers_are_scanned_and_everything_under_a_user_key_is_pseudonymised():
+    raw = json.dumps(
+        {"card": 4111111111111111, "count": 3, "user": {"id": 42, "email": "e@example.com"}}
+    ).encode()
+    document = json.loads(_redacted(raw))
+    assert document["card"] == "[CREDIT_CARD_NUMBER]" and document["count"] == 3
+    assert set(document["user"]) == {"id", "email"}
+    assert all(set(v) == {"pseudonym"} for v in document["user"].values())
+
+
+def test_payload_that_is_not_utf8_is_omitted():
+    assert _redacted(b'{"user_id": "' + "alicé".encode("latin-1") + b'"}') is None
+    assert _redacted('{"user_id": "alice"}'.encode("utf-16")) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"userId": "alice-42", "prompt": "bob@example.com',  # truncated
+        b"user_id=alice-42&email=bob%40example.com",  # form-encoded
+        b"{'USER_ID': 'alice-42', 'mail': 'bob@example.com'}",  # a Python dict's repr
+        b'{"uid": 12345, "prompt": "bob@example.com" trailing',
+    ],
+)
+def test_text_that_is_not_json_keeps_no_user_id_and_no_pii(raw):
+    text = _redacted(raw)
+    assert text is not None
+    assert "alice-42" not in text and "12345" not in text and "bob" not in text
+    assert "pseudonym:" in text
+
+
+def test_nesting_10000_deep_redacts_without_recursion_error():
+    raw = b'{"a": ' * 10_000 + b'{"userId": "alice-42", "m": "bob@example.com"}' + b"}" * 10_000
+    text = _redacted(raw)
+    assert "alice-42" not in text and "bob@example.com" not in text
+    deep_array = b"[" * 10_000 + json.dumps({"user_id": USER}).encode() + b"]" * 10_000
+    assert USER not in _redacted(deep_array)
+
+
+def test_replayed_pseudonyms_are_kept_at_any_depth():
+    raw = json.dumps({"envelope": {"userId": PSEUDO, "prompt": "hi"}}).encode()
+    kept = json.loads(_redacted(raw, keep_pseudonyms=True))
+    assert kept["envelope"]["userId"] == PSEUDO
+    # From a gateway the same shape is not trusted: it is pseudonymised again.
+    assert json.loads(_redacted(raw))["envelope"]["userId"] != PSEUDO
+
+
+def test_a_field_outside_its_grammar_is_withheld_from_the_payload():
+    raw = json.dumps({"region": "08677.7694.60", "model": "m", "user_id": USER}).encode()
+    document = json.loads(_redacted(raw, withhold=("region",)))
+    assert document == {"region": "[WITHHELD]", "model": "m", "user_id": PSEUDO}

@@ -5,9 +5,10 @@
 a table item and a de-identify template using ``replace_with_info_type_config``: every
 finding in every cell is replaced by ``[INFO_TYPE]`` and the response's transformation
 overview counts the findings per info type (``results[].count``, code ``SUCCESS``). It finds
-values with a few plain regexes of its own (``FAKE_DETECTORS``), one of them a type the
-offline engine does not know (``PERSON_NAME`` after a title), so tests can tell DLP's
-findings from the pre-screen's.
+values with a few plain regexes of its own (``FAKE_DETECTORS``), two of them types the
+offline engine does not know (``PERSON_NAME`` after a title, ``STREET_ADDRESS`` as a number
+and a street word), so tests can tell DLP's findings from the pre-screen's. A request with an
+inline ``inspect_config`` instead of an inspect template is inspected for its info types only.
 
 It enforces DLP's three per-request limits with INVALID_ARGUMENT, measured on the request as
 received (serialised bytes, table values, findings), answers NOT_FOUND for a parent or
@@ -51,6 +52,7 @@ FAKE_DETECTORS: dict[str, re.Pattern[str]] = {
     "EMAIL_ADDRESS": re.compile(r"[\w.+-]+@[\w-]+\.[A-Za-z]{2,}"),
     "US_SOCIAL_SECURITY_NUMBER": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
     "PERSON_NAME": re.compile(r"\b(?:Dr|Mr|Mrs|Ms)\. [A-Z][a-z]+\b"),
+    "STREET_ADDRESS": re.compile(r"\b\d{1,5} [A-Z][a-z]+ (?:Street|St|Avenue|Ave|Road|Rd)\b"),
 }
 _ERROR = dlp_v2.TransformationSummary.TransformationResultCode.ERROR
 _SUCCESS = dlp_v2.TransformationSummary.TransformationResultCode.SUCCESS
@@ -72,12 +74,14 @@ class Received(NamedTuple):
     texts: tuple[str, ...]
     findings: int
     status: str  # "OK" or the status code name the fake answered with
+    inline_info_types: tuple[str, ...] = ()  # an inline inspect_config's, sorted
 
 
-def _findings(text: str) -> list[tuple[int, int, str]]:
+def _findings(text: str, info_types: frozenset[str] | None) -> list[tuple[int, int, str]]:
     found = sorted(
         (m.start(), m.end(), info_type)
         for info_type, pattern in FAKE_DETECTORS.items()
+        if info_types is None or info_type in info_types
         for m in pattern.finditer(text)
     )
     kept: list[tuple[int, int, str]] = []
@@ -169,13 +173,16 @@ class FakeDlp:
         size, request = raw
         rows = request.item.table.rows
         texts = tuple(row.values[0].string_value for row in rows)
-        found = [_findings(text) for text in texts]
+        inline = frozenset(t.name for t in request.inspect_config.info_types) or None
+        found = [_findings(text, inline) for text in texts]
         findings = sum(len(f) for f in found)
         status = self._failure(texts, size, findings, len(rows))
-        if status is None and (
-            request.parent != self.parent
-            or (request.inspect_template_name, request.deidentify_template_name) != self.templates
-        ):
+        inspect, deidentify = self.templates
+        templates_ok = request.deidentify_template_name == deidentify and (
+            request.inspect_template_name == inspect
+            or (inline is not None and not request.inspect_template_name)
+        )
+        if status is None and (request.parent != self.parent or not templates_ok):
             status = grpc.StatusCode.NOT_FOUND, "parent or template not found"
         received = Received(
             size,
@@ -185,6 +192,7 @@ class FakeDlp:
             texts,
             findings,
             "OK" if status is None else status[0].name,
+            tuple(sorted(inline or ())),
         )
         with self._lock:
             self.requests.append(received)

@@ -1,6 +1,7 @@
 """The Cloud DLP engines through the core composite (``AnalyzeEvents``), against the fake of
-DLP (``tests/support/dlp_fake.py``): results in the right fields, hybrid routing by data class,
-and retries exhausted becoming dead letters without text."""
+DLP (``tests/support/dlp_fake.py``): results in the right fields, hybrid routing (full
+inspection by pre-screen and data class, names and addresses for every other text), and
+retries exhausted becoming dead letters without text."""
 
 import json
 
@@ -60,8 +61,8 @@ def test_redacted_events_get_dlp_results_in_the_right_fields(fake, monkeypatch):
                     (
                         event_id(1),
                         "Ask [PERSON_NAME] at [EMAIL_ADDRESS]",
-                        "Mr. Brown agrees.",  # hybrid: nothing pre-screened, not sent
-                        {"PERSON_NAME": 1, "EMAIL_ADDRESS": 1},
+                        "[PERSON_NAME] agrees.",  # hybrid: not pre-screened, names only
+                        {"PERSON_NAME": 2, "EMAIL_ADDRESS": 1},
                     ),
                     (
                         event_id(2),
@@ -76,24 +77,32 @@ def test_redacted_events_get_dlp_results_in_the_right_fields(fake, monkeypatch):
                         "Here is the summary.",
                         {"PERSON_NAME": 1},
                     ),
-                    (event_id(4), "Ms. Unflagged wrote", "Here is the summary.", {}),
+                    (
+                        event_id(4),
+                        "[PERSON_NAME] wrote",  # names only: found all the same
+                        "Here is the summary.",
+                        {"PERSON_NAME": 1},
+                    ),
                 ]
             ),
         )
-    assert sorted(fake.texts_received) == sorted(
-        [
-            "Ask Dr. Okafor at [EMAIL_ADDRESS]",
-            "Reply to Ms. Lee, SSN [US_SOCIAL_SECURITY_NUMBER].",
-            "Ms. Flagged wrote",
-            "Here is the summary.",
-        ]
-    )
+    full = {t for r in fake.requests if r.inspect_template for t in r.texts}
+    assert full == {
+        "Ask Dr. Okafor at [EMAIL_ADDRESS]",
+        "Reply to Ms. Lee, SSN [US_SOCIAL_SECURITY_NUMBER].",
+        "Ms. Flagged wrote",
+        "Here is the summary.",
+    }
+    names = {t for r in fake.requests if not r.inspect_template for t in r.texts}
+    assert {"Mr. Brown agrees.", "Nothing personal here.", "Ms. Unflagged wrote"} <= names
+    assert {"R-1", "gpt-4o-mini"} <= names  # the identifiers are scanned in the same call
 
 
 def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
     register_fast_dlp_engines(monkeypatch)
     dlp_fake.SLEEPS.clear()
-    fake.fail_always(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    # The requests with the pre-screened prompt fail; the names-only requests go through.
+    fake.fail_matching("[EMAIL_ADDRESS]", grpc.StatusCode.RESOURCE_EXHAUSTED)
     p = TestPipeline()
     out = (
         p
@@ -103,7 +112,7 @@ def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
     assert_that(
         events_of(out.events, "Unbatch2") | "ok" >> beam.Map(lambda e: e.event_id),
         equal_to([event_id(2)]),
-        label="the event without candidates still goes through",
+        label="the event without findings still goes through",
     )
     assert_that(
         out.dead_letters
@@ -135,6 +144,6 @@ def test_retries_exhausted_dead_letter_without_text(fake, monkeypatch):
         for c in result.metrics().query(MetricsFilter().with_namespace("genai"))["counters"]
     }
     assert counters["dead_letter.redaction_failed:dlp_resource_exhausted"] == 1
-    assert counters["dlp.requests"] == 3 and counters["dlp.retries"] == 2
-    assert len(dlp_fake.SLEEPS) == 2
-    assert {r.status for r in fake.requests} == {"RESOURCE_EXHAUSTED"}
+    failed = [r for r in fake.requests if r.status != "OK"]
+    assert len(failed) == 3 and {r.status for r in failed} == {"RESOURCE_EXHAUSTED"}
+    assert counters["dlp.retries"] == 2 and len(dlp_fake.SLEEPS) == 2

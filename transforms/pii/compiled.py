@@ -24,7 +24,7 @@ __all__ = ["COMPILED_DIR", "COMPILED_MODULES", "MANIFEST", "compiled_dir", "sour
 
 _LOGGER = logging.getLogger(__name__)
 
-COMPILED_MODULES: tuple[str, ...] = ("detectors", "offline")
+COMPILED_MODULES: tuple[str, ...] = ("detectors", "phones", "normalise", "offline")
 COMPILED_DIR = "_compiled"
 MANIFEST = "manifest.json"
 

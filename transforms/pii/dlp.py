@@ -9,10 +9,14 @@ the union of both: offline placeholders plus DLP's, counted per info type. The d
 template must replace findings with their info type (``[EMAIL_ADDRESS]``), which is also
 what the offline engine writes, so classification and metrics do not depend on the engine.
 
-* ``dlp`` sends every non-empty text.
-* ``hybrid`` sends a text only when the offline engine found something in it, or when the
-  caller escalates it (an event whose gateway policy flags are high risk); the others keep
-  the offline result. Its cost is the share of bytes it sends.
+* ``dlp`` sends every non-empty text with the inspect template.
+* ``hybrid`` sends a text with the inspect template when the offline engine found something
+  in it, or when the caller escalates it (an event whose gateway policy flags are high risk).
+  Every other non-empty text is still sent, for the info types only DLP finds
+  (``DLP_ONLY_INFO_TYPES``: names and street addresses), with an inspect configuration
+  limited to them (``NAMES_INSPECT_CONFIG``) and the same de-identify template. So no text
+  skips those types; DLP bills content methods by the bytes inspected, so ``hybrid`` now sends
+  as many bytes as ``dlp``, in up to twice as many requests (the two kinds are not mixed).
 
 Quota and failures (``transforms.pii.dlp_client``): every request waits for a rate limiter
 shared by the worker process; RESOURCE_EXHAUSTED, UNAVAILABLE and DEADLINE_EXCEEDED are
@@ -54,15 +58,24 @@ from transforms.pii.dlp_client import (
     OverLimit,
     RetriesExhausted,
 )
-from transforms.pii.engine import Redaction, RedactionError
+from transforms.pii.engine import DLP_ONLY_INFO_TYPES, Redaction, RedactionError
 from transforms.pii.offline import OfflineEngine
 from transforms.pii.ratelimit import RateLimiter, shared_limiter
 from transforms.pii.settings import DlpOptions
 
-__all__ = ["DlpEngine", "HybridEngine"]
+__all__ = ["NAMES_INSPECT_CONFIG", "DlpEngine", "HybridEngine"]
 
 _COLUMN = "text"
 _SUCCESS = dlp_v2.TransformationSummary.TransformationResultCode.SUCCESS
+# The inspection of the texts ``hybrid`` sends only for what the offline engine cannot find:
+# DLP's default likelihood (the Terraform inspect template's default too), no quotes.
+NAMES_INSPECT_CONFIG = dlp_v2.InspectConfig(
+    info_types=[dlp_v2.InfoType(name=name) for name in DLP_ONLY_INFO_TYPES],
+    min_likelihood=dlp_v2.Likelihood.POSSIBLE,
+    include_quote=False,
+)
+# Request kinds: with the inspect template, or with NAMES_INSPECT_CONFIG.
+_FULL, _NAMES = "full", "names"
 
 _Outcome = Redaction | RedactionError
 
@@ -72,6 +85,7 @@ class _Pending(NamedTuple):
     screened: Redaction  # the offline result, sent to DLP as is
     text_bytes: int  # UTF-8 bytes of the text sent
     estimate: int  # estimated findings
+    kind: str  # _FULL or _NAMES
 
 
 def _failure(item: _Pending, cause: str, code: str) -> RedactionError:
@@ -146,13 +160,25 @@ class DlpEngine:
             sleep=sleep or time.sleep,
             rng=rng or random.Random(),
         )
+        parent = f"projects/{project}/locations/{location}"
         self._names = {
-            "parent": f"projects/{project}/locations/{location}",
-            "inspect_template_name": inspect_template,
-            "deidentify_template_name": deidentify_template,
+            _FULL: {
+                "parent": parent,
+                "inspect_template_name": inspect_template,
+                "deidentify_template_name": deidentify_template,
+            },
+            _NAMES: {
+                "parent": parent,
+                "inspect_config": NAMES_INSPECT_CONFIG,
+                "deidentify_template_name": deidentify_template,
+            },
         }
-        fixed = dlp_v2.DeidentifyContentRequest(**self._names)
-        self._fixed_bytes = dlp_v2.DeidentifyContentRequest.pb(fixed).ByteSize()
+        self._fixed_bytes = {
+            kind: dlp_v2.DeidentifyContentRequest.pb(
+                dlp_v2.DeidentifyContentRequest(**names)
+            ).ByteSize()
+            for kind, names in self._names.items()
+        }
         header = dlp_v2.FieldId.pb(dlp_v2.FieldId(name=_COLUMN)).ByteSize()
         self._header_bytes = 2 + header  # tag and length of Table.headers (header < 128 B)
 
@@ -162,8 +188,9 @@ class DlpEngine:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
-    def _needs_service(self, screened: Redaction, escalate: bool) -> bool:
-        return bool(screened.text)
+    def _needs_service(self, screened: Redaction, escalate: bool) -> str | None:
+        """How the text is sent: ``_FULL``, ``_NAMES``, or None (not at all)."""
+        return _FULL if screened.text else None
 
     def redact(self, texts: Sequence[str]) -> list[Redaction]:
         """All-or-nothing form of ``redact_partial``: raises the first failed text's error.
@@ -211,16 +238,23 @@ class DlpEngine:
                 continue
             self.stats.texts += 1
             self.stats.bytes += text_bytes
-            if not self._needs_service(screened, bool(escalate and escalate[index])):
+            kind = self._needs_service(screened, bool(escalate and escalate[index]))
+            if kind is None:
                 outcomes[index] = screened
                 continue
             found = sum(screened.counts.values())
             estimate = estimate_findings(sent_bytes, found, self._bytes_per_finding)
-            pending.append(_Pending(index, screened, sent_bytes, estimate))
+            pending.append(_Pending(index, screened, sent_bytes, estimate, kind))
+        for kind in (_FULL, _NAMES):
+            self._send([p for p in pending if p.kind == kind], kind, outcomes)
+        return outcomes  # type: ignore[return-value]
+
+    def _send(self, pending: list[_Pending], kind: str, outcomes: list) -> None:
+        """Packs the texts of one request kind into requests and sends them."""
         requests, oversize = pack(
             [(cell_bytes(p.text_bytes), p.estimate) for p in pending],
             self._limits,
-            fixed_bytes=self._fixed_bytes,
+            fixed_bytes=self._fixed_bytes[kind],
             header_bytes=self._header_bytes,
         )
         for position in oversize:
@@ -231,27 +265,34 @@ class DlpEngine:
             batch = [pending[position] for position in request]
             self.stats.count("texts_sent", len(batch))
             self.stats.count("bytes_sent", sum(p.text_bytes for p in batch))
+            if kind == _NAMES:
+                self.stats.count("names_texts_sent", len(batch))
             for item, outcome in zip(batch, self._deidentify(batch), strict=True):
                 outcomes[item.index] = outcome
-        return outcomes  # type: ignore[return-value]
 
-    def request(self, texts: Sequence[str]) -> dlp_v2.DeidentifyContentRequest:
-        """The request de-identifying ``texts``: one table row each, templates by name."""
+    def request(
+        self, texts: Sequence[str], *, names_only: bool = False
+    ) -> dlp_v2.DeidentifyContentRequest:
+        """The request de-identifying ``texts``: one table row each, templates by name (and,
+        ``names_only``, ``NAMES_INSPECT_CONFIG`` instead of the inspect template)."""
         table = dlp_v2.Table(
             headers=[dlp_v2.FieldId(name=_COLUMN)],
             rows=[dlp_v2.Table.Row(values=[dlp_v2.Value(string_value=t)]) for t in texts],
         )
-        return dlp_v2.DeidentifyContentRequest(**self._names, item=dlp_v2.ContentItem(table=table))
+        names = self._names[_NAMES if names_only else _FULL]
+        return dlp_v2.DeidentifyContentRequest(**names, item=dlp_v2.ContentItem(table=table))
 
-    def request_bytes(self, texts: Sequence[str]) -> int:
+    def request_bytes(self, texts: Sequence[str], *, names_only: bool = False) -> int:
         """The size the packer computes for ``request(texts)`` (equal to its serialised size)."""
         rows = sum(cell_bytes(len(t.encode("utf-8"))) for t in texts)
-        return request_bytes(self._fixed_bytes, self._header_bytes, rows)
+        fixed = self._fixed_bytes[_NAMES if names_only else _FULL]
+        return request_bytes(fixed, self._header_bytes, rows)
 
     def _deidentify(self, batch: list[_Pending]) -> list[_Outcome]:
         """De-identifies one packed request; halves it while DLP says it is over a limit."""
+        request = self.request([p.screened.text for p in batch], names_only=batch[0].kind == _NAMES)
         try:
-            response = self.caller.deidentify(self.request([p.screened.text for p in batch]))
+            response = self.caller.deidentify(request)
         except OverLimit:
             if len(batch) == 1:
                 return [_failure(batch[0], "DLP rejected it as over a limit", "too_large")]
@@ -293,10 +334,13 @@ class DlpEngine:
 
 
 class HybridEngine(DlpEngine):
-    """``DlpEngine`` that sends only texts the offline engine found something in, or that the
-    caller escalates; the others keep the offline result (``Redaction(text, {})``)."""
+    """``DlpEngine`` that inspects with the template only the texts the offline engine found
+    something in, or that the caller escalates; every other text is inspected for
+    ``DLP_ONLY_INFO_TYPES`` only (``NAMES_INSPECT_CONFIG``)."""
 
     name = "hybrid"
 
-    def _needs_service(self, screened: Redaction, escalate: bool) -> bool:
-        return bool(screened.text) and (escalate or bool(screened.counts))
+    def _needs_service(self, screened: Redaction, escalate: bool) -> str | None:
+        if not screened.text:
+            return None
+        return _FULL if escalate or screened.counts else _NAMES

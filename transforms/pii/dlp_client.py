@@ -76,6 +76,7 @@ class DlpStats:
     def __init__(self) -> None:
         self.texts = self.bytes = 0  # every text given to the engine, UTF-8 bytes
         self.texts_sent = self.bytes_sent = 0  # texts sent to DLP, once each
+        self.names_texts_sent = 0  # of which for DLP_ONLY_INFO_TYPES only (hybrid)
         self.requests = self.retries = self.splits = 0  # attempts, backoffs, halvings
 
     def count(self, name: str, n: int = 1) -> None:

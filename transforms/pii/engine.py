@@ -26,6 +26,7 @@ __all__ = [
     "AWS_CREDENTIALS",
     "CREDIT_CARD_NUMBER",
     "DEFAULT_FAILURE_REASON",
+    "DLP_ONLY_INFO_TYPES",
     "EMAIL_ADDRESS",
     "ENCRYPTION_KEY",
     "ENGINE_NAMES",
@@ -34,7 +35,9 @@ __all__ = [
     "INFO_TYPES",
     "IP_ADDRESS",
     "JSON_WEB_TOKEN",
+    "PERSON_NAME",
     "PHONE_NUMBER",
+    "STREET_ADDRESS",
     "US_SOCIAL_SECURITY_NUMBER",
     "Redaction",
     "RedactionEngine",
@@ -71,6 +74,12 @@ INFO_TYPES: tuple[str, ...] = (
     ENCRYPTION_KEY,
     AUTH_TOKEN,
 )
+
+PERSON_NAME = "PERSON_NAME"
+STREET_ADDRESS = "STREET_ADDRESS"
+# Info types only the Cloud DLP engines find (the offline engine has no detector for them):
+# the DLP templates inspect them too, and ``hybrid`` sends every text for them.
+DLP_ONLY_INFO_TYPES: tuple[str, ...] = (PERSON_NAME, STREET_ADDRESS)
 
 
 class Redaction(NamedTuple):

@@ -8,6 +8,12 @@ without PII or look-alikes costs one scan and Python's regex engine never walks 
 text. What each detector redacts, and what it deliberately leaves, is documented in
 ``transforms.pii.detectors``.
 
+Every text is also searched on its normalised view (``transforms.pii.normalise``: NFKC,
+zero-width characters dropped, ``%40`` and ``&#64;`` decoded ...) when it has one, and the
+findings of both are mapped to the original text and resolved together. The same locator pass
+reports the ASCII shapes that need a view (``normalise.TRIGGERS``); only a non-ASCII text costs
+one more regex search to tell, and only a text with a view a second pass.
+
 The locators cover every position where a pattern can match, so they change speed, never
 output: ``prefilter="re"`` (automatic when hyperscan cannot be imported) searches the same
 locators with Python ``re`` to skip detectors, then scans with ``finditer``; and
@@ -36,6 +42,7 @@ from typing import Any
 
 from transforms.pii.detectors import DEFAULT_PHONE_REGIONS, Detector, Finding, build_detectors
 from transforms.pii.engine import INFO_TYPES, Redaction, RedactionError
+from transforms.pii.normalise import TRIGGERS, ViewCheck, needs_view, view_of
 
 try:  # hyperscan ships manylinux wheels for x86-64 only; fall back to re elsewhere.
     import hyperscan as _hyperscan
@@ -89,7 +96,10 @@ def _on_match(
 
 
 class _HyperscanLocator:
-    """One block-mode database of every locator; ids are detector indices."""
+    """One block-mode database of every locator; ids are detector indices, and
+    ``len(detectors)`` for the view triggers. The triggers and the locators of ``whole_text``
+    detectors report their first match only (``HS_FLAG_SINGLEMATCH``): presence is all that
+    is asked of them."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         expressions, ids = [], []
@@ -97,13 +107,23 @@ class _HyperscanLocator:
             for locator in detector.locators:
                 expressions.append(locator.encode("ascii"))
                 ids.append(index)
+        for trigger in TRIGGERS:
+            expressions.append(trigger.encode("ascii"))
+            ids.append(len(detectors))
+        presence = {i for i, d in enumerate(detectors) if d.whole_text} | {len(detectors)}
+        self._presence = frozenset(presence)
         self._db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
-        flags = [_hyperscan.HS_FLAG_SOM_LEFTMOST] * len(expressions)
+        flags = [
+            _hyperscan.HS_FLAG_SINGLEMATCH if i in presence else _hyperscan.HS_FLAG_SOM_LEFTMOST
+            for i in ids
+        ]
         self._db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
         # Locators starting with "(?:^|[^...])" match one boundary character early; the
         # others ("unbounded") start at the candidate itself.
         unbounded = set()
         for index, detector in enumerate(detectors):
+            if detector.whole_text:
+                continue
             bounded = {p.removeprefix("(?i)").startswith("(?:^|") for p in detector.locators}
             if len(bounded) > 1:
                 raise ValueError(f"detector {detector.name}: mixed bounded/unbounded locators")
@@ -123,17 +143,21 @@ class _HyperscanLocator:
         )
         for index in self._unbounded.intersection(hits):
             hits[index] = [start - 1 for start in hits[index]]
+        for index in self._presence.intersection(hits):
+            hits[index] = None  # type: ignore[assignment]
         return hits.items()  # Detector.find sorts the starts
 
 
 class _ReLocator:
-    """The same locators searched with Python ``re`` to pick the detectors to run."""
+    """The same locators searched with Python ``re`` to pick the detectors to run (and the
+    view triggers, as index ``len(detectors)``)."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self._checks = [
             (index, tuple(re.compile(p, re.ASCII) for p in d.locators))
             for index, d in enumerate(detectors)
         ]
+        self._checks.append((len(detectors), tuple(re.compile(t) for t in TRIGGERS)))
 
     def __call__(self, text: str) -> list[tuple[int, list[int] | None]]:
         return [
@@ -188,15 +212,21 @@ class OfflineEngine:
         )
         self._placeholders = {info_type: f"[{info_type}]" for info_type in INFO_TYPES}
         self._locate: _Locate
+        self._needs_view: Callable[[str], bool] = needs_view
         if prefilter == "hyperscan":
             self._locate = _HyperscanLocator(self._detectors)
+            self._needs_view = ViewCheck(_hyperscan)
         elif prefilter == "re":
             self._locate = _ReLocator(self._detectors)
         else:
             every: list[tuple[int, list[int] | None]] = [
                 (index, None) for index in range(len(self._detectors))
             ]
-            self._locate = lambda text: every
+            triggers = [re.compile(t) for t in TRIGGERS]
+            trigger = [(len(self._detectors), None)]
+            self._locate = lambda text: (
+                every + trigger if any(t.search(text) for t in triggers) else every
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self._options)  # the hyperscan database cannot be pickled
@@ -229,17 +259,36 @@ class OfflineEngine:
         return results
 
     def find(self, text: str) -> list[Finding]:
-        """The resolved findings in ``text``, sorted by start (for scoring and tests).
+        """The resolved findings in ``text`` and its normalised view, sorted by start (for
+        scoring and tests).
 
         Exceptions propagate unwrapped; ``redact`` is the fail-closed entry point.
         """
         if not text:
             return []
+        findings, triggered = self._find(text)
+        if triggered or self._needs_view(text):
+            view = view_of(text, encoded=triggered)
+            if view is not None:
+                span = view.original_span
+                findings += [
+                    Finding(*span(f.start, f.end), f.info_type, f.priority)
+                    for f in self._find(view.text)[0]
+                ]
+        return resolve_overlaps(findings) if len(findings) > 1 else findings
+
+    def _find(self, text: str) -> tuple[list[Finding], bool]:
+        """The findings of every detector in ``text``, unresolved, and whether a view
+        trigger matched."""
         findings: list[Finding] = []
         detectors = self._detectors
+        triggered = False
         for index, starts in self._locate(text):
-            findings += detectors[index].find(text, starts)
-        return resolve_overlaps(findings) if len(findings) > 1 else findings
+            if index == len(detectors):
+                triggered = True
+            else:
+                findings += detectors[index].find(text, starts)
+        return findings, triggered
 
     def redact_text(self, text: str) -> Redaction:
         """Redacts one text; exceptions propagate unwrapped (``redact`` wraps them)."""

@@ -10,6 +10,7 @@ import re
 import threading
 from typing import Any, NamedTuple
 
+from transforms.pii import logs as log_hygiene
 from transforms.pii.engine import RedactionEngine, build_engine
 from transforms.pii.pseudonym import load_key
 
@@ -116,7 +117,13 @@ class RedactionSettings(NamedTuple):
         return build_engine(self.engine, **self.engine_options())
 
     def open(self) -> tuple[RedactionEngine, bytes]:
-        """Returns (engine, key bytes), reusing this thread's engine for the same settings."""
+        """Returns (engine, key bytes), reusing this thread's engine for the same settings.
+
+        Also installs the log hygiene (``transforms.pii.logs``) in this process: every worker
+        that handles clear text (a DoFn opening these settings in ``setup``) has it, whoever
+        configured its logging (Dataflow's harness, a local worker process).
+        """
+        log_hygiene.install()
         cache: dict = _PER_THREAD.__dict__.setdefault("opened", {})
         opened = cache.get(self)
         if opened is None:
