@@ -86,8 +86,8 @@ def mostly_rejected(
     valid=2_600`` is about its size): most carry a schema_version of a major version the
     pipeline has no converter for, "2.0" or "3" (dead-lettered; the issue's "1.0" and "1.1" are
     minor versions, accepted since), many of those repeated exactly; a few valid events, with
-    redeliveries (third copies included) and, for one in ten, a copy with other content. Returns the lines
-    and how many of each outcome they must give."""
+    redeliveries (third copies included) and, for one in ten, a copy with other content.
+    Returns the lines and how many of each outcome they must give."""
     rng = random.Random(seed)
     lines, expected = [], {"written": 0, "duplicate": 0, "duplicate_conflict": 0}
     other_content = []
