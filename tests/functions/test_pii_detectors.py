@@ -198,6 +198,10 @@ def test_phone_context_reads_abbreviations_weak_words_and_keys(prefix, context):
         ("name,phone\nJo,x 4155552671", None),  # not the first thing in its field
         ("Jo,4155552671", None),  # no header
         ("name,phone\n\nJo,4155552671", None),  # a blank line ends the table
+        # The header's first cell glued to text before it ("0@aa.com  name") is still the
+        # header: only its cell in the candidate's column decides (found by hypothesis).
+        ("0@aa.com  name,phone,n\njo,4155552671,42", "positive"),
+        ("name,phone,n\nAl,n/a,7\njo,4155552671,42", "positive"),  # a data row, no number here
     ],
 )
 def test_column_context_reads_the_header_of_a_table_column(text, context):

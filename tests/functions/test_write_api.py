@@ -101,6 +101,18 @@ def test_a_request_failed_as_a_whole_raises_with_its_code_only():
     assert caught.value.transient and str(caught.value) == "append failed with status code 14"
 
 
+def test_a_stream_that_ends_without_an_answer_is_a_transient_failure():
+    class _Silent:
+        def append_rows(self, requests, timeout):
+            list(requests)
+            return iter([])
+
+    encoder = RowEncoder(bigquery_schema("audit_record"), "AuditRecord")
+    with pytest.raises(AppendFailed) as caught:
+        append_rows("p.d.t", encoder, [to_record(audit_record())], _Silent())
+    assert caught.value.transient  # retried by the sink, not a failed bundle
+
+
 def test_large_batches_are_split_below_the_request_limit(monkeypatch):
     encoder = RowEncoder(bigquery_schema("audit_record"), "AuditRecord")
     client = _FakeWriteClient(encoder)

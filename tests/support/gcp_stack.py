@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import pytest
 
+from pipelines.io.sinks.gcp.write_api import emulator_serialized
+
 __all__ = [
     "Resources",
     "Stack",
@@ -157,10 +159,11 @@ def create_emulator_audit_table(dataset: str) -> None:
     from pipelines.io.sinks.gcp.bigquery import audit_table
 
     client = bigquery.Client(project=dataset.split(".")[0])
-    client.create_dataset(bigquery.Dataset(dataset), exists_ok=True)
     table = audit_table(dataset)
     table.schema = [f for f in table.schema if f.field_type != "RECORD"]
-    client.create_table(table, exists_ok=True)
+    with emulator_serialized():  # bqemulator deadlocks on DDL beside an append
+        client.create_dataset(bigquery.Dataset(dataset), exists_ok=True)
+        client.create_table(table, exists_ok=True)
 
 
 def bq_rows(dataset: str, relation: str) -> list[dict]:
@@ -169,7 +172,9 @@ def bq_rows(dataset: str, relation: str) -> list[dict]:
 
     client = bigquery.Client(project=dataset.split(".")[0])
     try:
-        return [dict(row) for row in client.query(f"SELECT * FROM `{dataset}.{relation}`").result()]
+        with emulator_serialized():  # bqemulator deadlocks on a query beside an append
+            query = client.query(f"SELECT * FROM `{dataset}.{relation}`")
+            return [dict(row) for row in query.result()]
     except NotFound:
         return []
 

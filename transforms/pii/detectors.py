@@ -593,10 +593,13 @@ def column_context(text: str, start: int) -> str | None:
         if set(row) <= _RULE_ROW:
             continue  # a Markdown rule |---|---|
         names = row.split(delimiter)
-        if any(_DATA_CELL.match(name) for name in names):
-            continue  # another data row
         name = names[column].lower()
-        return _word_context(name.replace("_", " ").split(), not name.isascii())
+        if _DATA_CELL.match(name):
+            continue  # another data row
+        context = _word_context(name.replace("_", " ").split(), not name.isascii())
+        if context is None and any(_DATA_CELL.match(cell) for cell in names):
+            continue  # a data row whose cell in this column holds no number
+        return context  # the header (its first cell may follow other text on its line)
     return None
 
 

@@ -55,7 +55,8 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 # google.rpc.Code values a later attempt may not meet.
-_TRANSIENT_CODES = frozenset({4, 8, 10, 13, 14})  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+_UNAVAILABLE = 14
+_TRANSIENT_CODES = frozenset({4, 8, 10, 13, _UNAVAILABLE})  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
 # ABORTED, INTERNAL, UNAVAILABLE
 _F = descriptor_pb2.FieldDescriptorProto
 _PROTO_TYPES = {
@@ -170,16 +171,36 @@ _EMULATOR_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
+def _across_processes(emulator: str):
+    """An exclusive lock shared by every process on this machine that talks to ``emulator``
+    (a lock file in the temporary directory, ``flock``: released when the holder exits)."""
+    import fcntl
+    import re
+    import tempfile
+
+    name = re.sub(r"[^A-Za-z0-9]+", "-", emulator)
+    with open(os.path.join(tempfile.gettempdir(), f"genai-bqemulator-{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def emulator_serialized():
-    """Against bqemulator (``BIGQUERY_EMULATOR_GRPC_HOST`` set): one BigQuery write of this
-    process at a time. bqemulator 1.4.0 flushes an append into its database from a gRPC thread
-    while its REST side runs DML and DDL on the same database from its event loop, and the two
-    deadlock (seen with an append beside the metrics MERGE: both sides stop answering). Against
-    BigQuery: nothing, writes run in parallel."""
-    if not os.environ.get(EMULATOR_VARIABLE):
+    """Against bqemulator (``BIGQUERY_EMULATOR_GRPC_HOST`` set): one BigQuery call at a time,
+    across the threads and processes of this machine (the pipeline's writes, and the tests'
+    queries, which take it too). bqemulator 1.4.0 flushes an append into its database from a
+    gRPC thread while its REST side runs queries, DML and DDL on the same database from its
+    event loop, and the two deadlock (seen with an append beside the metrics MERGE, and beside
+    a test's SELECT: both sides stop answering). Against BigQuery: nothing, calls run in
+    parallel."""
+    emulator = os.environ.get(EMULATOR_VARIABLE)
+    if not emulator:
         yield
         return
-    with _EMULATOR_LOCK:
+    with _EMULATOR_LOCK, _across_processes(emulator):
         yield
 
 
@@ -234,7 +255,10 @@ def _append(client, stream: str, encoder: RowEncoder, rows: list[bytes]) -> list
             rows=types.ProtoRows(serialized_rows=rows),
         ),
     )
-    (response,) = list(client.append_rows(iter([request]), timeout=REQUEST_TIMEOUT_S))
+    responses = list(client.append_rows(iter([request]), timeout=REQUEST_TIMEOUT_S))
+    if len(responses) != 1:
+        raise AppendFailed(_UNAVAILABLE)  # the stream ended without its answer: try again
+    (response,) = responses
     if response.row_errors:
         return sorted({error.index for error in response.row_errors})
     if response.error.code:
