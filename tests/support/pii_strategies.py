@@ -198,8 +198,8 @@ def planted_in_shape(draw) -> Planted:
         )
     elif shape == "json":
         text = json.dumps({"note": f"{label} {text}"})[10:-2]
-    elif shape == "csv":  # under a header that names the column
-        text = f"name,{label or value.kind},n\njo,{text},42"
+    elif shape == "csv":  # under a header that names the column, the table on lines of its own
+        text = f"\nname,{label or value.kind},n\njo,{text},42\n"
     elif shape == "wide":
         text = _wide(text)
     elif shape == "zero_width":

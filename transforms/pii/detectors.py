@@ -776,8 +776,8 @@ _PHONE = r"""
     (?:
         (?<![\w+])\+
       | (?<![\w\#@$%&/.+\\\-£€¥₹])(?<!\d:)
-        (?!\d{4}[-./]\d\d?[-./]\d\d?(?!\d)                                # a date,
-          |\d\d?(?P<phone_sep>[-./])\d\d?(?P=phone_sep)\d\d(?:\d\d)?(?!\d)  # a date,
+        (?!\d{4}[-./]\d\d?[-./]\d\d?(?![-./]?\d)                         # a date (not
+          |\d\d?(?P<phone_sep>[-./])\d\d?(?P=phone_sep)\d\d(?:\d\d)?(?![-./]?\d)  # 4 groups),
           |(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}\d{1,3}(?![\d.]))   # an IP-like quad
         (?![1-9]\d*+(?![\d()\-/]|[.\ \t][\d(]|\r?\n[\d(]))  # bare, no trunk 0: after_word
     )
