@@ -136,3 +136,37 @@ def test_a_batch_sink_writes_the_rest_of_a_batch_a_row_of_it_poisons(request):
             )
         written = sorted(i for batch in RecordingSink.written[token] for i in batch)
         assert written == sorted(r.audit_id for r in records[:4]), mode
+
+
+def test_a_usage_row_the_table_cannot_hold_is_a_dead_letter_in_any_window(tmp_path):
+    # A bounded input in hourly windows (a reconciliation's usage panes): the row taken out
+    # used to be emitted in the global window into a PCollection of interval windows, which
+    # failed the bundle (found by make fuzz).
+    from tests.support.usage import expected_usage
+
+    fine = expected_usage([redacted_event(event_id=_id(1))], pane_timing="ON_TIME", pane_index=0)
+    fine = fine._replace(emitted_at=fine.hour_start)
+    too_big = fine._replace(user_key="k-big", token_sum=2**63)
+    hour = beam.window.FixedWindows(3600)
+    with TestPipeline() as p:
+        rows = (
+            p
+            | beam.Create([fine, too_big])
+            | beam.Map(lambda r: beam.window.TimestampedValue(r, r.hour_start.timestamp()))
+            | beam.WindowInto(hour)
+        )
+        core = CoreOutputs(
+            events=p | "Events" >> beam.Create([]),
+            duplicates=p | "Duplicates" >> beam.Create([]),
+            metrics=p | "Metrics" >> beam.Create([]),
+            audit=p | "Audit" >> beam.Create([]),
+            dead_letters=p | "DeadLetters" >> beam.Create([]),
+            metric_dead_letters=p | "LeftOut" >> beam.Create([]),
+            usage=rows,
+            conflicts=p | "Conflicts" >> beam.Create([]),
+        )
+        sinks = core | WriteEmbedded(str(tmp_path), archive=False)
+        assert_that(
+            sinks.sink_dead_letters | beam.Map(lambda d: d.reason),
+            equal_to(["internal_error:write_usage_duckdb"]),
+        )

@@ -39,6 +39,7 @@ def _tagged_counts(core, sinks) -> beam.PCollection:
     counts = [
         core.events | "CountWritten" >> beam.Map(lambda batch: ("written", len(batch.events))),
         core.duplicates | "CountDuplicates" >> beam.Map(lambda _: ("duplicates", 1)),
+        core.conflicts | "CountConflicts" >> beam.Map(lambda _: ("conflicts", 1)),
         core.dead_letters | "CountDeadLetters" >> beam.Map(lambda _: ("dead_letters", 1)),
         core.audit | "CountAudit" >> beam.Map(lambda _: ("audit", 1)),
         sinks.sink_dead_letters | "CountRowsLeftOut" >> beam.Map(lambda d: (d.reason, 1)),
@@ -55,7 +56,7 @@ def _identity_holds(read: int, internal_errors_allowed: bool):
         for name, n in items:
             totals[name] = totals.get(name, 0) + n
         outcomes = totals.get("written", 0) + totals.get("duplicates", 0)
-        outcomes += totals.get("dead_letters", 0)
+        outcomes += totals.get("conflicts", 0) + totals.get("dead_letters", 0)
         assert outcomes == read, totals
         assert totals.get("audit", 0) == read, totals
         left_out = {k for k in totals if k.startswith("internal_error")}

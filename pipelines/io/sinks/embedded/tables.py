@@ -212,9 +212,10 @@ class WriteTable(beam.PTransform):
 
     def expand(self, pcoll):
         gathered = pcoll | "GatherForFlush" >> GatherForFlush(self._table.flush_s)
-        if pcoll.is_bounded and self._table.output_type is not None:
-            # What a table hands back is emitted in the global window (GatherForFlush puts
-            # unbounded rows there already; a bounded input keeps its windows otherwise).
+        if pcoll.is_bounded:
+            # What a table hands back and the rows it takes out are emitted in the global
+            # window (GatherForFlush puts unbounded rows there already; a bounded input keeps
+            # its windows otherwise, and a row taken out of an hourly window failed its bundle).
             gathered = gathered | "Rewindow" >> beam.WindowInto(window.GlobalWindows())
         learnt_type = self._table.output_type or Any
         written = gathered | "WriteRows" >> beam.ParDo(
