@@ -121,7 +121,7 @@ def test_a_file_where_a_directory_is_expected_stops_the_command(
 
 
 def _shared_input() -> tuple[str, str]:
-    """A folder ``nobody`` can enter, holding one event that everyone can read."""
+    """A folder every user can enter, holding one event that everyone can read."""
     folder = shared_tmp()
     path = os.path.join(folder, "events.jsonl")
     with open(path, "w") as handle:
@@ -167,7 +167,7 @@ def test_an_unreadable_key_file_stops_the_command():
     key = os.path.join(folder, "pseudonym.key")
     with open(key, "w") as handle:
         handle.write("k" * 32)
-    os.chmod(key, 0o600)  # the owner's (root's) only
+    os.chmod(key, 0o000)  # nobody may read it (root only through its override)
     root = os.path.join(folder, "out")
     args = ["--input", path, "--output_root", root, "--pseudonym_key", f"file:{key}"]
     code, err = run_unprivileged("pipelines.backfill", args)
@@ -224,7 +224,7 @@ def test_an_input_that_is_a_directory_stops_the_command(tmp_path, capsys):
 
 def test_an_unreadable_input_stops_the_command():
     folder, path = _shared_input()
-    os.chmod(path, 0o600)  # the owner's (root's) only
+    os.chmod(path, 0o000)  # nobody may read it (root only through its override)
     root = os.path.join(folder, "out")
     code, err = run_unprivileged("pipelines.backfill", ["--input", path, "--output_root", root])
     assert code == 2, err
