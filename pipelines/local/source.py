@@ -26,9 +26,10 @@ __all__ = ["SyntheticSource"]
 class _PacedEvents:
     """Feeds the TestStream service: one batch of events per tick, in real time.
 
-    After each batch it advances processing time by the wall time that passed and the
-    watermark to the tick's time, so windows, triggers and timers behave as with a live source
-    whose watermark follows the clock (as Pub/Sub's does).
+    Each tick's events carry the tick's scheduled time as publish and event time, also when
+    the run is behind schedule. After each batch it advances processing time by the wall time
+    that passed and the watermark to the tick's time, so windows, triggers and timers behave
+    as with a live source whose watermark follows the clock (as Pub/Sub's does).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class _PacedEvents:
         sent = 0
         ticks = max(1, round(self._duration_s / self._tick_s))
         started = last = time.monotonic()
+        started_at = dt.datetime.now(dt.UTC)
         carry = 0.0
         for tick in range(ticks):
             delay = started + tick * self._tick_s - time.monotonic()
@@ -59,7 +61,10 @@ class _PacedEvents:
                 time.sleep(delay)
             carry += self._rates.rate_at(tick * self._tick_s) * self._tick_s
             n, carry = int(carry), carry - int(carry)
-            now = dt.datetime.now(dt.UTC)
+            # The tick's scheduled time, not the time it was generated: when the pipeline
+            # falls behind, the generator waits on it, and its events keep the time they were
+            # due, as a topic keeps a message's publish time (freshness counts the wait).
+            now = started_at + dt.timedelta(seconds=tick * self._tick_s)
             now_us = int(now.timestamp() * 1_000_000)
             elements = []
             for generated in self._generator.batch(n, now):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 from apache_beam.runners.direct.evaluation_context import EvaluationContext
-from apache_beam.transforms import userstate
+from apache_beam.transforms import trigger, userstate
 
 from pipelines import streaming
 from tests.support.direct_runner import (
     ORIGINAL_GET_DOFN_SPECS,
     ORIGINAL_HANDLE_RESULT,
+    ORIGINAL_WITHOUT_EXTRACTION,
     fixes_removed,
 )
 from tests.support.verify import assert_verified
@@ -29,4 +30,5 @@ def test_a_local_run_leaves_beam_as_it_found_it(tmp_path, monkeypatch):
     assert streaming.run([*args, "--output_root", str(tmp_path)]) == 0
     assert userstate.get_dofn_specs is ORIGINAL_GET_DOFN_SPECS
     assert EvaluationContext.handle_result is ORIGINAL_HANDLE_RESULT
+    assert trigger._CombiningValueStateTag.without_extraction is ORIGINAL_WITHOUT_EXTRACTION
     assert_verified(tmp_path)

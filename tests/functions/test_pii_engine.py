@@ -93,6 +93,8 @@ POSITIVES = [
     (f"Authorization: Bearer {OPENAI}", "Authorization: Bearer [AUTH_TOKEN]"),
     (f"git clone https://{GITHUB}@github.com/o/r", "git clone https://[AUTH_TOKEN]@github.com/o/r"),
     ("ping +81 568-76-9840 now", "ping [PHONE_NUMBER] now"),
+    # A line break inside a card number is a separator...
+    ("card 4111 1111\n1111 1111 thanks", "card [CREDIT_CARD_NUMBER] thanks"),
 ]
 
 # Texts that must come back unchanged.
@@ -105,6 +107,8 @@ NEGATIVES = [
     "pip install requests==2.31.0.1 and Chrome/120.0.0.0 and the 1.2.3.4 release.",
     "bumped from 1.2.3.3 to 1.2.3.4",
     "Released on 2024-03-15, logged at 2024-03-15T10:22:31Z and 15.03.2024 10:22.",
+    # ...but not before a line starting with an ISO date (0913-499542-2019 passes Luhn).
+    "ticket 0913-499542\n2019-02-05 05:11:10 reopened",
     "Total $1,234.56, or €1.234,56, or 12 345,67 €, or £57452.87.",
     "request 550e8400-e29b-41d4-a716-446655440000 failed",
     "commit 3f786850e387550fdab836ed7e6dc881de23001b, short sha 097391366637",

@@ -147,6 +147,13 @@ def test_redelivered_messages_change_nothing(resources):
     assert_no_pii(run, seen)
 
 
+def _bigquery_dead_lettered(caplog) -> bool:
+    return any(
+        "bigquery" in r.getMessage() and "dead-lettered after" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def test_bigquery_outage_is_retried_then_dead_lettered_nothing_lost(resources, caplog):
     """BigQuery stops for part of the run: writes are retried, then either land or become dead
     letters with their rows; every row is in exactly one place and PostgreSQL is complete."""
@@ -160,7 +167,13 @@ def test_bigquery_outage_is_retried_then_dead_lettered_nothing_lost(resources, c
         try:
             rest = scenario(run.generator, batches=2)
             run.publisher.publish(rest)
-            time.sleep(10)  # longer than a batch's retries (3 attempts, backoff <= 2 s)
+            # Down until a batch has used up its retries (3 attempts, backoff <= 2 s): at least
+            # 10 s, and longer when the writes the outage met were still being retried then
+            # (BigQuery writes of the emulator take turns, so how many fail is timing).
+            time.sleep(10)
+            deadline = time.monotonic() + 90
+            while not _bigquery_dead_lettered(caplog) and time.monotonic() < deadline:
+                time.sleep(1)
         finally:
             stack_command("up", "bigquery", "--keep-data")
         run.close_windows()

@@ -25,6 +25,8 @@ from apache_beam.transforms.trigger import (
 )
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines import backfill, streaming
 from pipelines.local import direct_runner_fixes as direct_runner
@@ -32,6 +34,7 @@ from pipelines.local.run import build_locally
 from tests.support.direct_runner import (
     ORIGINAL_GET_DOFN_SPECS,
     ORIGINAL_HANDLE_RESULT,
+    ORIGINAL_WITHOUT_EXTRACTION,
     fixes_removed,
 )
 from tests.support.pipelines import TestPipeline, local_pipeline
@@ -139,6 +142,34 @@ def test_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("GENAI_NO_SPEC_CACHE", "1")
     assert not direct_runner.install_spec_cache()
     assert userstate.get_dofn_specs is ORIGINAL_GET_DOFN_SPECS
+
+
+# --- trigger state tags: the no-extraction combine function made once ------------------
+
+
+def test_a_combining_tag_without_extraction_reads_and_merges_the_same():
+    tag = trigger._CombiningValueStateTag("count", sum).with_prefix("late")
+    assert direct_runner.install_tag_cache()
+    first, second = tag.without_extraction(), tag.without_extraction()
+    beams = ORIGINAL_WITHOUT_EXTRACTION(tag)
+    assert first.combine_fn is second.combine_fn  # built once
+    assert (first.tag, second.tag) == (beams.tag, beams.tag)
+    for fn in (first.combine_fn, beams.combine_fn):
+        five = fn.add_input(fn.create_accumulator(), 5)
+        seven = fn.add_input(fn.create_accumulator(), 7)
+        merged = fn.merge_accumulators([five, seven])
+        assert fn.extract_output(merged) == merged  # the accumulator itself: no extraction
+        assert tag.combine_fn.extract_output(merged) == 12
+    other = trigger._CombiningValueStateTag("count", max).without_extraction()
+    assert other.combine_fn is not first.combine_fn  # one per original combine function
+    direct_runner.uninstall_tag_cache()
+    assert trigger._CombiningValueStateTag.without_extraction is ORIGINAL_WITHOUT_EXTRACTION
+
+
+def test_the_tag_cache_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("GENAI_NO_TAG_CACHE", "1")
+    assert not direct_runner.install_tag_cache()
+    assert trigger._CombiningValueStateTag.without_extraction is ORIGINAL_WITHOUT_EXTRACTION
 
 
 # --- expired window state collected, empty keyed state dropped -----------------------------
@@ -294,6 +325,83 @@ def test_compacted_holds_read_the_same(combiner):
     assert len(kept) == 5  # the old list itself is unchanged (copies may hold it)
 
 
+# --- timer scans visit only keys with a timer due -----------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = Timestamp(0)
+
+    def time(self):
+        return self.now
+
+
+class _Step:
+    """What ``extract_transform_timers`` reads of a ``_TransformWatermarks``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._keyed_states: dict = {}
+        self._input_watermark = Timestamp(0)
+        self._clock = _Clock()
+        self._fired_timers: set = set()
+
+
+def _firings(step, extract) -> tuple[list, bool]:
+    fired, realtime = extract(step)
+    step._fired_timers.clear()
+    return sorted(
+        repr((f.encoded_key, f.window, f.name, f.time_domain, f.timestamp)) for f in fired
+    ), realtime
+
+
+_COMMIT = st.tuples(
+    st.sampled_from([b"a", b"b", b"c", b"d", None]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["w1", "w2"]),
+            st.sampled_from(["t", "u"]),
+            st.sampled_from([TimeDomain.WATERMARK, TimeDomain.REAL_TIME]),
+            st.integers(0, 100),
+        ),
+        max_size=3,
+    ),
+)
+_STEP = st.one_of(
+    st.tuples(st.just("commit"), _COMMIT),
+    st.tuples(st.just("drop"), st.sampled_from([b"a", b"b", b"c", b"d", None])),
+    st.tuples(st.just("watermark"), st.integers(0, 100)),
+    st.tuples(st.just("clock"), st.integers(0, 100)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_STEP, max_size=40))
+def test_the_indexed_timer_scan_finds_what_beams_scan_finds(steps):
+    """After any sequence of commits (a key's state replaced, as the runner does), dropped keys
+    and watermark or clock moves, the fork returns the timers Beam's scan returns (sorted: Beam
+    orders them by timestamp only) and the same answer on processing-time timers."""
+    step = _Step()
+    original = direct_runner._beam().extract_transform_timers
+    for kind, arg in steps:
+        if kind == "commit":
+            key, timers = arg
+            state = DirectUnmergedState()
+            for win, name, domain, at in timers:
+                state.set_timer(win, name, domain, Timestamp(at))
+            step._keyed_states[key] = state
+            direct_runner._timer_index(step).add(key, state)
+        elif kind == "drop":
+            step._keyed_states.pop(arg, None)
+        elif kind == "watermark":
+            step._input_watermark = max(step._input_watermark, Timestamp(arg))
+        else:
+            step._clock.now = max(step._clock.now, Timestamp(arg))
+        assert _firings(step, direct_runner._extract_transform_timers) == _firings(step, original)
+
+
 # --- scope, version guard, pinned sources ------------------------------------------------
 
 
@@ -303,8 +411,12 @@ def test_installed_for_one_run_and_removed_after_it_even_when_it_fails():
         assert on
         assert userstate.get_dofn_specs is direct_runner.cached_dofn_specs
         assert EvaluationContext.handle_result is not ORIGINAL_HANDLE_RESULT
+        assert trigger._CombiningValueStateTag.without_extraction is not (
+            ORIGINAL_WITHOUT_EXTRACTION
+        )
     assert userstate.get_dofn_specs is ORIGINAL_GET_DOFN_SPECS
     assert EvaluationContext.handle_result is ORIGINAL_HANDLE_RESULT
+    assert trigger._CombiningValueStateTag.without_extraction is ORIGINAL_WITHOUT_EXTRACTION
     with pytest.raises(RuntimeError), direct_runner.installed():
         raise RuntimeError("the run failed")
     assert userstate.get_dofn_specs is ORIGINAL_GET_DOFN_SPECS
@@ -350,6 +462,7 @@ PINNED_SOURCES = {
     "trigger.GeneralTriggerDriver": "8d32e3915f214f02",
     "evaluation_context.DirectUnmergedState": "37cf61e76c8361ae",
     "trigger.InMemoryUnmergedState": "61b8ef7a2a93b190",
+    "trigger._CombiningValueStateTag": "ef257d19e45ca8bd",
     "direct_runner._StreamingGroupAlsoByWindow": "af74419c67c84995",
 }
 

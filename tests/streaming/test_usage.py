@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.support.aggregate import PRICES, T0_S, ev, stamped
 from tests.support.pipelines import TestPipeline, streaming_options
 from tests.support.usage import comparable_usage, expected_usage
-from transforms.usage import AggregateUsage
+from transforms.usage import AggregateUsage, shard_of_user
 
 
 def _run(stream: TestStream, expected: list, **kwargs) -> None:
@@ -66,5 +66,33 @@ def test_early_panes_every_early_firing_s_accumulate():
             expected_usage([other], pane_timing="EARLY", pane_index=0),
             expected_usage([a, b], pane_timing="ON_TIME", pane_index=2),
             expected_usage([other], pane_timing="ON_TIME", pane_index=1),
+        ],
+    )
+
+
+def test_a_pane_holds_every_user_of_its_shard_seen_in_the_hour():
+    """Users of one shard share its panes: an early pane re-emits a user with no new events
+    (the same row again, upserted idempotently), at the shard's pane index."""
+    a = ev(T0_S + 10, event_id="a", user_key="u1")
+    b = ev(T0_S + 20, event_id="b", user_key="u28")
+    assert shard_of_user("u1") == shard_of_user("u28")
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0_S)
+        .add_elements([stamped(a)])
+        .advance_processing_time(301)
+        .add_elements([stamped(b)])
+        .advance_processing_time(301)
+        .advance_watermark_to(T0_S + 3600)
+        .advance_watermark_to_infinity()
+    )
+    _run(
+        stream,
+        [
+            expected_usage([a], pane_timing="EARLY", pane_index=0),
+            expected_usage([a], pane_timing="EARLY", pane_index=1),
+            expected_usage([b], pane_timing="EARLY", pane_index=1),
+            expected_usage([a], pane_timing="ON_TIME", pane_index=2),
+            expected_usage([b], pane_timing="ON_TIME", pane_index=2),
         ],
     )

@@ -7,21 +7,25 @@ import contextlib
 from collections.abc import Iterator
 
 from apache_beam.runners.direct.evaluation_context import EvaluationContext
-from apache_beam.transforms import userstate
+from apache_beam.transforms import trigger, userstate
 
 from pipelines.local import direct_runner_fixes as direct_runner
 
-__all__ = ["ORIGINAL_GET_DOFN_SPECS", "ORIGINAL_HANDLE_RESULT", "fixes_removed"]
+__all__ = [
+    "ORIGINAL_GET_DOFN_SPECS",
+    "ORIGINAL_HANDLE_RESULT",
+    "ORIGINAL_WITHOUT_EXTRACTION",
+    "fixes_removed",
+]
 
 ORIGINAL_GET_DOFN_SPECS = userstate.get_dofn_specs
 ORIGINAL_HANDLE_RESULT = EvaluationContext.handle_result
+ORIGINAL_WITHOUT_EXTRACTION = trigger._CombiningValueStateTag.without_extraction
 
 
 @contextlib.contextmanager
 def fixes_removed() -> Iterator[None]:
     """Runs the block without the fixes installed, and removes any the block left installed."""
-    direct_runner.uninstall_spec_cache()
-    direct_runner.uninstall_state_pruning()
+    direct_runner.uninstall()
     yield
-    direct_runner.uninstall_spec_cache()
-    direct_runner.uninstall_state_pruning()
+    direct_runner.uninstall()

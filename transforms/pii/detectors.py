@@ -255,8 +255,10 @@ def _detector(
 
 # Separators inside a grouped number (card, IBAN): one or two spaces or tabs, a dash, a dot,
 # or a line break (with two characters of indentation at most). The locators take any run of
-# up to 5 of these characters: a plain class keeps the hyperscan database fast.
-_SEP = r"(?:[\ \t]{1,2}|[\-.]|[\ \t]?\r?\n[\ \t]{0,2})"
+# up to 5 of these characters: a plain class keeps the hyperscan database fast. A line break
+# is not a separator when the next line starts with an ISO date (a log line's timestamp after
+# a number is not more of it).
+_SEP = r"(?:[\ \t]{1,2}|[\-.]|[\ \t]?\r?\n[\ \t]{0,2}(?!\d{4}-\d\d-\d\d(?!\d)))"
 _SEP_LOCATOR = r"[ \t\r\n.\-]{1,5}"
 _SEP_LOCATOR_OPT = r"[ \t\r\n.\-]{0,5}"
 _DIGIT_GROUP = re.compile(r"\d+", re.ASCII)
