@@ -61,9 +61,9 @@ class _PacedEvents:
                 time.sleep(delay)
             carry += self._rates.rate_at(tick * self._tick_s) * self._tick_s
             n, carry = int(carry), carry - int(carry)
-            # The tick's scheduled time, not the time it was generated: when the pipeline
-            # falls behind, the generator waits on it, and its events keep the time they were
-            # due, as a topic keeps a message's publish time (freshness counts the wait).
+            # The tick's scheduled time, not the time it was generated: when the generator runs
+            # late (a busy process), its events keep the time they were due, as a topic keeps
+            # a message's publish time, so freshness counts the wait.
             now = started_at + dt.timedelta(seconds=tick * self._tick_s)
             now_us = int(now.timestamp() * 1_000_000)
             elements = []
