@@ -93,16 +93,27 @@ def _redaction_build() -> str:
 
 
 def _tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and its children (kB), from /proc."""
-    total = 0
+    """Resident memory of a process and all its descendants (kB): the runner's worker
+    processes are grandchildren (started through a shell), so children alone miss them."""
     try:
-        children = subprocess.run(
-            ["ps", "-o", "rss=", "--ppid", str(pid)], capture_output=True, text=True
-        ).stdout.split()
-        own = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True)
-        total = sum(int(x) for x in children) + int(own.stdout.strip() or 0)
-    except (OSError, ValueError):
-        pass
+        table = subprocess.run(
+            ["ps", "-eo", "pid=,ppid=,rss="], capture_output=True, text=True
+        ).stdout.split("\n")
+    except OSError:
+        return 0
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for line in table:
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            child, parent, kb = map(int, fields)
+            children.setdefault(parent, []).append(child)
+            rss[child] = kb
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss.get(current, 0)
+        stack.extend(children.get(current, ()))
     return total
 
 

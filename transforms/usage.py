@@ -19,8 +19,11 @@ import zlib
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.transforms import window
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
 
 from transforms.aggregate import BACKFILL, STREAMING
@@ -28,7 +31,7 @@ from transforms.elements import EventBatch, UsageRow, event_micros, micros_to_da
 from transforms.pricing.table import PriceTable, estimate_cost_usd, price_on
 from transforms.windowing import PANE_TIMINGS, accumulating_windows
 
-__all__ = ["USAGE_SHARDS", "AggregateUsage", "shard_of_user", "usage_of"]
+__all__ = ["USAGE_SHARDS", "AggregateUsage", "changed_users", "shard_of_user", "usage_of"]
 
 _HOUR_S = 3600
 _HOUR_US = _HOUR_S * 1_000_000
@@ -156,6 +159,63 @@ class _PreCombineUsageFn(beam.DoFn):
         self._entries = 0
 
 
+# A pane of one shard of an hour: ((hour start µs, shard), (pane timing, pane index, users)).
+_ShardPane = tuple[tuple[int, int], tuple[str, int, _ByUser]]
+
+
+def _tag_pane(element, pane: PaneInfo = beam.DoFn.PaneInfoParam):
+    """Carries the pane's timing and index in the element, past the keyed step below (whose
+    outputs a runner need not give the input's pane)."""
+    key, by_user = element
+    return key, (PANE_TIMINGS[pane.timing], pane.index, by_user)
+
+
+def changed_users(by_user: _ByUser, emitted: dict[tuple[str, str, str], int]) -> _ByUser:
+    """The entries of an accumulating pane ``by_user`` that differ from what the shard last
+    emitted: ``emitted`` maps a (user, model, version) to the request count of its last row.
+    Every request adds one to the count and panes accumulate, so an unchanged count is an
+    unchanged row."""
+    return {user: usage for user, usage in by_user.items() if emitted.get(user) != usage[0]}
+
+
+class _KeepChangedUsersFn(beam.DoFn):
+    """Streaming only: keeps, of each pane of a shard of an hour, the users whose usage changed
+    since the shard's last pane. Without it, every pane re-emits the whole shard: a late event
+    (a LATE pane per batch of late events, for as long as the allowed lateness) then costs a
+    row per user of its shard, not one. The rows left out are the same rows again, already
+    upserted. State per (hour, shard): the request count last emitted per (user, model,
+    version); a timer clears it when the hour expires (its end plus the allowed lateness).
+    Lost state (a relaunch) only makes the next pane emit its whole shard again."""
+
+    EMITTED = ReadModifyWriteStateSpec("emitted", FastPrimitivesCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, allowed_lateness_s: int):
+        self._allowed_lateness = Duration(seconds=allowed_lateness_s)
+
+    def process(
+        self,
+        element: _ShardPane,
+        window=beam.DoFn.WindowParam,
+        emitted=beam.DoFn.StateParam(EMITTED),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        key, (timing, index, by_user) = element
+        last = emitted.read() or {}
+        changed = changed_users(by_user, last)
+        if not changed:
+            return
+        for user, usage in changed.items():
+            last[user] = usage[0]
+        emitted.write(last)
+        expiry.set(window.max_timestamp() + self._allowed_lateness)
+        yield key, (timing, index, changed)
+
+    @on_timer(EXPIRY)
+    def _expire(self, emitted=beam.DoFn.StateParam(EMITTED)):
+        emitted.clear()
+
+
 class _FormatUsageRowFn(beam.DoFn):
     """One pane of one shard of an hour: a row per (user, model, model version) in it."""
 
@@ -163,8 +223,8 @@ class _FormatUsageRowFn(beam.DoFn):
         self._source = source
         self._prices = prices
 
-    def process(self, element, pane: PaneInfo = beam.DoFn.PaneInfoParam):
-        (start_us, _shard), by_user = element
+    def process(self, element: _ShardPane):
+        (start_us, _shard), (pane_timing, pane_index, by_user) = element
         hour_start = micros_to_datetime(start_us)
         emitted_at = dt.datetime.now(dt.UTC)
         for (user_key, model, model_version), acc in sorted(by_user.items()):
@@ -185,8 +245,8 @@ class _FormatUsageRowFn(beam.DoFn):
                 policy_flagged_count=flagged,
                 estimated_cost_usd=cost,
                 price_table_version=self._prices.version,
-                pane_timing=PANE_TIMINGS[pane.timing],
-                pane_index=pane.index,
+                pane_timing=pane_timing,
+                pane_index=pane_index,
                 emitted_at=emitted_at,
                 source=self._source,
             )
@@ -204,11 +264,13 @@ class AggregateUsage(beam.PTransform):
     processing time while the hour is open, an ON_TIME pane when the watermark passes its end,
     then a LATE pane per batch of late events within ``allowed_lateness_s``; later events are
     dropped by the runner (the raw archive keeps them; a reconciliation recomputes the hour).
-    A pane holds a row for every (user, model, version) of its shard seen in the hour so far
-    (ACCUMULATING, for the same reason as the metric panes: each row holds the hour so far, so
-    upserting the newest pane per key is idempotent); a row's pane index is its shard's. The
-    early firings are less frequent than the metrics' (default 300 s), because usage feeds
-    billing-style reports, not the freshness SLO, and every pane is a row per active user. A
+    Panes accumulate (for the same reason as the metric panes: each row holds the hour so far,
+    so upserting the newest row per key is idempotent), and a pane holds a row for each (user,
+    model, version) of its shard whose usage changed since the shard's last pane: the others'
+    rows would be the same again. So a late event costs one row, not one per user of its shard,
+    and the stored row of a complete hour may be an EARLY pane's when nothing came after it. A
+    row's pane index is its shard's. The early firings are less frequent than the metrics'
+    (default 300 s), because usage feeds billing-style reports, not the freshness SLO. A
     bounded input gets one complete pane per hour and shard: one row per key.
 
     Args:
@@ -247,7 +309,12 @@ class AggregateUsage(beam.PTransform):
             )
             | "CombineUsage" >> beam.CombinePerKey(_SumUsageFn())
         )
+        panes = combined | "TagPanes" >> beam.Map(_tag_pane).with_output_types(_ShardPane)
+        if not batches.is_bounded:
+            panes = panes | "KeepChangedUsers" >> beam.ParDo(
+                _KeepChangedUsersFn(self._allowed_lateness_s)
+            ).with_output_types(_ShardPane)
         source = BACKFILL if batches.is_bounded else STREAMING
-        return combined | "FormatUsageRows" >> beam.ParDo(
+        return panes | "FormatUsageRows" >> beam.ParDo(
             _FormatUsageRowFn(source, self._prices)
         ).with_output_types(UsageRow)
