@@ -320,7 +320,7 @@ class RecomputeTouchedMetrics(beam.PTransform):
             events=nothing[0],
             duplicates=nothing[2],
             metrics=metrics,
-            audit=nothing[1],
+            audit=(nothing[1],),
             dead_letters=nothing[4],
             usage=usage,
             metric_dead_letters=core.metric_dead_letters,

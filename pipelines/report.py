@@ -17,6 +17,9 @@ it is opened, so it works offline and can be mailed or attached to a ticket. It 
 and pseudonymous user keys only (no user id, no text). Read-only: it never writes to the
 warehouse. Percentiles across regions are recomputed from the merged latency sketches, never
 averaged.
+
+Length (over 600 lines): one self-contained command (collection, figures, HTML) whose parts
+only make sense together; each figure is a small function.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ them apart (``MetricOutputs.dead_letters``), like the sinks' rows. Sums: exact (
 while combining; a row's sums and counts are saturated at the int64 maximum (what every store
 holds) with the counter ``metric_sums_saturated``, so no window can overflow a column. With the
 contract's bounds (tokens at most 1e8 per event) that takes over 9e10 events in one window.
+
+Length (over 600 lines): the accumulator, its coder, the combine and the trigger share the
+accumulator's layout and stay in one module.
 """
 
 from __future__ import annotations

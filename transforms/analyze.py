@@ -88,7 +88,9 @@ class CoreOutputs(NamedTuple):
     events: beam.PCollection  # EventBatch of the copies written, to archive
     duplicates: beam.PCollection  # RedactedEvent, other copies of an id already written
     metrics: beam.PCollection  # MetricRow panes
-    audit: beam.PCollection  # AuditRecord, one per input event
+    # AuditRecord, one per input event, in parts (one per outcome stream, RecordOutcomes):
+    # transforms.audit.flatten_audit joins them.
+    audit: tuple[beam.PCollection, ...]
     dead_letters: beam.PCollection  # DeadLetter, redacted, one per rejected input
     usage: beam.PCollection  # UsageRow panes per (hour, user_key, model, model_version)
     # DeadLetter of written events and rows the metrics left out (internal_error:aggregate):
@@ -154,7 +156,8 @@ class AnalyzeEvents(beam.PTransform):
         (``duplicate_conflict``: audited and counted, neither archived nor in the metrics);
       ``metrics``: ``MetricRow`` panes per window and (model, region), accumulating;
       ``usage``: ``UsageRow`` panes per hour and (user_key, model, model_version);
-      ``audit``: ``AuditRecord``, one per input event;
+      ``audit``: ``AuditRecord``, one per input event, as a tuple of PCollections (one per
+        outcome stream; ``transforms.audit.flatten_audit`` joins them);
       ``dead_letters``: ``DeadLetter``, redacted, one per rejected input;
       ``metric_dead_letters``: ``DeadLetter`` of written events the metrics left out
         (``internal_error:aggregate``): not outcomes of an input, so not audited.

@@ -41,6 +41,7 @@ __all__ = [
     "audit_dead_letter",
     "audit_event",
     "audit_replay",
+    "flatten_audit",
     "input_audit_id",
     "outcome_precedence_sql",
 ]
@@ -167,12 +168,18 @@ class RecordOutcomes(beam.PTransform):
     """Builds the audit log from the four outcome streams.
 
     Input: a tuple ``(written, duplicates, conflicts, dead_letters)`` of PCollections:
-    ``EventBatch``, ``RedactedEvent``, ``RedactedEvent`` and ``DeadLetter``. Output:
-    PCollection[AuditRecord], one per written event, duplicate, conflicting copy and dead
-    letter (so one per input), in the inputs' windows and timestamps.
+    ``EventBatch``, ``RedactedEvent``, ``RedactedEvent`` and ``DeadLetter``. Output: a tuple
+    of four PCollection[AuditRecord], one per outcome stream, in the inputs' windows and
+    timestamps: together one record per written event, duplicate, conflicting copy and dead
+    letter, so one per input. ``flatten_audit`` joins them where one PCollection is needed.
+
+    Kept apart because Beam's local batch runner (the FnApiRunner) materializes every Flatten
+    of several inputs in its controller process (``sink_flattens`` in its translations: "always
+    materialize"): one Flatten here held every audit record of a backfill in memory, and a
+    writer per part needs none. Dataflow fuses a Flatten, so the Google Cloud sinks flatten.
     """
 
-    def expand(self, outcomes):
+    def expand(self, outcomes) -> tuple[beam.PCollection, ...]:
         written, duplicates, conflicts, dead_letters = outcomes
         return (
             written | "AuditWritten" >> beam.FlatMap(_audit_written).with_output_types(AuditRecord),
@@ -187,4 +194,13 @@ class RecordOutcomes(beam.PTransform):
             dead_letters
             | "AuditDeadLetters"
             >> beam.Map(lambda d: audit_dead_letter(d, _now())).with_output_types(AuditRecord),
-        ) | "FlattenAudit" >> beam.Flatten().with_output_types(AuditRecord)
+        )
+
+
+def flatten_audit(parts: tuple[beam.PCollection, ...], label: str) -> beam.PCollection:
+    """The audit parts of ``RecordOutcomes`` (or ``CoreOutputs.audit``) as one
+    PCollection[AuditRecord], applied under ``label``."""
+    parts = tuple(parts)
+    if len(parts) == 1:
+        return parts[0]
+    return parts | label >> beam.Flatten().with_output_types(AuditRecord)

@@ -83,6 +83,10 @@ State size per 1,000 events/s at the default TTL (3,660 s): ids held = rate x TT
     for the timer, ~120 bytes per id, ~0.44 GB, about 5x the sharded layout, before the
     per-entry overhead of Dataflow's state store (not published; not counted). It is spread
     over the id keyspace, and an event writes its own ~120 bytes, not a shard's whole value.
+
+Length (over 600 lines): the docstring states the guarantee of each strategy; both streaming
+strategies and the batch grouping stay beside it, so the guarantee and its code are read
+together.
 """
 
 from __future__ import annotations

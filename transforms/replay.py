@@ -44,7 +44,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from transforms.analyze import AnalyzeEvents, CoreConfig, CoreOutputs
-from transforms.audit import DEAD_LETTERED, audit_dead_letter, audit_replay
+from transforms.audit import DEAD_LETTERED, audit_dead_letter, audit_replay, flatten_audit
 from transforms.deadletter import PAYLOAD_REDACTED, dead_letter_id
 from transforms.elements import AuditRecord, DeadLetter, Message, event_micros
 
@@ -157,7 +157,7 @@ class ReplayOutputs(NamedTuple):
             events=self.events,
             duplicates=self.duplicates,
             metrics=pipeline | "NoMetrics" >> beam.Create([]),
-            audit=self.audit,
+            audit=(self.audit,),
             dead_letters=self.dead_letters,
             usage=pipeline | "NoUsage" >> beam.Create([]),
             metric_dead_letters=pipeline | "NoMetricDeadLetters" >> beam.Create([]),
@@ -243,7 +243,7 @@ class ReplayDeadLetters(beam.PTransform):
             rekeyed.known,
         ) | "FailedAgain" >> beam.Flatten().with_output_types(DeadLetter)
         outcomes = (
-            core.audit
+            flatten_audit(core.audit, "FlattenCoreAudit")
             # The core's dead_lettered records name the ids before rekeying; these replace them.
             | "ProcessedOutcomes" >> beam.Filter(lambda a: a.outcome != DEAD_LETTERED),
             failed_again

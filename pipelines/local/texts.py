@@ -22,6 +22,9 @@ Ground-truth conventions (what "found" is measured against):
 
 Deterministic: the output depends only on the ``random.Random`` state; Faker is re-seeded
 from it on every call.
+
+Length (over 600 lines): mostly templates and value makers (data more than logic); split,
+the ground-truth conventions below would be scattered over modules.
 """
 
 from __future__ import annotations

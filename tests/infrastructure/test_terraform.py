@@ -1,6 +1,9 @@
 """Offline checks of terraform/: formatting and the properties the design promises (retention,
 partitioning, dead-letter policy, IAM, drain). ``terraform validate`` needs the providers from
-the registry: ``make terraform-validate`` runs it where they are (docs/deploy.md)."""
+the registry: ``make terraform-validate`` runs it where they are (docs/deploy.md).
+
+Length (over 600 lines): one test per promise of the design about terraform/, all over the
+same parsed configuration."""
 
 from __future__ import annotations
 

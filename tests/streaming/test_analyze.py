@@ -12,6 +12,7 @@ from tests.support.core_inputs import T0_S, event_id, raw
 from tests.support.factories import events_of
 from tests.support.pipelines import TestPipeline, streaming_options
 from transforms.analyze import AnalyzeEvents
+from transforms.audit import flatten_audit
 
 
 def _stream(*steps):
@@ -74,7 +75,7 @@ def test_stream_late_beyond_lateness_is_archived_but_not_in_metrics():
         label="still written",
     )
     assert_that(
-        out.audit | "a" >> beam.Map(lambda a: (a.outcome, a.event_id)),
+        flatten_audit(out.audit, "AllAudit") | "a" >> beam.Map(lambda a: (a.outcome, a.event_id)),
         equal_to([("written", event_id(1)), ("written", event_id(2))]),
         label="still audited",
     )

@@ -14,6 +14,7 @@ from tests.support.factories import events_of
 from tests.support.fakes import FAIL_MARKER, register_failing_engine
 from tests.support.pipelines import TestPipeline
 from transforms.analyze import AnalyzeEvents
+from transforms.audit import flatten_audit
 from transforms.elements import LineChunk
 from transforms.pii.pseudonym import load_key, pseudonymize
 
@@ -86,7 +87,8 @@ def test_batch_every_output_exactly(mode):
             label="dead letters",
         )
         assert_that(
-            out.audit | "outcomes" >> beam.Map(lambda a: (a.outcome, a.event_id, a.reason)),
+            flatten_audit(out.audit, "AllAudit")
+            | "outcomes" >> beam.Map(lambda a: (a.outcome, a.event_id, a.reason)),
             equal_to(
                 [
                     ("written", event_id(1), None),
@@ -110,8 +112,9 @@ def test_batch_every_output_exactly(mode):
             ),
             label="metrics",
         )
-        for name in ("events", "duplicates", "metrics", "audit", "dead_letters"):
+        for name in ("events", "duplicates", "metrics", "dead_letters"):
             assert_no_pii(getattr(out, name), name)
+        assert_no_pii(flatten_audit(out.audit, "EveryAudit"), "audit")
 
 
 @pytest.mark.parametrize("mode", BATCH_MODES)
@@ -289,7 +292,7 @@ def test_dead_letter_ids_never_carry_pii():
                 ]
             ),
         )
-        assert_no_pii(out.audit, "audit")
+        assert_no_pii(flatten_audit(out.audit, "AllAudit"), "audit")
 
 
 def test_inputs_that_break_the_decoder_are_dead_lettered_not_retried():

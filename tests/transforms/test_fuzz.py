@@ -14,6 +14,7 @@ from tests.support.fuzz import archived_events, count_cases, gateway_lines
 from tests.support.pipelines import TestPipeline
 from tests.support.profiles import examples
 from transforms.analyze import AnalyzeEvents, CoreConfig
+from transforms.audit import flatten_audit
 from transforms.elements import LineChunk
 
 # Each example is a pipeline run: a failure is reported as found, not shrunk (minutes).
@@ -41,7 +42,7 @@ def _tagged_counts(core, sinks) -> beam.PCollection:
         core.duplicates | "CountDuplicates" >> beam.Map(lambda _: ("duplicates", 1)),
         core.conflicts | "CountConflicts" >> beam.Map(lambda _: ("conflicts", 1)),
         core.dead_letters | "CountDeadLetters" >> beam.Map(lambda _: ("dead_letters", 1)),
-        core.audit | "CountAudit" >> beam.Map(lambda _: ("audit", 1)),
+        flatten_audit(core.audit, "AllAudit") | "CountAudit" >> beam.Map(lambda _: ("audit", 1)),
         sinks.sink_dead_letters | "CountRowsLeftOut" >> beam.Map(lambda d: (d.reason, 1)),
     ]
     return [

@@ -28,6 +28,9 @@ taken out and the rest is written. An archived event taken out becomes a dead le
 ``internal_error:write_redacted_event`` (``WriteRawEvents``' ``dead_letters``); a dead letter taken
 out is stored in its storable form (``transforms.deadletter.storable_dead_letter``), since dead
 letters have nowhere further to go.
+
+Length (over 600 lines): the two archive writers share their encoder, file naming and retry
+handling; one module keeps the archive's file layout defined in one place.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pipelines.io.sinks.embedded.audit import WriteAuditLog
 from pipelines.io.sinks.embedded.warehouse import UpsertMetrics, UpsertUsage
 from pipelines.io.sinks.files import DEFAULT_FLUSH_S as FILE_FLUSH_S
 from pipelines.io.sinks.files import WriteDeadLetters, WriteRawEvents
+from transforms.audit import flatten_audit
 
 __all__ = ["AUDIT_DB", "WAREHOUSE_DB", "WriteEmbedded"]
 
@@ -75,8 +76,20 @@ class WriteEmbedded(beam.PTransform):
             rows_left_out.append(metrics.dead_letters)
             usage = outputs.usage | "UpsertUsage" >> UpsertUsage(warehouse)
             rows_left_out.append(usage.dead_letters)
-        audit = outputs.audit | "WriteAuditLog" >> WriteAuditLog(os.path.join(self._root, AUDIT_DB))
-        rows_left_out.append(audit.dead_letters)
+        audit_db = os.path.join(self._root, AUDIT_DB)
+        parts = tuple(outputs.audit)
+        if parts[0].is_bounded:
+            # A writer per part: Beam's local batch runner would hold a Flatten's every
+            # element in memory (transforms.audit.RecordOutcomes); SQLite takes the writers'
+            # transactions one after another.
+            for i, part in enumerate(parts):
+                audit = part | f"WriteAuditLog{i}" >> WriteAuditLog(audit_db)
+                rows_left_out.append(audit.dead_letters)
+        else:
+            audit = flatten_audit(parts, "FlattenAudit") | "WriteAuditLog" >> WriteAuditLog(
+                audit_db
+            )
+            rows_left_out.append(audit.dead_letters)
         # Each comes out of a windowing of its own: into the global window before the Flatten.
         sink_dead_letters = [
             pcoll | f"RewindowRowsLeftOut{i}" >> beam.WindowInto(window.GlobalWindows())

@@ -31,6 +31,9 @@ processes take turns; lock and write conflicts are retried with exponential back
 retries are exhausted the bundle fails and the runner retries it (the upsert makes that safe).
 The database is a local file: this sink is for the local stack and single-machine runs, not
 Dataflow (which writes to BigQuery).
+
+Length (over 600 lines): the DDL, the commit transaction and the readers of one DuckDB file
+stay together, so a transaction's statements are read beside the tables they touch.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from pipelines.io.sinks.gcp.bigquery import (
 from pipelines.io.sinks.gcp.dead_letter_table import DeadLetterTableSink
 from pipelines.io.sinks.gcp.postgres import AuditInsertSink
 from pipelines.io.sinks.gcp.pubsub import DeadLetterTopicSink
+from transforms.audit import flatten_audit
 
 __all__ = ["GcpConfig", "WriteGcp"]
 
@@ -117,8 +118,10 @@ class WriteGcp(beam.PTransform):
             failures.append(self._batches(outputs.metrics, MetricsMergeSink(c.bigquery_dataset)))
             usage = UsageMergeSink(c.bigquery_dataset)
             failures.append(self._batches(outputs.usage, usage, USAGE_FLUSH_S))
-        failures.append(self._batches(outputs.audit, AuditInsertSink(c.audit_db_url)))
-        failures.append(self._batches(outputs.audit, AuditAppendSink(c.bigquery_dataset)))
+        # One Flatten of the audit parts, fused on Dataflow, then one writer per store.
+        audit = flatten_audit(outputs.audit, "FlattenAudit")
+        failures.append(self._batches(audit, AuditInsertSink(c.audit_db_url)))
+        failures.append(self._batches(audit, AuditAppendSink(c.bigquery_dataset)))
         # Each branch comes out of its own triggered global window: re-window before the
         # Flatten so the dead-letter writers see one plain windowing.
         sink_failures = [

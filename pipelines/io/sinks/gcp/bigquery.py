@@ -45,6 +45,9 @@ Both sinks retry transient errors (5xx, 429, connection and timeout errors, incl
 emulator that is down) with backoff, then dead-letter the rows (``sink_failed:bigquery``); the
 client's own retries are switched off so that the backoff is the one configured here. Clients
 honour ``BIGQUERY_EMULATOR_HOST`` (the local stack) and use Application Default Credentials.
+
+Length (over 600 lines): table creation from the contract and the MERGE statements that depend
+on those tables' columns and partitions are one unit.
 """
 
 from __future__ import annotations
