@@ -60,7 +60,7 @@ test: venv lint compiled chromium
 
 # The layers that need no service, in under two minutes on a 2-core machine: plain functions,
 # composite transforms and TestStream streaming tests, in two pytest processes (pytest-xdist;
-# 96 s for 1,028 tests on 2026-12-07, 152-200 s in one process). The end-to-end runs (tests/e2e)
+# 96 s for 1,028 tests on 2026-12-07, 153 s in one process). The end-to-end runs (tests/e2e)
 # and the infrastructure checks (tests/infrastructure) need no service either but take as long
 # again, so only `make test` runs them (or, without the stack, `$(BIN)/pytest -m "not
 # integration"`). Format and lint first, as in `make test`.
