@@ -87,6 +87,32 @@ def test_is_valid_iban(iban, valid):
     assert is_valid_iban(iban) is valid
 
 
+def test_the_iban_validator_agrees_with_stdnum_in_every_country():
+    # _validate_iban checks length, BBAN shape and checksum itself, then only stdnum's national
+    # checks: on checksum-valid IBANs of every IBAN country (random BBANs, some failing their
+    # country's own check digits) it must decide as stdnum.iban.is_valid does.
+    import random
+
+    from stdnum import iban as stdnum_iban
+
+    from transforms.pii import detectors
+
+    alphabets = {"[0-9]": "0123456789", "[A-Z]": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+    alphabets["[A-Z0-9]"] = alphabets["[A-Z]"] + alphabets["[0-9]"]
+    rng, rejected = random.Random(7), 0
+    countries = [a + b for a in alphabets["[A-Z]"] for b in alphabets["[A-Z]"]]
+    for country in (c for c in countries if detectors._iban_rules(c) is not None):
+        _, bban = detectors._iban_rules(country)
+        fields = re.findall(r"(\[[^\]]+\])\{(\d+)\}", bban.pattern)
+        for _ in range(40):
+            body = "".join(rng.choice(alphabets[kind]) for kind, n in fields for _ in range(int(n)))
+            number = country + stdnum_iban.calc_check_digits(country + "00" + body) + body
+            found = detectors._validate_iban(number, 0, len(number)) is not None
+            assert found is stdnum_iban.is_valid(number), number
+            rejected += not found
+    assert rejected  # some national checks did fail
+
+
 @pytest.mark.parametrize(
     ("address", "valid"),
     [
@@ -186,6 +212,29 @@ def test_phone_context(prefix, context):
 )
 def test_phone_context_reads_abbreviations_weak_words_and_keys(prefix, context):
     assert phone_context(prefix + "4155552671", len(prefix)) == context
+
+
+@pytest.mark.parametrize(
+    ("prefix", "context"),
+    [
+        ("The book (ISBN ", "negative"),  # punctuation before the word is no part of it
+        ('{"card": "', "negative"),
+        ("Tel: ", "positive"),
+        ("TEL.: ", "positive"),
+        ("ring me, order. ", None),  # the period ends the sentence holding "order"
+        ("phone order!\n", None),  # so does a line break ...
+        ("Call me; ", None),  # ... and "; "
+        ("phone order\n", None),
+        ("order\u00a0", "negative"),  # a no-break space separates words
+        ("ss order ", "negative"),
+        ("call xorder ", "positive"),  # not a whole word
+        ("x" * 40 + "order ", None),  # one long word, not "order"
+        ("tel. order ", "negative"),
+        ("Hotel. ", None),  # "tel" inside a word is no abbreviation
+    ],
+)
+def test_phone_context_the_nearest_word_and_where_its_sentence_starts(prefix, context):
+    assert phone_context(prefix + "0612345678", len(prefix)) == context
 
 
 @pytest.mark.parametrize(

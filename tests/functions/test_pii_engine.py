@@ -366,3 +366,29 @@ def test_many_findings_and_pathological_inputs_stay_linear(engine):
     assert result.counts == {"ENCRYPTION_KEY": 3000}
     for text in ("1 " * 50000, "a." * 50000 + "@", ":" * 100000, "(1) " * 30000, "x@" * 50000):
         assert engine.redact([text]) == [Redaction(text, {})]
+
+
+def test_the_locator_pass_reads_a_latin1_letter_as_a_question_mark():
+    # The locator pass scans Latin-1 text as Latin-1 bytes (a copy), where it used to scan
+    # ASCII with "?" for each accented letter: every locator must see each byte above 127 as
+    # it sees "?", next to every shape it locates.
+    locate = OfflineEngine(prefilter="hyperscan")._locate
+    samples = [
+        "?+44 20 7946 0958?",
+        "?(0161) 496 0066?0612345678?",
+        "call?4155552671?",
+        "?4111 1111 1111 1111?4111111111111111?",
+        "?jane.doe@example.com?x?@example.org",
+        "?DE89 3704 0044 0532 0130 00?de89370400440532013000?",
+        "?192.168.0.1?fe80::1?2001:db8::?",
+        "?123-45-6789?SSN?123 45 6789?",
+        "?AKIAIOSFODNN7EXAMPLE?AIzaSyA1234567890abcdefghijklmnopqrstu?",
+        "?eyJhbGciOi?eyJzdWIiOi?sig?Bearer?abcdef0123456789xyz?",
+        "?sk-abcdefghij0123456789abcd?ghp_?xoxb-?-----BEGIN ?",
+        "?aws_secret_access_key?secret?%40?&#64;?&amp;?\\u0040?[at]?(dot)?",
+    ]
+    for byte in range(0x80, 0x100):
+        for sample in samples:
+            text = sample.replace("?", chr(byte))
+            expected = {i: sorted(s) if s else s for i, s in locate(sample)}
+            assert {i: sorted(s) if s else s for i, s in locate(text)} == expected, (byte, sample)

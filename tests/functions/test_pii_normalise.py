@@ -80,3 +80,8 @@ def test_the_latin1_shortcut_looks_for_every_latin1_character_of_the_map():
     from transforms.pii.normalise import _LATIN1_MAPPED, char_map
 
     assert sorted(c for c in char_map() if ord(c) < 0x100) == sorted(_LATIN1_MAPPED)
+    # The shortcut spells them out: each one, between digits in Latin-1 text, needs a view.
+    check = ViewCheck(hyperscan)
+    for char in _LATIN1_MAPPED:
+        text = f"café 4111{char}1111"
+        assert needs_view(text) and check(text), repr(char)

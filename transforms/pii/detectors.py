@@ -104,11 +104,14 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Sequence
+from types import ModuleType
 from typing import NamedTuple
 
 import phonenumbers
+from stdnum import exceptions as stdnum_exceptions
 from stdnum import iban as stdnum_iban
 from stdnum import numdb
+from stdnum import util as stdnum_util
 
 from transforms.pii import phones
 from transforms.pii.engine import (
@@ -225,10 +228,10 @@ class Detector(NamedTuple):
                 end = match.end()
                 span = (start, end) if validator is None else validator(text, start, end)
                 if span is None:
-                    resume = max(end, start + 1)
+                    resume = end if end > start else start + 1
                 else:
                     findings.append(Finding(span[0], span[1], info_type, priority))
-                    resume = max(span[1], start + 1)
+                    resume = span[1] if span[1] > start else start + 1
         return findings
 
 
@@ -296,13 +299,29 @@ def is_valid_card_number(digits: str, *, bare: bool) -> bool:
 
     Bare runs need an issuer prefix, and 12-digit numbers (Maestro only) a Maestro prefix.
     """
-    if not 12 <= len(digits) <= 19 or digits == digits[0] * len(digits):
+    return _card_number_ok(digits, bare)
+
+
+def _card_number_ok(digits: str, bare: bool) -> bool:
+    # is_valid_card_number with positional arguments (a keyword builds a dict per call), the
+    # prefixes looked up by the first four digits, the cheap rejections first.
+    if not 12 <= len(digits) <= 19:
         return False
-    if len(digits) == 12 and not digits.startswith(_MAESTRO_PREFIXES):
+    if bare and digits[:4] not in _BARE_CARD_PREFIX4:
         return False
-    if bare and not digits.startswith(_BARE_CARD_PREFIXES):
+    if len(digits) == 12 and digits[:4] not in _MAESTRO_PREFIX4:
+        return False
+    if digits == digits[0] * len(digits):
         return False
     return luhn_ok(digits)
+
+
+def _four_digit_prefixes(prefixes: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(p for p in (f"{n:04d}" for n in range(10_000)) if p.startswith(prefixes))
+
+
+_BARE_CARD_PREFIX4 = _four_digit_prefixes(_BARE_CARD_PREFIXES)
+_MAESTRO_PREFIX4 = _four_digit_prefixes(_MAESTRO_PREFIXES)
 
 
 # The complete shapes a card number can be cut back to when more digit groups follow it.
@@ -323,7 +342,7 @@ def _card_shape(groups: Sequence[int]) -> bool:
 def _validate_card(text: str, start: int, end: int) -> tuple[int, int] | None:
     candidate = text[start:end]
     if candidate.isdigit():  # bare: the pattern checked its boundaries; never shortened
-        return (start, end) if is_valid_card_number(candidate, bare=True) else None
+        return (start, end) if _card_number_ok(candidate, True) else None
     if end < len(text) and (text[end].isalnum() or text[end] == "_"):
         # Glued to a word: only what comes before its last space can be a number.
         end = max(text.rfind(" ", start, end), text.rfind("\t", start, end))
@@ -337,7 +356,7 @@ def _validate_card(text: str, start: int, end: int) -> tuple[int, int] | None:
     for count in range(len(runs), 2, -1):
         shape = groups[:count]
         shaped = _card_shape(shape) if count == len(runs) else shape in _COMPLETE_CARD_SHAPES
-        if shaped and is_valid_card_number("".join(runs[:count]), bare=False):
+        if shaped and _card_number_ok("".join(runs[:count]), False):
             run_ends = [run.end() for run in _DIGIT_GROUP.finditer(text, start, end)]
             return start, run_ends[count - 1]
     return None
@@ -404,7 +423,28 @@ def _validate_iban(text: str, start: int, end: int) -> tuple[int, int] | None:
         return None
     if int((compact[4:] + compact[:4]).translate(_IBAN_NUMBERS)) % 97 != 1:
         return None
-    return (start, positions[length - 1] + 1) if is_valid_iban(compact) else None
+    return (start, positions[length - 1] + 1) if _country_rules_hold(compact) else None
+
+
+@functools.cache
+def _iban_country_module(country: str) -> ModuleType | None:
+    """``stdnum``'s module of national IBAN checks for ``country``, if it has one."""
+    return stdnum_util.get_cc_module(country.lower(), "iban")
+
+
+def _country_rules_hold(compact: str) -> bool:
+    """The rest of ``is_valid_iban`` for an IBAN whose length, BBAN shape and checksum
+    already hold (what ``_validate_iban`` checked): the national checks ``stdnum`` has for
+    some countries (a Belgian or Spanish account's own check digits ...). ``stdnum.iban``
+    would repeat the others, at about 300,000 instructions per IBAN."""
+    module = _iban_country_module(compact[:2])
+    if module is None:
+        return True
+    try:
+        module.validate(compact)
+    except stdnum_exceptions.ValidationError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------- IP addresses
@@ -529,19 +569,76 @@ _PHONE_POSITIVE_CJK = ("電話", "携帯", "連絡先")
 _PHONE_NEGATIVE_CJK = ("注文", "請求書", "伝票")
 # Context words are what whitespace, ASCII punctuation and digits separate.
 _CONTEXT_WORD = re.compile(r"[^\s!-/0-9:-@\[-`{-~]+")
+_SEPARATORS = "".join(chr(c) for c in range(0x21, 0x7F) if not chr(c).isalpha())
+_NOT_BREAKING = "".join(c for c in _SEPARATORS if c not in ".!?;")  # no sentence ends with
 
 
-def _word_context(words: Sequence[str], cjk: bool) -> str | None:
-    """The context of ``words`` read from the nearest (last) to the farthest."""
+# Every context word and what it makes of a number after it (a positive word beats a negative
+# one, a negative one a weak one): one lookup per word.
+_CONTEXT_KIND: dict[str, str] = {
+    **dict.fromkeys(_PHONE_WEAK, "weak"),
+    **dict.fromkeys(_PHONE_NEGATIVE, "negative"),
+    **dict.fromkeys(_PHONE_POSITIVE, "positive"),
+}
+
+
+def _word_context(lowered: str) -> str | None:
+    """The context of the words of ``lowered`` (lower-cased text) read from the nearest (last)
+    to the farthest: the first phone or id word decides; otherwise a weak word is positive.
+
+    Words are what whitespace, ASCII punctuation and digits separate (``_CONTEXT_WORD``); most
+    tokens between spaces are one word, or one word in punctuation (``(ISBN``), so the regex
+    only runs on the others."""
     weak = False
-    for token in reversed(words):
-        for word in (token,) if token.isalpha() else reversed(_CONTEXT_WORD.findall(token)):
-            if word in _PHONE_POSITIVE or (cjk and any(k in word for k in _PHONE_POSITIVE_CJK)):
-                return "positive"
-            if word in _PHONE_NEGATIVE or (cjk and any(k in word for k in _PHONE_NEGATIVE_CJK)):
-                return "negative"
-            weak = weak or word in _PHONE_WEAK
+    cjk = not lowered.isascii()
+    for token in reversed(lowered.split()):
+        kind = _CONTEXT_KIND.get(token)
+        if kind is None:
+            word = token.strip(_SEPARATORS)
+            if not word.isalpha():
+                kind = _words_context(_CONTEXT_WORD.findall(token), cjk)
+                if kind == "weak":
+                    weak = True
+                elif kind is not None:
+                    return kind
+                continue
+            kind = _CONTEXT_KIND.get(word)
+            if kind is None and cjk:
+                kind = _cjk_context(word)
+        if kind == "weak":
+            weak = True
+        elif kind is not None:
+            return kind
     return "positive" if weak else None
+
+
+def _words_context(words: list[str], cjk: bool) -> str | None:
+    """The first decisive kind among ``words`` read from the last; "weak" if only weak ones."""
+    weak = False
+    for word in reversed(words):
+        kind = _CONTEXT_KIND.get(word)
+        if kind is None and cjk:
+            kind = _cjk_context(word)
+        if kind == "weak":
+            weak = True
+        elif kind is not None:
+            return kind
+    return "weak" if weak else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_context(name: str) -> str | None:
+    """``_word_context`` of a key or a column header (lower case): the same few names recur
+    in a text (``created_at=``, a CSV header over every row), so they are cached."""
+    return _word_context(name)
+
+
+def _cjk_context(word: str) -> str | None:
+    if any(k in word for k in _PHONE_POSITIVE_CJK):
+        return "positive"
+    if any(k in word for k in _PHONE_NEGATIVE_CJK):
+        return "negative"
+    return None
 
 
 def phone_context(text: str, start: int) -> str | None:
@@ -551,19 +648,51 @@ def phone_context(text: str, start: int) -> str | None:
     they hold neither, a CSV or Markdown table row's column header does (``column_context``).
     """
     window = text[max(0, start - _CONTEXT_WINDOW) : start]
+    # The word right before the number usually decides ("order 1234567", "call 0612 …"):
+    # when it is a whole phone or id word, the rules below would stop at it too.
+    stripped = window.rstrip(" \t")
+    if stripped and not stripped[-1].isspace():  # a line break after it would cut it off
+        nearest = stripped.rsplit(None, 1)
+        if len(nearest) == 2:  # not cut by the window's start
+            # Punctuation around it ("(ISBN", "Tel:") is no part of a word; a period, "!",
+            # "?" or ";" after it may end a sentence, so the rules below decide those.
+            word = nearest[1].lower().lstrip(_SEPARATORS).rstrip(_NOT_BREAKING)
+            kind = _CONTEXT_KIND.get(word)
+            if kind == "negative" or kind == "positive":
+                return kind
     period = window.rfind(". ")
-    while period >= 0 and _ABBREVIATION.search(window, 0, period):
+    while period >= 0 and _ends_with_abbreviation(window, period):
         period = window.rfind(". ", 0, period)  # "tel. 0612…" ends no sentence
     cut = max(period, window.rfind("! "), window.rfind("? "), window.rfind("; "))
     cut = max(cut + 2 if cut >= 0 else 0, window.rfind("\n") + 1)
     window = window[cut:]
-    # Whitespace separates most words: only tokens with punctuation or digits need the regex.
-    context = _word_context(window.lower().split(), not window.isascii())
+    context = _word_context(window.lower())
     return context if context is not None else column_context(text, start)
 
 
-# Abbreviations whose period ends no sentence (a phone word, "nr.", "no.").
-_ABBREVIATION = re.compile(r"(?<![A-Za-z])(?i:tel|ph|mob|fax|nr|no|num|tfno|tlf|t[ée]l)\Z")
+# Abbreviations whose period ends no sentence (a phone word, "nr.", "no."), 2-4 letters.
+_ABBREVIATIONS = frozenset(("tel", "tél", "ph", "mob", "fax", "nr", "no", "num", "tfno", "tlf"))
+_ABBREVIATION_ENDS = frozenset(
+    "".join(a[-1] for a in _ABBREVIATIONS) + "".join(a[-1].upper() for a in _ABBREVIATIONS)
+)
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _ends_with_abbreviation(window: str, end: int) -> bool:
+    """Whether ``window[:end]`` ends with an abbreviation not glued to an ASCII letter before it
+    (any case): ``Tel`` and ``(nr`` yes, ``Hotel`` no. A slice per length, no regex search."""
+    if not end or window[end - 1] not in _ABBREVIATION_ENDS:
+        return False  # most sentences: no abbreviation ends with their last character
+    for length in (2, 3, 4):
+        start = end - length
+        if start < 0:
+            return False
+        if window[start:end].lower() in _ABBREVIATIONS and (
+            not start or window[start - 1] not in _ASCII_LETTERS
+        ):
+            return True
+    return False
+
 
 _DELIMITERS = (",", ";", "\t", "|")
 _MAX_HEADER_LINES = 50
@@ -601,7 +730,7 @@ def column_context(text: str, start: int) -> str | None:
         name = names[column].lower()
         if _DATA_CELL.match(name):
             continue  # another data row
-        context = _word_context(name.replace("_", " ").split(), not name.isascii())
+        context = _name_context(name)
         if context is None and any(_DATA_CELL.match(cell) for cell in names):
             continue  # a data row whose cell in this column holds no number
         return context  # the header (its first cell may follow other text on its line)
@@ -660,8 +789,7 @@ def _is_phone_key(text: str, equals: int) -> bool:
     """Whether the key before the ``=`` at ``equals`` names a phone (``phone=``,
     ``contact_phone=``, ``?telephone=``, ``TELEFON=``)."""
     before = text[max(0, equals - 40) : equals].rsplit(None, 1)
-    key = before[-1].lower() if before else ""
-    return _word_context(key.replace("_", " ").split(), not key.isascii()) == "positive"
+    return _name_context(before[-1].lower() if before else "") == "positive"
 
 
 def _candidate_ends(text: str, start: int, end: int) -> list[int]:

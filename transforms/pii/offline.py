@@ -129,7 +129,7 @@ class _HyperscanLocator:
                 raise ValueError(f"detector {detector.name}: mixed bounded/unbounded locators")
             if bounded == {False}:
                 unbounded.add(index)
-        self._unbounded = frozenset(unbounded)
+        self._adjusted = frozenset(unbounded) | self._presence  # starts to shift, or drop
 
     def __call__(self, text: str) -> Iterable[tuple[int, list[int] | None]]:
         hits: dict[int, list[int]] = {}
@@ -139,12 +139,13 @@ class _HyperscanLocator:
         # reports in the shifted bytes is the candidate's index in ``text``. An
         # unbounded match starts at its candidate: one less in ``text``.
         self._db.scan(
-            b"\n" + text.encode("ascii", "replace"), match_event_handler=_on_match, context=hits
+            b"\n" + text.encode("latin-1", "replace"), match_event_handler=_on_match, context=hits
         )
-        for index in self._unbounded.intersection(hits):
-            hits[index] = [start - 1 for start in hits[index]]
-        for index in self._presence.intersection(hits):
-            hits[index] = None  # type: ignore[assignment]
+        for index in hits.keys() & self._adjusted:  # usually none
+            if index in self._presence:
+                hits[index] = None  # type: ignore[assignment]
+            else:
+                hits[index] = [start - 1 for start in hits[index]]
         return hits.items()  # Detector.find sorts the starts
 
 
@@ -210,6 +211,8 @@ class OfflineEngine:
         self._detectors = tuple(
             d for d in build_detectors(phone_regions) if d.info_type in selected
         )
+        self._finders = tuple(d.find for d in self._detectors)  # bound once, not per text
+        self._trigger = len(self._detectors)  # the index the view triggers report under
         self._placeholders = {info_type: f"[{info_type}]" for info_type in INFO_TYPES}
         self._locate: _Locate
         self._needs_view: Callable[[str], bool] = needs_view
@@ -281,13 +284,13 @@ class OfflineEngine:
         """The findings of every detector in ``text``, unresolved, and whether a view
         trigger matched."""
         findings: list[Finding] = []
-        detectors = self._detectors
+        finders = self._finders
         triggered = False
         for index, starts in self._locate(text):
-            if index == len(detectors):
+            if index == self._trigger:
                 triggered = True
             else:
-                findings += detectors[index].find(text, starts)
+                findings += finders[index](text, starts)
         return findings, triggered
 
     def redact_text(self, text: str) -> Redaction:
