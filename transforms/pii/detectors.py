@@ -592,38 +592,20 @@ def _word_context(lowered: str) -> str | None:
     weak = False
     cjk = not lowered.isascii()
     for token in reversed(lowered.split()):
-        kind = _CONTEXT_KIND.get(token)
-        if kind is None:
+        if token in _CONTEXT_KIND:
+            words = (token,)
+        else:
             word = token.strip(_SEPARATORS)
-            if not word.isalpha():
-                kind = _words_context(_CONTEXT_WORD.findall(token), cjk)
-                if kind == "weak":
-                    weak = True
-                elif kind is not None:
-                    return kind
-                continue
+            words = (word,) if word.isalpha() else reversed(_CONTEXT_WORD.findall(token))
+        for word in words:
             kind = _CONTEXT_KIND.get(word)
             if kind is None and cjk:
                 kind = _cjk_context(word)
-        if kind == "weak":
-            weak = True
-        elif kind is not None:
-            return kind
+            if kind == "weak":
+                weak = True
+            elif kind is not None:
+                return kind
     return "positive" if weak else None
-
-
-def _words_context(words: list[str], cjk: bool) -> str | None:
-    """The first decisive kind among ``words`` read from the last; "weak" if only weak ones."""
-    weak = False
-    for word in reversed(words):
-        kind = _CONTEXT_KIND.get(word)
-        if kind is None and cjk:
-            kind = _cjk_context(word)
-        if kind == "weak":
-            weak = True
-        elif kind is not None:
-            return kind
-    return "weak" if weak else None
 
 
 @functools.lru_cache(maxsize=1024)
