@@ -255,7 +255,9 @@ def _append(client, stream: str, encoder: RowEncoder, rows: list[bytes]) -> list
             rows=types.ProtoRows(serialized_rows=rows),
         ),
     )
-    responses = list(client.append_rows(iter([request]), timeout=REQUEST_TIMEOUT_S))
+    # retry=None: the client's default retries an unavailable service for up to a day, which
+    # held a writer through a whole BigQuery outage; the sink's bounded retries decide.
+    responses = list(client.append_rows(iter([request]), retry=None, timeout=REQUEST_TIMEOUT_S))
     if len(responses) != 1:
         raise AppendFailed(_UNAVAILABLE)  # the stream ended without its answer: try again
     (response,) = responses
