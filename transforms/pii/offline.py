@@ -20,9 +20,10 @@ locators with Python ``re`` to skip detectors, then scans with ``finditer``; and
 ``prefilter="none"`` runs every pattern over every text. All three give identical
 redactions, which the tests check.
 
-Hyperscan scans ``b"\\n" + text.encode("ascii", "replace")``: one byte per character, so its
-offsets are ``str`` indices shifted by one; every pattern is ASCII, and a non-ASCII
-character only ever stands where a pattern requires a boundary, which ``?`` also is. The
+Hyperscan scans ``b"\\n" + text.encode("latin-1", "replace")``: one byte per character, so
+its offsets are ``str`` indices shifted by one (Latin-1 text is copied as it is; other
+characters become ``?``). Every pattern is ASCII, so a byte above 127 or a ``?`` only ever
+stands where a pattern requires a boundary (a test checks every such byte). The
 leading newline gives every candidate a boundary character before it, so a bounded
 locator's match start is exactly the candidate's index.
 
