@@ -61,13 +61,15 @@ def test_rows_decode_back_to_what_was_sent():
 
 class _FakeWriteClient:
     """Answers append_rows like the service: the rows at ``refuse`` (by their audit_id) make
-    the whole request fail with row errors; otherwise the rows are stored."""
+    the whole request fail with row errors; otherwise the rows are stored. ``retry`` has no
+    default, so a call that leaves the client's own retries on fails here."""
 
     def __init__(self, encoder: RowEncoder, refuse=(), error_code=0):
         self.encoder, self.refuse, self.error_code = encoder, set(refuse), error_code
-        self.requests, self.stored = [], []
+        self.requests, self.stored, self.retries = [], [], []
 
-    def append_rows(self, requests, timeout):
+    def append_rows(self, requests, *, retry, timeout):
+        self.retries.append(retry)
         (request,) = list(requests)
         rows = [_decoded(self.encoder, r) for r in request.proto_rows.rows.serialized_rows]
         self.requests.append((request.write_stream, len(rows)))
@@ -99,11 +101,14 @@ def test_a_request_failed_as_a_whole_raises_with_its_code_only():
     with pytest.raises(AppendFailed) as caught:
         append_rows("p.d.t", encoder, [to_record(audit_record())], client)
     assert caught.value.transient and str(caught.value) == "append failed with status code 14"
+    # UNAVAILABLE reaches the sink at once: the client's own retries (which wait out an outage
+    # for up to a day by default) are off, so the sink's bounded backoff decides.
+    assert client.retries == [None]
 
 
 def test_a_stream_that_ends_without_an_answer_is_a_transient_failure():
     class _Silent:
-        def append_rows(self, requests, timeout):
+        def append_rows(self, requests, *, retry, timeout):
             list(requests)
             return iter([])
 

@@ -6,7 +6,9 @@ twice, no sink dead letters (the retries outlast the outage), and ``verify`` cle
 ``docs/reliability.md`` tables what was injected and what came out.
 
 Lean on purpose: 15 events/s for 60 s per scenario. The sinks' retries are sized to ride out
-the outage: 10 attempts, backoff from 0.5 s doubling to 8 s (about 55 s in all).
+the outage: 20 attempts, backoff from 0.5 s doubling to 8 s, 127.5 s of waits in all before
+the jitter, which shortens each wait to between half and all of it (so at least about 64 s: the
+outage and the service's restart, with room).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _run_with_outage(services: DedicatedServices, tmp_path, service: str) -> dic
         *("--sink", "gcp", "--output_root", str(root), "--raw_root", str(root)),
         *("--bigquery_dataset", dataset, "--audit_db_url", audit_url),
         *("--early_firing_s", "5", "--sink_flush_s", "2", "--file_flush_s", "2"),
-        *("--sink_max_attempts", "10", "--sink_first_backoff_s", "0.5"),
+        *("--sink_max_attempts", "20", "--sink_first_backoff_s", "0.5"),
         *("--sink_max_backoff_s", "8"),
     ]
     env = {**services.client_env, "GENAI_PSEUDONYM_KEY": "test-only-pseudonym-key-0123456789"}

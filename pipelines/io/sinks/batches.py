@@ -72,7 +72,8 @@ SINK_FAILED = "sink_failed"
 
 class SinkRetry(NamedTuple):
     """Bounded exponential backoff for one batch: ``max_attempts`` calls, the wait doubling from
-    ``first_backoff_s`` up to ``max_backoff_s`` (fuzzed). Defaults sum to about 1.5 minutes."""
+    ``first_backoff_s`` up to ``max_backoff_s``, each wait fuzzed to between half and all of it.
+    The defaults wait 31 s in all at most (about 15 s at least), plus the attempts' own time."""
 
     max_attempts: int = 6
     first_backoff_s: float = 1.0
