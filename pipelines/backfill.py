@@ -54,7 +54,7 @@ from pipelines.clock import add_now_option, now_problems, reference_now
 from pipelines.io.sinks import SinkOutputs
 from pipelines.io.sources.archive import ReadArchivedEvents, partition_pattern
 from pipelines.io.sources.lines import DEFAULT_CHUNK_BYTES, ReadLineChunks
-from pipelines.launch import configure_logging, launch, parse_options
+from pipelines.launch import configure_logging, launch, on_dataflow, parse_options
 from pipelines.options import (
     add_core_options,
     add_date_range_options,
@@ -380,6 +380,7 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
             input_format="json_lines",
             copies_from=again,
             read_archived=ReadArchivedEvents(archive_root(options)),
+            combine_copies=_combine_copies(pipeline),
         )
         # The core's own panes count this run's events only: they are written for the days
         # whose archive is this run's alone, the other days' rows are recomputed (ADR 0014).
@@ -396,6 +397,18 @@ def build(pipeline: beam.Pipeline, options: BackfillOptions) -> PipelineOutputs:
         # some regions would replace them with partial sums, so it leaves them as they are.
         core = core._replace(usage=pipeline | "NoUsage" >> beam.Create([]))
     return PipelineOutputs(raw, core, write_outputs(core, options, archive=False))
+
+
+def _combine_copies(pipeline: beam.Pipeline):
+    """How the first pass combines its candidates per shard: on Dataflow, ``CombinePerKey``
+    (None) through Dataflow's shuffle; on the local runner, whose shuffle is its main process's
+    memory, through local files (``pipelines.local.spill``), so memory does not grow with the
+    number of event ids."""
+    if on_dataflow(pipeline.options):
+        return None
+    from pipelines.local.spill import CombinePerKeyOnDisk
+
+    return CombinePerKeyOnDisk
 
 
 def _build_with_pinned_clock(pipeline: beam.Pipeline, options: BackfillOptions):

@@ -15,6 +15,7 @@ data beyond the allowed lateness is still written and audited; only the metrics 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -146,7 +147,9 @@ class AnalyzeEvents(beam.PTransform):
     already in the archive take part: first archived wins, across runs. ``read_archived`` is a
     PTransform from PCollection[(event_date, region)] (ISO date, region) to the
     PCollection[RedactedEvent] archived in those partitions: the I/O stays with the pipeline,
-    which applies it to the partitions the input's events fall in.
+    which applies it to the partitions the input's events fall in. ``combine_copies``: how the
+    first pass combines per shard (``ChooseCopies``' ``combine_per_shard``; None:
+    ``beam.CombinePerKey``).
 
     Returns ``CoreOutputs``, PCollections:
       ``events``: ``EventBatch`` of the copies written, to archive (see ``DeduplicateEvents``
@@ -169,6 +172,7 @@ class AnalyzeEvents(beam.PTransform):
         input_format: str = "json",
         copies_from: beam.PCollection | None = None,
         read_archived: beam.PTransform | None = None,
+        combine_copies: Callable[[beam.CombineFn], beam.PTransform] | None = None,
     ):
         super().__init__()
         if input_format not in INPUT_FORMATS:
@@ -181,6 +185,7 @@ class AnalyzeEvents(beam.PTransform):
         self._input_format = input_format
         self._copies_from = copies_from
         self._read_archived = read_archived
+        self._combine_copies = combine_copies
 
     def expand(self, raw):
         c = self._config
@@ -219,6 +224,7 @@ class AnalyzeEvents(beam.PTransform):
                 c.pseudonym_key,
                 num_shards=c.dedupe_shards,
                 read_archived=self._read_archived,
+                combine_per_shard=self._combine_copies,
             )
             return self._from_redacted(redacted.events, dead_letters, copies=copies)
         archived = None

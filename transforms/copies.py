@@ -20,6 +20,7 @@ pass computes it (one HMAC per line).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -160,6 +161,18 @@ class _ChooseCopyFn(beam.CombineFn):
         return chosen_copies(acc)
 
 
+class _FlattenAndCombine(beam.PTransform):
+    """``beam.CombinePerKey(combine_fn)`` over a tuple of PCollections, flattened first."""
+
+    def __init__(self, combine_fn: beam.CombineFn):
+        super().__init__()
+        self._fn = combine_fn
+
+    def expand(self, pcolls):
+        joined = pcolls[0] if len(pcolls) == 1 else pcolls | "WithArchived" >> beam.Flatten()
+        return joined | beam.CombinePerKey(self._fn)
+
+
 class ChooseCopies(beam.PTransform):
     """Picks the winning copy of every event id that has more than one copy.
 
@@ -179,6 +192,11 @@ class ChooseCopies(beam.PTransform):
       read_archived: None, or a PTransform from PCollection[(event_date, region)] (ISO date,
         region as written) to the PCollection[RedactedEvent] archived in those partitions
         (texts may be left out): the archived copies take part, first archived winning.
+      combine_per_shard: None (``beam.CombinePerKey``), or a function of a ``CombineFn`` to a
+        PTransform that does what ``CombinePerKey`` does with it, applied to the tuple of the
+        partials' PCollections (one per branch: the input's, then the archive's), e.g.
+        ``pipelines.local.spill.CombinePerKeyOnDisk`` on the local runner, whose shuffle is
+        held in memory.
     """
 
     def __init__(
@@ -188,6 +206,7 @@ class ChooseCopies(beam.PTransform):
         replay: bool = False,
         num_shards: int = 32,
         read_archived: beam.PTransform | None = None,
+        combine_per_shard: Callable[[beam.CombineFn], beam.PTransform] | None = None,
     ):
         super().__init__()
         if limits.now is None:
@@ -199,6 +218,7 @@ class ChooseCopies(beam.PTransform):
         self._replay = replay
         self._num_shards = num_shards
         self._read_archived = read_archived
+        self._combine_per_shard = combine_per_shard or _FlattenAndCombine
 
     def expand(self, chunks):
         if not chunks.is_bounded:
@@ -208,7 +228,7 @@ class ChooseCopies(beam.PTransform):
         ).with_output_types(tuple[int, _Seen], **{PARTITIONS_TAG: tuple[str, str]}).with_outputs(
             PARTITIONS_TAG, main="seen"
         )
-        seen = candidates.seen
+        partials = (candidates.seen,)
         if self._read_archived is not None:
             archived = (
                 candidates[PARTITIONS_TAG]
@@ -219,10 +239,10 @@ class ChooseCopies(beam.PTransform):
                     tuple[int, _Seen]
                 )
             )
-            seen = (seen, archived) | "WithArchived" >> beam.Flatten()
+            partials = (*partials, archived)
         return (
-            seen
-            | "ChoosePerShard" >> beam.CombinePerKey(_ChooseCopyFn())
+            partials
+            | "ChoosePerShard" >> self._combine_per_shard(_ChooseCopyFn())
             | "Chosen"
             >> beam.FlatMap(lambda kv: kv[1]).with_output_types(tuple[str, tuple[str, bytes]])
         )

@@ -216,6 +216,29 @@ def test_backfill_twice_changes_nothing(generated, backfilled, tmp_path):
     assert_verified(root)
 
 
+def test_two_worker_processes_choose_and_write_the_same_copies(generated, backfilled, tmp_path):
+    """The local runner with two worker processes and many small chunks: the first pass's
+    per-shard combine goes through files the processes share (pipelines/local/spill.py), and
+    the run archives the same copies and counts the same as one process does."""
+    _, _, path = generated
+    root, summary = backfilled
+    parallel = tmp_path / "parallel"
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    got = run_backfill(path, parallel, "--chunk_bytes", "4096", *workers)
+    assert (got.events_read, got.written, got.duplicates, got.dead_lettered) == (
+        summary.events_read,
+        summary.written,
+        summary.duplicates,
+        summary.dead_lettered,
+    )
+
+    def copies(at):
+        return sorted((r["event_id"], r["input_id"]) for r in avro_records(f"{at}/raw/**/*.avro"))
+
+    assert copies(parallel) == copies(root)
+    assert_verified(parallel)
+
+
 def test_archive_replay_by_partition_recomputes_the_same_metrics(generated, backfilled, tmp_path):
     root, _ = backfilled
     dates = sorted({p.split("event_date=")[1][:10] for p in glob.glob(f"{root}/raw/event_date=*")})

@@ -5,6 +5,7 @@ commands themselves run in ``tests/e2e/test_pipelines.py``."""
 import datetime as dt
 import logging
 import pickle
+from types import SimpleNamespace
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -47,6 +48,18 @@ def test_dedupe_strategy_follows_the_runner():
     assert strategy(["--runner", "DataflowRunner"]) == "per_key"
     assert strategy(["--runner", "DataflowRunner", "--dedupe_strategy", "sharded"]) == "sharded"
     assert strategy(["--dedupe_strategy", "per_key"]) == "per_key"
+
+
+def test_the_backfills_first_pass_combines_on_disk_locally_and_through_the_shuffle_on_dataflow():
+    import apache_beam as beam
+
+    from pipelines.local.spill import CombinePerKeyOnDisk
+
+    local = beam.Pipeline(options=PipelineOptions([]))
+    assert backfill._combine_copies(local) is CombinePerKeyOnDisk
+    # Only the options are read (a Dataflow pipeline object would want a project and buckets).
+    dataflow = SimpleNamespace(options=PipelineOptions(["--runner", "DataflowRunner"]))
+    assert backfill._combine_copies(dataflow) is None  # beam.CombinePerKey
 
 
 def test_default_dedupe_ttl_covers_the_allowed_lateness_and_a_window():

@@ -9,6 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.local.spill import CombinePerKeyOnDisk
 from tests.conftest import TEST_PSEUDONYM_KEY
 from tests.support.core_inputs import T0, event_id, raw
 from tests.support.factories import redacted_event
@@ -56,10 +57,21 @@ class _FakeArchive(beam.PTransform):
 
 
 def assert_chosen(chunks, expected, limits=LIMITS, archived=None):
-    with TestPipeline() as p:
-        read = None if archived is None else _FakeArchive(archived)
-        out = p | beam.Create(chunks) | ChooseCopies(limits, num_shards=3, read_archived=read)
-        assert_that(out, equal_to(expected))
+    """Checks the choice with Beam's CombinePerKey and with the local runner's on-disk combine
+    (every input written out at once, so the merge reads many files)."""
+    combines = {
+        "CombinePerKey": None,
+        "on disk": lambda fn: CombinePerKeyOnDisk(fn, flush_every=1),
+    }
+    for name, combine in combines.items():
+        with TestPipeline() as p:
+            read = None if archived is None else _FakeArchive(archived)
+            out = (
+                p
+                | beam.Create(chunks)
+                | ChooseCopies(limits, num_shards=3, read_archived=read, combine_per_shard=combine)
+            )
+            assert_that(out, equal_to(expected), label=f"Chosen ({name})")
 
 
 def test_ids_carried_once_are_not_chosen():
