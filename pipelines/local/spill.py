@@ -158,7 +158,6 @@ class CombinePerKeyOnDisk(beam.PTransform):
         directory under the system's temporary directory. Every worker must see it: the
         local runner's workers run on this machine.
       flush_every: inputs a worker folds in memory before writing them out.
-      output_type: the output's element type (the runner picks its coder from it).
     """
 
     def __init__(
@@ -166,7 +165,6 @@ class CombinePerKeyOnDisk(beam.PTransform):
         combine_fn: beam.CombineFn,
         directory: str | None = None,
         flush_every: int = DEFAULT_FLUSH_EVERY,
-        output_type: Any = tuple[Any, Any],
     ):
         super().__init__()
         if flush_every < 1:
@@ -176,7 +174,6 @@ class CombinePerKeyOnDisk(beam.PTransform):
             tempfile.gettempdir(), f"genai-combine-{uuid.uuid4().hex}"
         )
         self._flush_every = flush_every
-        self._output_type = output_type
 
     def expand(self, pcolls):
         branches = pcolls if isinstance(pcolls, tuple | list) else (pcolls,)
@@ -194,7 +191,7 @@ class CombinePerKeyOnDisk(beam.PTransform):
         combined = (
             refs
             | "GroupRefs" >> beam.GroupByKey()
-            | "Merge" >> beam.ParDo(_MergeFn(self._fn)).with_output_types(self._output_type)
+            | "Merge" >> beam.ParDo(_MergeFn(self._fn)).with_output_types(tuple[Any, Any])
         )
         _ = (
             combined
